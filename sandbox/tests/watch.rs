@@ -1,0 +1,229 @@
+//! Conformance: watch streams — ADDED/MODIFIED/DELETED/BOOKMARK from a resourceVersion,
+//! selector transitions, and 410 Gone once the version has left the retained window.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use flotilla_sandbox::Sandbox;
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+
+async fn next_event(
+    stream: &mut (
+             impl futures::Stream<Item = kube::Result<WatchEvent<kube::api::DynamicObject>>> + Unpin
+         ),
+) -> WatchEvent<kube::api::DynamicObject> {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("an event arrives")
+        .expect("the stream is open")
+        .expect("the event parses")
+}
+
+fn describe(ev: &WatchEvent<kube::api::DynamicObject>) -> String {
+    match ev {
+        WatchEvent::Added(o) => format!("ADDED {}", o.metadata.name.clone().unwrap()),
+        WatchEvent::Modified(o) => format!("MODIFIED {}", o.metadata.name.clone().unwrap()),
+        WatchEvent::Deleted(o) => format!("DELETED {}", o.metadata.name.clone().unwrap()),
+        WatchEvent::Bookmark(_) => "BOOKMARK".into(),
+        WatchEvent::Error(e) => format!("ERROR {}", e.code),
+    }
+}
+
+#[tokio::test]
+async fn watch_from_a_resource_version_replays_and_follows() {
+    let sb = sandbox().await;
+    let api = widgets(&sb, "default");
+    let list = api.list(&Default::default()).await.unwrap();
+    let rv = list.metadata.resource_version.unwrap();
+    api.create(&PostParams::default(), &widget("a", 1))
+        .await
+        .unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    assert_eq!(describe(&next_event(&mut stream).await), "ADDED a");
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"size": 2}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(describe(&next_event(&mut stream).await), "MODIFIED a");
+    api.delete("a", &DeleteParams::default()).await.unwrap();
+    let ev = next_event(&mut stream).await;
+    assert_eq!(describe(&ev), "DELETED a");
+}
+
+#[tokio::test]
+async fn watch_from_zero_starts_with_synthetic_added_events() {
+    let sb = sandbox().await;
+    let api = widgets(&sb, "default");
+    api.create(&PostParams::default(), &widget("a", 1))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &widget("b", 1))
+        .await
+        .unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let mut names = vec![
+        describe(&next_event(&mut stream).await),
+        describe(&next_event(&mut stream).await),
+    ];
+    names.sort();
+    assert_eq!(names, ["ADDED a", "ADDED b"]);
+}
+
+#[tokio::test]
+async fn a_watch_with_a_label_selector_sees_objects_enter_and_leave() {
+    let sb = sandbox().await;
+    let api = widgets(&sb, "default");
+    let rv = api
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default().labels("ring=canary"), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    api.create(&PostParams::default(), &widget("a", 1))
+        .await
+        .unwrap();
+    let label = |v: &str| Patch::Merge(json!({"metadata": {"labels": {"ring": v}}}));
+    api.patch("a", &PatchParams::default(), &label("canary"))
+        .await
+        .unwrap();
+    assert_eq!(describe(&next_event(&mut stream).await), "ADDED a");
+    api.patch("a", &PatchParams::default(), &label("stable"))
+        .await
+        .unwrap();
+    assert_eq!(describe(&next_event(&mut stream).await), "DELETED a");
+}
+
+#[tokio::test]
+async fn bookmarks_carry_the_latest_resource_version() {
+    let sb = sandbox().await;
+    let api = widgets(&sb, "default");
+    let rv = api
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(1), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    // With a one second timeout the server closes the watch with a final bookmark.
+    match next_event(&mut stream).await {
+        WatchEvent::Bookmark(b) => {
+            assert!(
+                b.metadata.resource_version.parse::<u64>().unwrap() >= rv.parse::<u64>().unwrap()
+            )
+        }
+        other => panic!("expected a bookmark, got {}", describe(&other)),
+    }
+}
+
+#[tokio::test]
+async fn watching_from_an_expired_resource_version_is_gone() {
+    let sb = Sandbox::builder()
+        .crds([widget_crd()])
+        .watch_window(3)
+        .start()
+        .await
+        .unwrap();
+    let api = widgets(&sb, "default");
+    let rv = api
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    for i in 0..5 {
+        api.create(&PostParams::default(), &widget(&format!("w{i}"), 1))
+            .await
+            .unwrap();
+    }
+    let mut stream = api
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    match next_event(&mut stream).await {
+        WatchEvent::Error(e) => {
+            assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
+            assert!(
+                e.message.contains("too old resource version"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected 410 Gone, got {}", describe(&other)),
+    }
+}
+
+#[tokio::test]
+async fn kube_runtime_watcher_recovers_from_cut_and_expired_watches() {
+    let sb = sandbox().await;
+    let api = widgets(&sb, "default");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stream = watcher(api.clone(), watcher::Config::default()).applied_objects();
+    let handle = tokio::spawn(async move {
+        let mut stream = stream.boxed();
+        while let Ok(Some(obj)) = stream.try_next().await {
+            let _ = tx.send(obj.metadata.name.unwrap());
+        }
+    });
+    api.create(&PostParams::default(), &widget("before", 1))
+        .await
+        .unwrap();
+    assert_eq!(rx.recv().await.unwrap(), "before");
+    sb.faults().cut_watches();
+    api.create(&PostParams::default(), &widget("after-cut", 1))
+        .await
+        .unwrap();
+    let name = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let n = rx.recv().await.unwrap();
+            if n == "after-cut" {
+                return n;
+            }
+        }
+    })
+    .await
+    .expect("the watcher resumes after a cut");
+    assert_eq!(name, "after-cut");
+    sb.expire_watches();
+    api.create(&PostParams::default(), &widget("after-expiry", 1))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if rx.recv().await.unwrap() == "after-expiry" {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the watcher re-lists after 410 Gone");
+    handle.abort();
+}
