@@ -23,6 +23,7 @@ pub mod list_type;
 pub mod names;
 mod openapi;
 pub mod patch;
+pub mod quota;
 pub mod registry;
 pub mod requests;
 pub mod schema;

@@ -8,7 +8,7 @@ use http::StatusCode;
 use serde_json::{Map, Value, json};
 
 use crate::apply::Conflict;
-use crate::schema::FieldError;
+use crate::schema::{FieldError, FieldErrorReason};
 
 /// The optimistic-concurrency failure detail of a `Conflict` status.
 pub const OBJECT_MODIFIED: &str =
@@ -146,6 +146,44 @@ pub fn invalid(kind: &str, group: &str, name: &str, errors: &[FieldError]) -> (S
         &message,
         Some(details),
     )
+}
+
+/// 422 `Invalid` for an update without `metadata.resourceVersion` on a kind that requires one
+/// (custom resources): `plans.flotilla.dev "gold" is invalid: metadata.resourceVersion: Invalid
+/// value: 0x0: must be specified for an update`. The apiserver names the resource where the
+/// kind belongs and prints the missing version as Go's `%#v` of `uint64(0)`.
+pub fn resource_version_required(group: &str, resource: &str, name: &str) -> (StatusCode, Value) {
+    let error = FieldError {
+        field: "metadata.resourceVersion".to_string(),
+        reason: FieldErrorReason::Invalid,
+        message: "Invalid value: 0x0: must be specified for an update".to_string(),
+    };
+    invalid(resource, group, name, &[error])
+}
+
+/// 400 `BadRequest` for `fieldValidation=Strict` when the body has fields the schema does not
+/// know (see [`crate::schema::CrdSchema::unknown_fields`]): `Plan in version "v1alpha1" cannot
+/// be handled as a Plan: strict decoding error: unknown field "spec.foo"`.
+pub fn strict_decoding(
+    kind: &str,
+    version: &str,
+    unknown_fields: &[String],
+) -> (StatusCode, Value) {
+    let listed: Vec<String> = unknown_fields
+        .iter()
+        .map(|f| format!("unknown field {}", quoted(f)))
+        .collect();
+    bad_request(&format!(
+        "{kind} in version {} cannot be handled as a {kind}: strict decoding error: {}",
+        quoted(version),
+        listed.join(", ")
+    ))
+}
+
+/// The warning the apiserver returns (as a `Warning: 299 - "..."` header) for each unknown
+/// field under `fieldValidation=Warn`: `unknown field "spec.foo"`.
+pub fn unknown_field_warning(field: &str) -> String {
+    format!("unknown field {}", quoted(field))
 }
 
 /// 400 `BadRequest` with the given message.

@@ -15,6 +15,7 @@ use crate::error::{ApiError, ApiResult, statuses};
 use crate::names::{self, NameRule};
 use crate::patch;
 use crate::patch::PatchError;
+use crate::quota;
 use crate::registry::{Registry, Resource, ResourceKey};
 use crate::schema::{self, FieldError};
 use crate::selector::{FieldSelector, LabelSelector};
@@ -183,6 +184,7 @@ impl Store {
     fn write<T>(&self, f: impl FnOnce(&mut State) -> ApiResult<T>) -> ApiResult<T> {
         let mut state = self.lock();
         let result = f(&mut state);
+        state.update_quotas();
         for change in std::mem::take(&mut state.pending) {
             // No receivers is fine: nobody watches.
             let _ = self.events.send(change);
@@ -812,6 +814,51 @@ impl State {
         let result = self.commit(&key, obj_key.clone(), Some(obj), ChangeType::Modified);
         self.run_deletion_controllers(&key, &obj_key);
         Ok(self.get(&key, &obj_key).unwrap_or(result))
+    }
+
+    /// The resource quota controller: refresh `status` of the quotas in every namespace the
+    /// pending changes touched (see [`crate::quota`]).
+    fn update_quotas(&mut self) {
+        let rq_key = ResourceKey::new("", "resourcequotas");
+        let namespaces: HashSet<String> = self
+            .pending
+            .iter()
+            .filter_map(|c| {
+                c.object
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+            })
+            .map(str::to_string)
+            .collect();
+        for ns in namespaces {
+            let quotas: Vec<(ObjectKey, Arc<Value>)> = self
+                .objects
+                .get(&rq_key)
+                .map(|m| {
+                    m.range((ns.clone(), String::new())..)
+                        .take_while(|(k, _)| k.0 == ns)
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (obj_key, rq) in quotas {
+                let status = quota::status(&rq, |group, plural| {
+                    self.objects
+                        .get(&ResourceKey::new(group, plural))
+                        .map(|m| {
+                            m.range((ns.clone(), String::new())..)
+                                .take_while(|(k, _)| k.0 == ns)
+                                .count() as u64
+                        })
+                        .unwrap_or(0)
+                });
+                if rq.get("status") != Some(&status) {
+                    let mut updated = (*rq).clone();
+                    updated["status"] = status;
+                    self.commit(&rq_key, obj_key, Some(updated), ChangeType::Modified);
+                }
+            }
+        }
     }
 
     fn has_dependents(&self, uid: &str) -> bool {

@@ -176,3 +176,31 @@ async fn deleting_a_namespace_deletes_its_contents_then_itself() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn resource_quota_status_mirrors_hard_and_counts_objects() {
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    let sb = sandbox().await;
+    let quotas: Api<ResourceQuota> = Api::namespaced(sb.client(), "default");
+    let rq: ResourceQuota = serde_json::from_value(json!({
+        "metadata": {"name": "tenant"},
+        "spec": {"hard": {"count/configmaps": "5", "requests.cpu": "2"}}
+    }))
+    .unwrap();
+    quotas.create(&PostParams::default(), &rq).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(sb.client(), "default");
+    cms.create(&PostParams::default(), &cm("one", None))
+        .await
+        .unwrap();
+    cms.create(&PostParams::default(), &cm("two", None))
+        .await
+        .unwrap();
+    let status = eventually(Duration::from_secs(5), || async {
+        let status = quotas.get("tenant").await.unwrap().status?;
+        let used = status.used.clone()?;
+        (used.get("count/configmaps")?.0 == "2").then_some(status)
+    })
+    .await;
+    assert_eq!(status.hard.unwrap()["requests.cpu"].0, "2");
+    assert_eq!(status.used.unwrap()["requests.cpu"].0, "0");
+}

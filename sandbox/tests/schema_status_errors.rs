@@ -158,6 +158,35 @@ fn invalid_lists_causes_and_aggregates_messages() {
 }
 
 #[test]
+fn update_and_decoding_errors() {
+    let (code, body) = se::resource_version_required("flotilla.dev", "plans", "gold");
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        body["message"],
+        "plans.flotilla.dev \"gold\" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
+    );
+    assert_eq!(
+        body["details"]["causes"][0]["field"],
+        "metadata.resourceVersion"
+    );
+
+    let (code, body) = se::strict_decoding(
+        "Plan",
+        "v1alpha1",
+        &["spec.foo".to_string(), "spec.waves[0].bar".to_string()],
+    );
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body["message"],
+        "Plan in version \"v1alpha1\" cannot be handled as a Plan: strict decoding error: unknown field \"spec.foo\", unknown field \"spec.waves[0].bar\""
+    );
+    assert_eq!(
+        se::unknown_field_warning("spec.foo"),
+        "unknown field \"spec.foo\""
+    );
+}
+
+#[test]
 fn expired_and_throttled() {
     let (_, body) = se::too_old_resource_version(12, 40);
     assert_eq!(body["message"], "too old resource version: 12 (40)");
