@@ -785,10 +785,10 @@ fn json_response<T: serde::Serialize + ?Sized>(code: StatusCode, body: &T) -> Re
 
 pub fn error_response(err: ApiError) -> Response {
     let mut response = json_response(err.code, &err.body);
-    if let Some(seconds) = err.retry_after {
-        if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, v);
-        }
+    if let Some(seconds) = err.retry_after
+        && let Ok(v) = HeaderValue::from_str(&seconds.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
     }
     response
 }

@@ -512,19 +512,19 @@ impl State {
                 meta.remove("managedFields");
             }
         }
-        if resource.has_status {
-            if let Some(obj) = body.as_object_mut() {
-                obj.remove("status");
-            }
+        if resource.has_status
+            && let Some(obj) = body.as_object_mut()
+        {
+            obj.remove("status");
         }
         default_builtin_fields(resource, &mut body);
         if let Some(schema) = &resource.schema {
             admit(resource, schema, &name, &mut body, None, opts.strict_fields)?;
         }
-        if applied_by.is_none() {
-            if let Some(manager) = &opts.field_manager {
-                apply::record_update(None, &mut body, manager, None, &*resource.list_types, &now);
-            }
+        if applied_by.is_none()
+            && let Some(manager) = &opts.field_manager
+        {
+            apply::record_update(None, &mut body, manager, None, &*resource.list_types, &now);
         }
         drop_empty_metadata(&mut body);
         if opts.dry_run {
@@ -576,12 +576,21 @@ impl State {
         let mut proposed = match &mutation {
             Mutation::Replace(body) => {
                 check_type(resource, body)?;
+                let has_rv = body
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .is_some_and(|rv| !rv.is_empty());
+                // Custom resources do not allow unconditional updates.
+                if resource.custom && !has_rv {
+                    return Err(status_error::resource_version_required(
+                        &resource.group,
+                        &resource.plural,
+                        name,
+                    )
+                    .into());
+                }
                 check_rv_precondition(resource, &old, body)?;
                 let mut body = body.clone();
-                if opts.field_manager.is_none() {
-                    // Without a manager the client's managedFields are taken as written, as
-                    // the apiserver does; otherwise they are recomputed below.
-                }
                 keep_system_metadata(&old, &mut body);
                 body
             }
@@ -683,17 +692,17 @@ impl State {
             )?;
         }
         default_builtin_fields(resource, &mut proposed);
-        if !matches!(mutation, Mutation::Apply { .. }) {
-            if let Some(manager) = &opts.field_manager {
-                apply::record_update(
-                    Some(&old),
-                    &mut proposed,
-                    manager,
-                    subresource,
-                    &*resource.list_types,
-                    &now,
-                );
-            }
+        if !matches!(mutation, Mutation::Apply { .. })
+            && let Some(manager) = &opts.field_manager
+        {
+            apply::record_update(
+                Some(&old),
+                &mut proposed,
+                manager,
+                subresource,
+                &*resource.list_types,
+                &now,
+            );
         }
         if generation_source(resource, &proposed) != generation_source(resource, &old) {
             let generation = old
@@ -745,18 +754,18 @@ impl State {
             .pointer("/metadata/uid")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        if let Some(want) = &opts.precondition_uid {
-            if want != uid {
-                return Err(status_error::conflict(
-                    &resource.group,
-                    &resource.plural,
-                    name,
-                    &format!(
-                        "Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"
-                    ),
-                )
-                .into());
-            }
+        if let Some(want) = &opts.precondition_uid
+            && want != uid
+        {
+            return Err(status_error::conflict(
+                &resource.group,
+                &resource.plural,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"
+                ),
+            )
+            .into());
         }
         if let Some(want) = &opts.precondition_rv {
             let have = rv_of(&old).to_string();
@@ -806,10 +815,8 @@ impl State {
                 meta.insert("finalizers".into(), json!(finalizers));
             }
         }
-        if namespace_content {
-            if let Some(o) = obj.as_object_mut() {
-                o.insert("status".into(), json!({"phase": "Terminating"}));
-            }
+        if namespace_content && let Some(o) = obj.as_object_mut() {
+            o.insert("status".into(), json!({"phase": "Terminating"}));
         }
         let result = self.commit(&key, obj_key.clone(), Some(obj), ChangeType::Modified);
         self.run_deletion_controllers(&key, &obj_key);
@@ -937,10 +944,10 @@ impl State {
                 return;
             }
             let mut obj = (*obj).clone();
-            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-                if let Some(fins) = spec.get_mut("finalizers").and_then(Value::as_array_mut) {
-                    fins.retain(|f| f != NAMESPACE_FINALIZER);
-                }
+            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
+                && let Some(fins) = spec.get_mut("finalizers").and_then(Value::as_array_mut)
+            {
+                fins.retain(|f| f != NAMESPACE_FINALIZER);
             }
             if finalizers_of(&obj).is_empty() {
                 self.remove(&ns_key, &ns_obj_key, Some(obj));
@@ -1028,14 +1035,14 @@ impl State {
         }
         // A foreground-deleting owner waits for its last dependent.
         for owner in owner_uids(&removed) {
-            if let Some((owner_key, owner_obj_key)) = self.by_uid.get(&owner).cloned() {
-                if !self.has_dependents(&owner) {
-                    let waiting = self
-                        .get(&owner_key, &owner_obj_key)
-                        .is_some_and(|o| finalizers_of(&o).contains(&FINALIZER_FOREGROUND));
-                    if waiting {
-                        self.drop_finalizer(&owner_key, &owner_obj_key, FINALIZER_FOREGROUND);
-                    }
+            if let Some((owner_key, owner_obj_key)) = self.by_uid.get(&owner).cloned()
+                && !self.has_dependents(&owner)
+            {
+                let waiting = self
+                    .get(&owner_key, &owner_obj_key)
+                    .is_some_and(|o| finalizers_of(&o).contains(&FINALIZER_FOREGROUND));
+                if waiting {
+                    self.drop_finalizer(&owner_key, &owner_obj_key, FINALIZER_FOREGROUND);
                 }
             }
         }
@@ -1239,50 +1246,16 @@ fn admit(
     strict: bool,
 ) -> ApiResult<()> {
     if strict {
-        // The fields admission would prune are the unknown ones.
-        let mut pruned = obj.clone();
-        let _ = schema.admit(&mut pruned, old);
-        let mut unknown = Vec::new();
-        removed_fields(obj, &pruned, "", &mut unknown);
+        let unknown = schema.unknown_fields(obj);
         if !unknown.is_empty() {
-            let list = unknown
-                .iter()
-                .map(|f| format!("unknown field \"{f}\""))
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(status_error::bad_request(&format!(
-                "{} in body is invalid: strict decoding error: {list}",
-                resource.qualified_kind()
-            ))
-            .into());
+            return Err(
+                status_error::strict_decoding(&resource.kind, &resource.version, &unknown).into(),
+            );
         }
     }
     schema
         .admit(obj, old)
         .map_err(|errors| invalid(resource, name, errors))
-}
-
-/// Paths present in `before` and gone from `after`, as `.spec.foo` (the apiserver's strict
-/// decoding error format drops the leading dot).
-fn removed_fields(before: &Value, after: &Value, prefix: &str, out: &mut Vec<String>) {
-    if let (Some(b), Some(a)) = (before.as_object(), after.as_object()) {
-        for (k, v) in b {
-            let path = if prefix.is_empty() {
-                k.clone()
-            } else {
-                format!("{prefix}.{k}")
-            };
-            match a.get(k) {
-                None if !v.is_null() => out.push(path),
-                Some(av) => removed_fields(v, av, &path, out),
-                None => {}
-            }
-        }
-    } else if let (Some(b), Some(a)) = (before.as_array(), after.as_array()) {
-        for (i, (bv, av)) in b.iter().zip(a).enumerate() {
-            removed_fields(bv, av, &format!("{prefix}[{i}]"), out);
-        }
-    }
 }
 
 fn invalid(resource: &Resource, name: &str, errors: Vec<FieldError>) -> ApiError {
@@ -1417,10 +1390,10 @@ fn keep_system_metadata(old: &Value, new: &mut Value) {
     let Some(old_meta) = old.get("metadata").and_then(Value::as_object) else {
         return;
     };
-    if !new.get("metadata").is_some_and(Value::is_object) {
-        if let Some(obj) = new.as_object_mut() {
-            obj.insert("metadata".into(), json!({}));
-        }
+    if !new.get("metadata").is_some_and(Value::is_object)
+        && let Some(obj) = new.as_object_mut()
+    {
+        obj.insert("metadata".into(), json!({}));
     }
     let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) else {
         return;
@@ -1466,12 +1439,12 @@ fn default_builtin_fields(resource: &Resource, obj: &mut Value) {
     o.insert("status".into(), json!({"phase": phase}));
     // Set on every namespace by the apiserver since Kubernetes 1.22, so that network
     // policies can select namespaces by name.
-    if let Some(name) = obj_name(obj) {
-        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-            let labels = meta.entry("labels").or_insert_with(|| json!({}));
-            if let Some(labels) = labels.as_object_mut() {
-                labels.insert("kubernetes.io/metadata.name".into(), json!(name));
-            }
+    if let Some(name) = obj_name(obj)
+        && let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        let labels = meta.entry("labels").or_insert_with(|| json!({}));
+        if let Some(labels) = labels.as_object_mut() {
+            labels.insert("kubernetes.io/metadata.name".into(), json!(name));
         }
     }
 }
@@ -1599,10 +1572,10 @@ fn remove_owner_ref(obj: &mut Value, uid: &str) {
         .and_then(Value::as_array_mut)
     {
         refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
-        if refs.is_empty() {
-            if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-                meta.remove("ownerReferences");
-            }
+        if refs.is_empty()
+            && let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            meta.remove("ownerReferences");
         }
     }
 }
@@ -1636,7 +1609,7 @@ fn encode_continue(rv: u64, key: &ObjectKey) -> String {
 }
 
 fn decode_continue(token: &str) -> Option<(u64, ObjectKey)> {
-    if token.len() % 2 != 0 {
+    if !token.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..token.len())
