@@ -224,6 +224,25 @@ async fn serve(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let output = Output::negotiate(accept, query);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        // Protobuf bodies would need the generated Kubernetes protobuf types; kubectl's
+        // imperative `create namespace|configmap|secret` send them, `apply -f` does not.
+        return error_response(
+            status_error::unsupported_media_type(&[
+                "application/json",
+                "application/yaml",
+                "application/merge-patch+json",
+                "application/json-patch+json",
+                "application/strategic-merge-patch+json",
+                "application/apply-patch+yaml",
+            ])
+            .into(),
+        );
+    }
     if verb == Verb::Watch {
         return start_watch(app, &resource, path, query, output).unwrap_or_else(error_response);
     }
