@@ -52,9 +52,14 @@ impl Kubectl {
         let stdin = stdin.map(str::to_string);
         tokio::task::spawn_blocking(move || {
             use std::io::Write;
+            // A fresh discovery cache per call: kubectl caches discovery per host:port for
+            // hours, which would hide CRDs installed during a test.
+            let cache = tempfile::tempdir().unwrap();
             let mut child = Command::new("kubectl")
                 .arg("--kubeconfig")
                 .arg(&path)
+                .arg("--cache-dir")
+                .arg(cache.path())
                 .args(&args)
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
@@ -188,4 +193,39 @@ async fn kubectl_get_flotilla_lists_every_flotilla_kind() {
             "{plural} missing from:\n{out}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_accepts_every_generated_crd() {
+    if !Kubectl::available() {
+        return;
+    }
+    let sb = Sandbox::start().await.unwrap();
+    let kubectl = Kubectl::new(&sb);
+    let yaml = flotilla_crds::crds_yaml();
+    let out = kubectl
+        .run(&["apply", "--dry-run=client", "-f", "-"], Some(&yaml))
+        .await;
+    assert_eq!(out.matches("(dry run)").count(), 7, "{out}");
+    let out = kubectl
+        .run(&["apply", "--dry-run=server", "-f", "-"], Some(&yaml))
+        .await;
+    assert_eq!(out.matches("(server dry run)").count(), 7, "{out}");
+    let out = kubectl.run(&["apply", "-f", "-"], Some(&yaml)).await;
+    assert_eq!(out.matches(" created").count(), 7, "{out}");
+    let out = kubectl
+        .run(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd",
+                "--all",
+                "--timeout=10s",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(out.matches("condition met").count(), 7, "{out}");
+    let out = kubectl.run(&["get", "flotilla", "-A"], None).await;
+    assert!(out.is_empty(), "{out}");
 }

@@ -1,0 +1,350 @@
+//! The `flotilla` command line: `run`, `dev` and `crds`. `main.rs` only calls [`main`].
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use crate::ControllerName;
+use crate::runtime::config::parse_duration;
+use crate::runtime::leadership::{LeaseSettings, run_while_leading};
+use crate::runtime::{Config, Operator, Shutdown, SystemClock, admin};
+
+/// Flotilla: Kubernetes operators for subscriptions, OTA firmware rollouts and campaigns.
+#[derive(Debug, Parser)]
+#[command(name = "flotilla", version, about)]
+pub struct Cli {
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FLOTILLA_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter: a level (`info`, `debug`) or `tracing` directives (`flotilla=debug,kube=info`).
+    #[arg(long, global = true, default_value = "info", env = "FLOTILLA_LOG")]
+    pub log_level: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the operator against the current kubeconfig context, or in-cluster.
+    Run(OperatorArgs),
+    /// Start an in-memory API server with the CRDs, write a kubeconfig for it, and run the
+    /// operator against it (a local demo; Ctrl-C stops everything).
+    Dev(DevArgs),
+    /// Print every CustomResourceDefinition as YAML.
+    Crds,
+}
+
+/// Flags of every command that runs the operator.
+#[derive(Debug, Args)]
+pub struct OperatorArgs {
+    /// Address of the admin server (`/metrics`, `/healthz`, `/readyz`).
+    #[arg(long, default_value = "0.0.0.0:8080", env = "FLOTILLA_METRICS_ADDRESS")]
+    pub metrics_address: SocketAddr,
+    /// Which controllers to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = ControllerName::ALL.to_vec())]
+    pub controllers: Vec<ControllerName>,
+    /// Objects each controller reconciles at the same time.
+    #[arg(long, default_value_t = Config::default().concurrency, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+    /// First retry delay after a transient reconcile error (Go duration: 500ms, 2s, ...).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub backoff_base: Duration,
+    /// Longest retry delay after repeated transient errors, jitter included.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub backoff_cap: Duration,
+    /// Run controllers only while holding a Lease, so that several replicas can run.
+    #[arg(long)]
+    pub leader_election: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "flotilla-leader")]
+    pub lease_name: String,
+    /// Namespace of the leader-election Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", required_if_eq("leader_election", "true"))]
+    pub lease_namespace: Option<String>,
+    /// This replica's name: the `reportingInstance` of its Events and its leader-election
+    /// identity (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub instance: Option<String>,
+}
+
+impl OperatorArgs {
+    fn config(&self) -> Config {
+        Config {
+            concurrency: self.concurrency,
+            backoff_base: self.backoff_base,
+            backoff_cap: self.backoff_cap,
+            reporting_instance: self.instance.clone(),
+            ..Config::default()
+        }
+    }
+
+    fn lease(&self) -> Option<LeaseSettings> {
+        let namespace = self
+            .lease_namespace
+            .as_ref()
+            .filter(|_| self.leader_election)?;
+        Some(LeaseSettings::new(
+            self.lease_name.clone(),
+            namespace.clone(),
+            self.instance.clone(),
+        ))
+    }
+}
+
+/// Flags of `flotilla dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where to write the kubeconfig of the in-memory API server.
+    #[arg(long, default_value = "./flotilla-dev.kubeconfig")]
+    pub kubeconfig_out: PathBuf,
+    /// The operator's flags.
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+}
+
+/// Log line formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(error) = init_logging(cli.log_format, &cli.log_level) {
+        eprintln!("flotilla: {error:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("flotilla: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("flotilla: {}", describe(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One line for an error and its causes. Many errors (kube's among them) already print their
+/// cause in their own message; a cause whose text is already there is not repeated.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
+}
+
+/// Runs one subcommand.
+pub async fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(args) => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the cluster (kubeconfig or in-cluster service account)")?;
+            run_operator(client, &args, Shutdown::on_process_signals()).await
+        }
+        Command::Dev(args) => crate::dev::run(args).await,
+        Command::Crds => {
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(flotilla_crds::crds_yaml().as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                // `flotilla crds | head` closes the pipe early; that is not a failure.
+                Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(error).context("writing the CRDs to stdout")
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+/// Runs the admin server and every controller against `client` until `shutdown` trips.
+pub async fn run_operator(
+    client: kube::Client,
+    args: &OperatorArgs,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let operator = Operator::new(
+        client,
+        args.config(),
+        Arc::new(SystemClock),
+        shutdown.clone(),
+    )
+    .context("registering metrics")?;
+    let (_, admin_server) = admin::serve(args.metrics_address, operator.admin_state())
+        .await
+        .with_context(|| format!("binding the admin server to {}", args.metrics_address))?;
+    let controllers = args.controllers.clone();
+    let outcome = match args.lease() {
+        None => {
+            crate::run_selected(&operator, &controllers).await;
+            Ok(())
+        }
+        Some(lease) => run_while_leading(&operator, &lease, |leading| async move {
+            crate::run_selected(&leading, &controllers).await;
+        })
+        .await
+        .map_err(anyhow::Error::from),
+    };
+    // The controllers return on shutdown or on a lost Lease; stop serving either way.
+    shutdown.trigger();
+    admin_server
+        .await
+        .context("admin server task")?
+        .context("admin server")?;
+    outcome
+}
+
+fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter =
+        EnvFilter::try_new(filter).with_context(|| format!("invalid --log-level {filter:?}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+    };
+    installed.map_err(|error| anyhow::anyhow!("installing the log subscriber: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "flotilla",
+            "--log-format",
+            "json",
+            "run",
+            "--metrics-address",
+            "127.0.0.1:9090",
+            "--concurrency",
+            "4",
+        ])
+        .expect("parse");
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.metrics_address, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(args.config().concurrency, 4);
+    }
+
+    #[test]
+    fn the_charts_arguments_parse() {
+        let cli = Cli::try_parse_from([
+            "flotilla",
+            "run",
+            "--metrics-address=0.0.0.0:8080",
+            "--log-level=info",
+            "--log-format=json",
+            "--controllers=plan",
+            "--concurrency=16",
+            "--backoff-base=500ms",
+            "--backoff-cap=5m",
+            "--leader-election",
+            "--lease-name=flotilla-leader",
+            "--lease-namespace=flotilla-system",
+            "--instance=flotilla-abc",
+        ])
+        .expect("parse");
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.controllers, [ControllerName::Plan]);
+        let config = args.config();
+        assert_eq!(config.backoff_base, Duration::from_millis(500));
+        assert_eq!(config.backoff_cap, Duration::from_secs(300));
+        let lease = args.lease().expect("leader election");
+        assert_eq!(lease.namespace, "flotilla-system");
+        assert_eq!(lease.identity.as_deref(), Some("flotilla-abc"));
+    }
+
+    #[test]
+    fn without_leader_election_there_is_no_lease() {
+        let cli = Cli::try_parse_from(["flotilla", "run", "--lease-namespace=x"]).expect("parse");
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.lease(), None);
+        assert_eq!(args.controllers, ControllerName::ALL);
+    }
+
+    #[test]
+    fn bad_durations_are_refused() {
+        assert!(Cli::try_parse_from(["flotilla", "run", "--backoff-cap=forever"]).is_err());
+    }
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("inner failure")]
+        struct Inner;
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer failure: {0}")]
+        struct Outer(#[source] Inner);
+        let error = anyhow::Error::from(Outer(Inner)).context("starting");
+        assert_eq!(describe(&error), "starting: outer failure: inner failure");
+    }
+
+    #[test]
+    fn zero_concurrency_is_refused() {
+        assert!(Cli::try_parse_from(["flotilla", "run", "--concurrency", "0"]).is_err());
+    }
+
+    #[test]
+    fn dev_has_a_default_kubeconfig_path() {
+        let cli = Cli::try_parse_from(["flotilla", "dev"]).expect("parse");
+        let Command::Dev(args) = cli.command else {
+            panic!("not dev")
+        };
+        assert_eq!(
+            args.kubeconfig_out,
+            PathBuf::from("./flotilla-dev.kubeconfig")
+        );
+    }
+}

@@ -1,0 +1,291 @@
+//! Prometheus metrics shared by every controller (documented in `docs/metrics.md`).
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramTimer, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use super::error::ErrorClass;
+
+/// Reconcile-duration histogram buckets, in seconds: a reconcile is a handful of API calls, so
+/// the interesting range is milliseconds to a few seconds; the tail catches a slow API server.
+const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Counts objects by phase for one controller, on demand (at scrape time).
+pub type PhaseCensus = Box<dyn Fn() -> Vec<(&'static str, i64)> + Send + Sync>;
+
+/// The operator's metrics registry and the metric families every controller reports into.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    reconciliations: IntCounterVec,
+    errors: IntCounterVec,
+    duration: HistogramVec,
+    phases: PhaseCollector,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with Flotilla's metric families registered.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let reconciliations = IntCounterVec::new(
+            Opts::new(
+                "flotilla_reconciliations_total",
+                "Reconcile attempts started, by controller.",
+            ),
+            &["controller"],
+        )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "flotilla_reconcile_errors_total",
+                "Reconcile attempts that failed, by controller and error class (transient, permanent, invalid_spec).",
+            ),
+            &["controller", "class"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "flotilla_reconcile_duration_seconds",
+                "Wall-clock duration of one reconcile attempt, by controller.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["controller"],
+        )?;
+        let phases = PhaseCollector::new()?;
+        registry.register(Box::new(reconciliations.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(phases.clone()))?;
+        Ok(Self {
+            registry,
+            reconciliations,
+            errors,
+            duration,
+            phases,
+        })
+    }
+
+    /// The handles one controller reports through. Every error class starts at zero so that
+    /// `rate()` and alerts see the series before the first failure.
+    pub fn controller(&self, controller: &'static str) -> ControllerMetrics {
+        for class in ErrorClass::ALL {
+            self.errors
+                .with_label_values(&[controller, class.metric_label()]);
+        }
+        ControllerMetrics {
+            controller,
+            reconciliations: self.reconciliations.with_label_values(&[controller]),
+            errors: self.errors.clone(),
+            duration: self.duration.with_label_values(&[controller]),
+        }
+    }
+
+    /// Registers how to count `controller`'s objects by phase for
+    /// `flotilla_objects_by_phase`. The census runs at scrape time, over the controller's
+    /// cache, so the gauge is exact without bookkeeping on every reconcile.
+    pub fn track_phases(
+        &self,
+        controller: &'static str,
+        census: impl Fn() -> Vec<(&'static str, i64)> + Send + Sync + 'static,
+    ) {
+        self.phases.add(controller, Box::new(census));
+    }
+
+    /// The underlying registry, to register more collectors.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        String::from_utf8(buffer).map_err(|error| prometheus::Error::Msg(error.to_string()))
+    }
+}
+
+/// The metric handles of one controller.
+#[derive(Clone, Debug)]
+pub struct ControllerMetrics {
+    controller: &'static str,
+    reconciliations: IntCounter,
+    errors: IntCounterVec,
+    duration: Histogram,
+}
+
+impl ControllerMetrics {
+    /// Counts a reconcile attempt and starts timing it; the duration is recorded when the
+    /// returned timer is dropped, so early returns and errors are timed too.
+    pub fn reconcile_started(&self) -> ReconcileTimer {
+        self.reconciliations.inc();
+        ReconcileTimer {
+            _timer: self.duration.start_timer(),
+        }
+    }
+
+    /// Counts a failed reconcile attempt.
+    pub fn record_error(&self, class: ErrorClass) {
+        self.errors
+            .with_label_values(&[self.controller, class.metric_label()])
+            .inc();
+    }
+
+    /// The `controller` label of these metrics.
+    pub fn controller(&self) -> &'static str {
+        self.controller
+    }
+}
+
+/// Records one reconcile's duration when dropped.
+#[must_use = "the duration is recorded when the timer is dropped"]
+#[derive(Debug)]
+pub struct ReconcileTimer {
+    _timer: HistogramTimer,
+}
+
+/// `flotilla_objects_by_phase`: filled at scrape time from each controller's census.
+#[derive(Clone)]
+struct PhaseCollector {
+    gauge: IntGaugeVec,
+    censuses: Arc<Mutex<Vec<(&'static str, PhaseCensus)>>>,
+}
+
+impl PhaseCollector {
+    fn new() -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            gauge: IntGaugeVec::new(
+                Opts::new(
+                    "flotilla_objects_by_phase",
+                    "Objects in the operator's cache, by controller and status.phase.",
+                ),
+                &["controller", "phase"],
+            )?,
+            censuses: Arc::default(),
+        })
+    }
+
+    fn add(&self, controller: &'static str, census: PhaseCensus) {
+        self.censuses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((controller, census));
+    }
+}
+
+impl Collector for PhaseCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let censuses = self.censuses.lock().unwrap_or_else(PoisonError::into_inner);
+        // Start from scratch so that a phase nobody is in any more does not keep its last count.
+        self.gauge.reset();
+        for (controller, census) in censuses.iter() {
+            for (phase, count) in census() {
+                self.gauge
+                    .with_label_values(&[controller, phase])
+                    .set(count);
+            }
+        }
+        self.gauge.collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines()
+            .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+            .map(|line| line[series.len()..].trim())
+    }
+
+    #[test]
+    fn reconciliations_errors_and_durations_are_exported() {
+        let metrics = Metrics::new().expect("metrics");
+        let plan = metrics.controller("plan");
+        drop(plan.reconcile_started());
+        drop(plan.reconcile_started());
+        plan.record_error(ErrorClass::Transient);
+        let text = metrics.render().expect("render");
+        assert_eq!(
+            sample(
+                &text,
+                r#"flotilla_reconciliations_total{controller="plan"}"#
+            ),
+            Some("2")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"flotilla_reconcile_errors_total{class="transient",controller="plan"}"#
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"flotilla_reconcile_errors_total{class="permanent",controller="plan"}"#
+            ),
+            Some("0"),
+            "every class is exported from the start"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"flotilla_reconcile_duration_seconds_count{controller="plan"}"#
+            ),
+            Some("2")
+        );
+    }
+
+    #[test]
+    fn phases_are_counted_at_scrape_time() {
+        let metrics = Metrics::new().expect("metrics");
+        let ready = Arc::new(std::sync::atomic::AtomicI64::new(3));
+        let seen = ready.clone();
+        metrics.track_phases("plan", move || {
+            vec![
+                ("Ready", seen.load(std::sync::atomic::Ordering::SeqCst)),
+                ("Invalid", 1),
+            ]
+        });
+        let text = metrics.render().expect("render");
+        assert_eq!(
+            sample(
+                &text,
+                r#"flotilla_objects_by_phase{controller="plan",phase="Ready"}"#
+            ),
+            Some("3")
+        );
+        ready.store(5, std::sync::atomic::Ordering::SeqCst);
+        let text = metrics.render().expect("render");
+        assert_eq!(
+            sample(
+                &text,
+                r#"flotilla_objects_by_phase{controller="plan",phase="Ready"}"#
+            ),
+            Some("5")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"flotilla_objects_by_phase{controller="plan",phase="Invalid"}"#
+            ),
+            Some("1")
+        );
+    }
+}

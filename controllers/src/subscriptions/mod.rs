@@ -1,0 +1,3 @@
+//! The Subscriptions domain: Plans and the Subscriptions that use them.
+
+pub mod plan;
