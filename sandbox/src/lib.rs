@@ -17,6 +17,7 @@
 pub mod apply;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod faults;
 mod kubeconfig;
 pub mod list_type;

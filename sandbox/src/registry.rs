@@ -58,6 +58,11 @@ pub struct Resource {
     pub list_types: Arc<dyn ListTypes>,
     /// Whether strategic merge patch is accepted (built-in kinds only, as on a real cluster).
     pub strategic_merge: bool,
+    /// Field selectors accepted besides `metadata.name` and `metadata.namespace`.
+    pub selectable_fields: Vec<String>,
+    /// Another resource whose objects these are, converted (events.k8s.io Events are core
+    /// Events).
+    pub storage: Option<ResourceKey>,
 }
 
 impl Resource {
@@ -303,11 +308,22 @@ impl Registry {
                 namespaced: b.namespaced,
                 has_status: b.has_status,
                 custom: false,
-                printer_columns: builtin_columns(b.kind),
+                printer_columns: builtin_columns(b.group, b.kind),
                 schema: None,
                 openapi_schema: None,
                 list_types: Arc::from(builtin_list_types(b.group, b.kind)),
                 strategic_merge: true,
+                selectable_fields: match (b.group, b.kind) {
+                    ("", "Event") => crate::events::CORE_SELECTABLE_FIELDS
+                        .iter()
+                        .map(|f| f.to_string())
+                        .collect(),
+                    _ => Vec::new(),
+                },
+                storage: match (b.group, b.kind) {
+                    ("events.k8s.io", "Event") => Some(ResourceKey::new("", "events")),
+                    _ => None,
+                },
             };
             registry.insert(resource);
         }
@@ -409,6 +425,17 @@ impl Registry {
             Some(s) => s.clone(),
             None => Arc::from(builtin_list_types(group, kind)),
         };
+        let selectable_fields = version
+            .get("selectableFields")
+            .and_then(Value::as_array)
+            .map(|fields| {
+                fields
+                    .iter()
+                    .filter_map(|f| f.get("jsonPath").and_then(Value::as_str))
+                    .map(|p| p.trim_start_matches('.').to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Resource {
             group: group.to_string(),
             version: version_name.to_string(),
@@ -426,13 +453,15 @@ impl Registry {
             openapi_schema,
             list_types,
             strategic_merge: false,
+            selectable_fields,
+            storage: None,
         })
     }
 }
 
 /// The columns kube-apiserver prints for the built-in kinds where `kubectl get` users expect
 /// more than Name and Age.
-fn builtin_columns(kind: &str) -> Vec<PrinterColumn> {
+fn builtin_columns(group: &str, kind: &str) -> Vec<PrinterColumn> {
     let column = |name: &str, type_: &str, path: &str| PrinterColumn {
         name: name.to_string(),
         type_: type_.to_string(),
@@ -449,6 +478,20 @@ fn builtin_columns(kind: &str) -> Vec<PrinterColumn> {
         "Deployment" | "StatefulSet" => vec![
             column("Replicas", "integer", ".spec.replicas"),
             column("Ready", "integer", ".status.readyReplicas"),
+            PrinterColumn::age(),
+        ],
+        "Event" if group.is_empty() => vec![
+            column("Type", "string", ".type"),
+            column("Reason", "string", ".reason"),
+            column("Object", "string", ".involvedObject.name"),
+            column("Message", "string", ".message"),
+            PrinterColumn::age(),
+        ],
+        "Event" => vec![
+            column("Type", "string", ".type"),
+            column("Reason", "string", ".reason"),
+            column("Object", "string", ".regarding.name"),
+            column("Note", "string", ".note"),
             PrinterColumn::age(),
         ],
         "Lease" => vec![

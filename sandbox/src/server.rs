@@ -25,7 +25,7 @@ use crate::store::{
     labels_of, rv_of,
 };
 use crate::table::{self, IncludeObject};
-use crate::{discovery, openapi};
+use crate::{discovery, events, openapi, patch};
 
 /// How often an idle watch with `allowWatchBookmarks` gets a BOOKMARK.
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
@@ -246,7 +246,15 @@ async fn serve(
     if verb == Verb::Watch {
         return start_watch(app, &resource, path, query, output).unwrap_or_else(error_response);
     }
-    let key = resource.key();
+    let key = resource.storage.clone().unwrap_or_else(|| resource.key());
+    let conversion = Conversion::for_resource(&resource);
+    let out = |obj: &Value| conversion.map_or_else(|| obj.clone(), |c| (c.from_storage)(obj));
+    let outs = |objs: Vec<Arc<Value>>| -> Vec<Arc<Value>> {
+        match conversion {
+            Some(c) => objs.iter().map(|o| Arc::new((c.from_storage)(o))).collect(),
+            None => objs,
+        }
+    };
     let ns = path.namespace.clone().unwrap_or_default();
     let name = path.name.clone().unwrap_or_default();
     let result: ApiResult<Response> = (|| -> ApiResult<Response> {
@@ -255,7 +263,7 @@ async fn serve(
                 if path.subresource.as_deref().is_some_and(|s| s != "status") {
                     return Err(statuses::resource_not_served(&path.resource).into());
                 }
-                let obj = app.store.get(&key, &ns, &name)?;
+                let obj = out(&*app.store.get(&key, &ns, &name)?);
                 Ok(json_response(
                     StatusCode::OK,
                     &output.render_one(&resource, &obj),
@@ -263,7 +271,7 @@ async fn serve(
             }
             Verb::List => {
                 let labels = label_selector(query)?;
-                let fields = field_selector(query)?;
+                let fields = field_selector(query, &resource)?;
                 let limit = query.get("limit").and_then(|l| l.parse().ok());
                 let page = app.store.list(
                     &key,
@@ -282,17 +290,19 @@ async fn serve(
                 }
                 Ok(json_response(
                     StatusCode::OK,
-                    &output.render_list(&resource, &page.items, meta),
+                    &output.render_list(&resource, &outs(page.items), meta),
                 ))
             }
             Verb::Create => {
                 let obj = parse_body(&body)?;
+                let obj = conversion.map_or(obj.clone(), |c| (c.to_storage)(&obj));
                 let opts = write_options(query, headers);
                 let created = app.store.create(&key, &ns, obj, &opts)?;
-                Ok(json_response(StatusCode::CREATED, &created))
+                Ok(json_response(StatusCode::CREATED, &out(&created)))
             }
             Verb::Update => {
                 let obj = parse_body(&body)?;
+                let obj = conversion.map_or(obj.clone(), |c| (c.to_storage)(&obj));
                 let opts = write_options(query, headers);
                 let (updated, _) = app.store.update(
                     &key,
@@ -302,7 +312,7 @@ async fn serve(
                     Mutation::Replace(obj),
                     &opts,
                 )?;
-                Ok(json_response(StatusCode::OK, &updated))
+                Ok(json_response(StatusCode::OK, &out(&updated)))
             }
             Verb::Patch => {
                 let content_type = headers
@@ -333,7 +343,42 @@ async fn serve(
                         .into());
                     }
                 };
-                let exists = app.store.get(&key, &ns, &name).is_ok();
+                let existing = app.store.get(&key, &ns, &name).ok();
+                let exists = existing.is_some();
+                // A converted view is patched in its own shape, then stored as a replace
+                // guarded by the resourceVersion it was read at.
+                let replaced;
+                let mutation = match (conversion, &existing) {
+                    (Some(c), Some(stored)) => {
+                        let mut view = (c.from_storage)(stored);
+                        match mutation {
+                            Mutation::Merge(p) => patch::merge_patch(&mut view, p),
+                            Mutation::Json(p) => patch::json_patch(&mut view, p).map_err(|e| {
+                                ApiError::from(statuses::unprocessable(e.message()))
+                            })?,
+                            Mutation::Strategic(p) => {
+                                patch::strategic_merge_patch(&mut view, p, &*resource.list_types)
+                                    .map_err(|e| {
+                                        ApiError::from(statuses::unprocessable(e.message()))
+                                    })?
+                            }
+                            _ => {
+                                return Err(status_error::unsupported_media_type(&[
+                                    "application/json-patch+json",
+                                    "application/merge-patch+json",
+                                    "application/strategic-merge-patch+json",
+                                ])
+                                .into());
+                            }
+                        }
+                        let mut stored_shape = (c.to_storage)(&view);
+                        stored_shape["metadata"]["resourceVersion"] =
+                            json!(crate::store::rv_of(stored).to_string());
+                        replaced = stored_shape;
+                        Mutation::Replace(replaced)
+                    }
+                    _ => mutation,
+                };
                 let (patched, _) = app.store.update(
                     &key,
                     &ns,
@@ -342,6 +387,7 @@ async fn serve(
                     mutation,
                     &opts,
                 )?;
+                let patched = out(&patched);
                 let code = if exists {
                     StatusCode::OK
                 } else {
@@ -352,11 +398,11 @@ async fn serve(
             Verb::Delete => {
                 let opts = delete_options(query, &body)?;
                 let deleted = app.store.delete(&key, &ns, &name, &opts)?;
-                Ok(json_response(StatusCode::OK, &deleted))
+                Ok(json_response(StatusCode::OK, &out(&deleted)))
             }
             Verb::DeleteCollection => {
                 let labels = label_selector(query)?;
-                let fields = field_selector(query)?;
+                let fields = field_selector(query, &resource)?;
                 let opts = delete_options(query, &body)?;
                 let deleted = app.store.delete_collection(
                     &key,
@@ -368,13 +414,29 @@ async fn serve(
                 let meta = json!({"resourceVersion": app.store.resource_version().to_string()});
                 Ok(json_response(
                     StatusCode::OK,
-                    &Output::Object.render_list(&resource, &deleted, meta),
+                    &Output::Object.render_list(&resource, &outs(deleted), meta),
                 ))
             }
             Verb::Watch => unreachable!("watches return above"),
         }
     })();
     result.unwrap_or_else(error_response)
+}
+
+/// How a resource served from another resource's storage converts (see [`crate::events`]).
+#[derive(Clone, Copy)]
+struct Conversion {
+    to_storage: fn(&Value) -> Value,
+    from_storage: fn(&Value) -> Value,
+}
+
+impl Conversion {
+    fn for_resource(resource: &Resource) -> Option<Self> {
+        (resource.group == "events.k8s.io").then_some(Conversion {
+            to_storage: events::to_core,
+            from_storage: events::to_events_v1,
+        })
+    }
 }
 
 /// What shape the client asked the objects in.
@@ -464,7 +526,7 @@ fn start_watch(
     output: Output,
 ) -> ApiResult<Response> {
     let labels = label_selector(query)?;
-    let fields = field_selector(query)?;
+    let fields = field_selector(query, resource)?;
     let send_initial = query.get("sendInitialEvents").is_some_and(|v| v == "true");
     let rv = query
         .get("resourceVersion")
@@ -488,7 +550,7 @@ fn start_watch(
         .map(Duration::from_secs)
         .unwrap_or(MAX_WATCH)
         .min(MAX_WATCH);
-    let key = resource.key();
+    let key = resource.storage.clone().unwrap_or_else(|| resource.key());
     let filter = WatchFilter {
         key: key.clone(),
         namespace: path.namespace.clone(),
@@ -510,6 +572,7 @@ fn start_watch(
     };
     let watch = WatchTask {
         resource: resource.clone(),
+        conversion: Conversion::for_resource(resource),
         filter,
         output,
         bookmarks,
@@ -583,6 +646,7 @@ impl WatchFilter {
 
 struct WatchTask {
     resource: Arc<Resource>,
+    conversion: Option<Conversion>,
     filter: WatchFilter,
     output: Output,
     bookmarks: bool,
@@ -653,11 +717,13 @@ impl WatchTask {
         let Some(kind) = self.filter.view(change) else {
             return true;
         };
+        let converted = self.conversion.map(|c| (c.from_storage)(&change.object));
+        let obj = converted.as_ref().unwrap_or(&change.object);
         let object = match self.output {
-            Output::Object => (*change.object).clone(),
-            Output::Metadata => partial_metadata(&change.object),
+            Output::Object => obj.clone(),
+            Output::Metadata => partial_metadata(obj),
             Output::Table(include) => table::to_table(
-                std::slice::from_ref(&*change.object),
+                std::slice::from_ref(obj),
                 &self.resource.printer_columns,
                 include,
                 json!({"resourceVersion": change.rv.to_string()}),
@@ -708,12 +774,21 @@ fn label_selector(query: &HashMap<String, String>) -> ApiResult<LabelSelector> {
     .map_err(|e| status_error::bad_request(&format!("unable to parse requirement: {e}")).into())
 }
 
-fn field_selector(query: &HashMap<String, String>) -> ApiResult<FieldSelector> {
-    FieldSelector::parse(
+fn field_selector(
+    query: &HashMap<String, String>,
+    resource: &Resource,
+) -> ApiResult<FieldSelector> {
+    let extra: Vec<&str> = resource
+        .selectable_fields
+        .iter()
+        .map(String::as_str)
+        .collect();
+    FieldSelector::parse_with_fields(
         query
             .get("fieldSelector")
             .map(String::as_str)
             .unwrap_or_default(),
+        &extra,
     )
     .map_err(|e| status_error::bad_request(&e.to_string()).into())
 }
