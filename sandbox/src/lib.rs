@@ -24,6 +24,7 @@ pub mod list_type;
 pub mod names;
 mod openapi;
 pub mod patch;
+mod protobuf;
 pub mod quota;
 pub mod registry;
 pub mod requests;

@@ -25,7 +25,7 @@ use crate::store::{
     labels_of, rv_of,
 };
 use crate::table::{self, IncludeObject};
-use crate::{discovery, events, openapi, patch};
+use crate::{discovery, events, openapi, patch, protobuf};
 
 /// How often an idle watch with `allowWatchBookmarks` gets a BOOKMARK.
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
@@ -228,21 +228,26 @@ async fn serve(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if content_type.starts_with("application/vnd.kubernetes.protobuf") {
-        // Protobuf bodies would need the generated Kubernetes protobuf types; kubectl's
-        // imperative `create namespace|configmap|secret` send them, `apply -f` does not.
-        return error_response(
-            status_error::unsupported_media_type(&[
-                "application/json",
-                "application/yaml",
-                "application/merge-patch+json",
-                "application/json-patch+json",
-                "application/strategic-merge-patch+json",
-                "application/apply-patch+yaml",
-            ])
-            .into(),
-        );
-    }
+    let body = if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        // kubectl's imperative `create` sends protobuf for built-in kinds.
+        match protobuf::decode(&body) {
+            Ok(obj) => Bytes::from(serde_json::to_vec(&obj).unwrap_or_default()),
+            Err(msg) => {
+                let (code, mut status) = status_error::unsupported_media_type(&[
+                    "application/json",
+                    "application/yaml",
+                    "application/vnd.kubernetes.protobuf (v1 Namespace, ConfigMap, Secret, ServiceAccount)",
+                ]);
+                status["message"] = json!(format!(
+                    "{}: {msg}",
+                    status["message"].as_str().unwrap_or_default()
+                ));
+                return error_response((code, status).into());
+            }
+        }
+    } else {
+        body
+    };
     if verb == Verb::Watch {
         return start_watch(app, &resource, path, query, output).unwrap_or_else(error_response);
     }

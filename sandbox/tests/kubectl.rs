@@ -110,6 +110,39 @@ async fn kubectl_apply_get_describe_delete() {
     let out = kubectl.run(&["get", "namespaces"], None).await;
     assert!(out.contains("default") && out.contains("Active"), "{out}");
 
+    // Imperative create sends protobuf bodies.
+    let out = kubectl.run(&["create", "namespace", "fleet"], None).await;
+    assert!(out.contains("namespace/fleet created"), "{out}");
+    let out = kubectl
+        .run(
+            &[
+                "-n",
+                "fleet",
+                "create",
+                "configmap",
+                "settings",
+                "--from-literal=mode=fast",
+            ],
+            None,
+        )
+        .await;
+    assert!(out.contains("configmap/settings created"), "{out}");
+    let out = kubectl
+        .run(
+            &[
+                "-n",
+                "fleet",
+                "get",
+                "configmap",
+                "settings",
+                "-o",
+                "jsonpath={.data.mode}",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(out, "fast");
+
     let out = kubectl.run(&["apply", "-f", "-"], Some(WIDGET_YAML)).await;
     assert!(
         out.contains("widget.test.flotilla.dev/sprocket created"),
