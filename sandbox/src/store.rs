@@ -1422,9 +1422,44 @@ fn keep_system_metadata(old: &Value, new: &mut Value) {
 
 /// Server-side defaults of the built-in kinds that clients read back.
 fn default_builtin_fields(resource: &Resource, obj: &mut Value) {
-    if resource.custom || !resource.group.is_empty() || resource.plural != "namespaces" {
+    if resource.custom {
         return;
     }
+    match (resource.group.as_str(), resource.plural.as_str()) {
+        ("", "namespaces") => default_namespace(obj),
+        ("", "secrets") => fold_string_data(obj),
+        ("apps", "deployments" | "statefulsets") => default_replicas(obj),
+        _ => {}
+    }
+}
+
+/// `spec.replicas` defaults to 1 (apps/v1 defaulting), so that readers always see a count.
+fn default_replicas(obj: &mut Value) {
+    if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.entry("replicas").or_insert(json!(1));
+    }
+}
+
+/// A Secret's `stringData` is write-only: the apiserver merges it into `data`, base64-encoded,
+/// and never stores it.
+fn fold_string_data(obj: &mut Value) {
+    use base64::Engine;
+    let Some(o) = obj.as_object_mut() else { return };
+    let Some(Value::Object(string_data)) = o.remove("stringData") else {
+        return;
+    };
+    let data = o.entry("data").or_insert_with(|| json!({}));
+    if let Some(data) = data.as_object_mut() {
+        for (k, v) in string_data {
+            if let Some(text) = v.as_str() {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+                data.insert(k, json!(encoded));
+            }
+        }
+    }
+}
+
+fn default_namespace(obj: &mut Value) {
     let Some(o) = obj.as_object_mut() else { return };
     let terminating = o
         .get("metadata")

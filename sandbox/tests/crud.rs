@@ -544,3 +544,38 @@ async fn dry_run_changes_nothing() {
     api.delete("w", &dp).await.unwrap();
     assert!(api.get_opt("w").await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn built_in_defaults_secret_string_data_and_replicas() {
+    use k8s_openapi::api::core::v1::Secret;
+    let sb = sandbox().await;
+    let secrets: Api<Secret> = Api::namespaced(sb.client(), "default");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "smtp"},
+        "stringData": {"password": "hunter2"},
+        "data": {"user": "YWRtaW4="}
+    }))
+    .unwrap();
+    let created = secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    assert!(created.string_data.is_none());
+    let data = created.data.unwrap();
+    assert_eq!(data["password"].0, b"hunter2");
+    assert_eq!(data["user"].0, b"admin");
+
+    let deployments: Api<Deployment> = Api::namespaced(sb.client(), "default");
+    let deploy: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "app", "image": "app:1"}]}}}
+    }))
+    .unwrap();
+    let created = deployments
+        .create(&PostParams::default(), &deploy)
+        .await
+        .unwrap();
+    assert_eq!(created.spec.unwrap().replicas, Some(1));
+}
