@@ -1,7 +1,7 @@
 //! Flotilla: Kubernetes operators for subscriptions, OTA firmware rollouts and campaigns.
 //!
 //! - [`runtime`]: the machinery every controller shares.
-//! - [`subscriptions`]: the Plan controller (and, next, Subscriptions).
+//! - [`subscriptions`]: the Plan and Subscription controllers.
 //! - [`cli`]: the `flotilla` command line; [`dev`]: `flotilla dev`.
 
 pub mod cli;
@@ -17,11 +17,14 @@ use runtime::Operator;
 pub enum ControllerName {
     /// Plans: validation, subscription counts, deletion protection.
     Plan,
+    /// Subscriptions: tenant namespaces, quotas, trial, payment, suspension, cancellation.
+    Subscription,
 }
 
 impl ControllerName {
     /// Every controller.
-    pub const ALL: &'static [ControllerName] = &[ControllerName::Plan];
+    pub const ALL: &'static [ControllerName] =
+        &[ControllerName::Plan, ControllerName::Subscription];
 }
 
 /// Runs every controller until the operator's shutdown signal trips, then waits for their
@@ -32,8 +35,15 @@ pub async fn run_controllers(operator: &Operator) {
 
 /// Runs the `selected` controllers side by side until the operator's shutdown signal trips.
 pub async fn run_selected(operator: &Operator, selected: &[ControllerName]) {
-    let running = selected.iter().map(|name| match name {
-        ControllerName::Plan => subscriptions::plan::run(operator),
-    });
+    let running = selected
+        .iter()
+        .map(|name| -> futures::future::BoxFuture<'_, ()> {
+            match name {
+                ControllerName::Plan => Box::pin(subscriptions::plan::run(operator)),
+                ControllerName::Subscription => {
+                    Box::pin(subscriptions::subscription::run(operator))
+                }
+            }
+        });
     futures::future::join_all(running).await;
 }

@@ -7,6 +7,7 @@
 //! | phase state machines | [`phase`] |
 //! | conditions and status writes (server-side apply on `/status`) | [`conditions`], [`status`] |
 //! | cleanup before deletion | [`finalizer`] |
+//! | reconciling again at a moment of the clock (trial end, grace end) | [`wakeups`] |
 //! | watches and caches | [`watch`] |
 //! | Events | [`events`] |
 //! | `/metrics`, `/healthz`, `/readyz` | [`metrics`], [`readiness`], [`admin`] |
@@ -29,6 +30,7 @@ pub mod readiness;
 pub mod reconciler;
 pub mod shutdown;
 pub mod status;
+pub mod wakeups;
 pub mod watch;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};

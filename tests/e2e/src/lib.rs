@@ -106,6 +106,46 @@ impl Environment {
         format!("{base}-{}", self.run_id)
     }
 
+    /// Server-side applies a cluster-scoped object (given as JSON, e.g. a sample) under
+    /// [`FIELD_MANAGER`] and returns what the server stored.
+    pub async fn apply<K>(&self, object: &serde_json::Value) -> anyhow::Result<K>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let name = object["metadata"]["name"]
+            .as_str()
+            .context("the object has no metadata.name")?;
+        let api: Api<K> = Api::all(self.client.clone());
+        api.patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(object),
+        )
+        .await
+        .with_context(|| format!("applying {} {name}", K::kind(&())))
+    }
+
+    /// Waits until the cluster-scoped object `name` of kind `K` no longer exists.
+    pub async fn wait_until_gone<K>(&self, name: &str) -> anyhow::Result<()>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::all(self.client.clone());
+        wait_for(
+            format!("{} {name} to be gone", K::kind(&())),
+            step_timeout(self),
+            || async { matches!(api.get_opt(name).await, Ok(None)).then_some(()) },
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Stops the operator, letting in-flight reconciles finish, and the sandbox if any.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.operator.shutdown.trigger();

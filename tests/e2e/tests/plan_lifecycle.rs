@@ -40,7 +40,8 @@ async fn a_plan_from_the_samples_lives_and_dies_with_its_subscriptions() -> anyh
         "apiVersion": "flotilla.dev/v1alpha1",
         "kind": "Subscription",
         "metadata": { "name": subscription_name },
-        "spec": { "plan": plan_name },
+        // Delete: the tenant namespace goes with the Subscription, nothing is left behind.
+        "spec": { "plan": plan_name, "deletionPolicy": "Delete" },
     }))?;
     subscriptions
         .create(&PostParams::default(), &subscription)

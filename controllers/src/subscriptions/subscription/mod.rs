@@ -1,6 +1,11 @@
-//! The Subscription controller's functional core: every decision it makes, as pure functions
-//! over observed data, tested without a server. The reconcile shell (reading the world,
-//! server-side applying children, writing status) calls them in this order:
+//! The Subscription controller: provisions each Subscription's tenant namespaces from its
+//! Plan, keeps them in shape, and carries the Subscription through trial, payment trouble,
+//! suspension and cancellation (finalizer `flotilla.dev/cleanup`).
+//!
+//! # The functional core
+//! Every decision is a pure function over observed data, tested without a server. The
+//! reconcile shell ([`reconcile`]: reading the world and writing status; [`tenant`]: the
+//! requests that carry a decision out) calls them in this order:
 //!
 //! 1. [`namespaces`]: resolve the tenant namespaces from the spec and sort the observed
 //!    namespaces into usable, terminating, conflicting, owned and orphaned.
@@ -11,11 +16,242 @@
 //! 5. [`suspension`]: scale workloads to zero or restore them.
 //! 6. [`usage`]: sum quota usage and find what is over the plan.
 //! 7. [`status`]: the status to write, and the Events to publish.
+//!
+//! # Watches
+//! - Subscriptions: the controller's own objects.
+//! - Plans, mapped to the Subscriptions on them, when a Plan appears, disappears, or changes
+//!   its spec or deletion state — not when the Plan controller rewrites its status.
+//! - Namespaces (metadata only, every namespace: a tenant namespace another party creates or
+//!   gives up must wake the Subscriptions that ask for it), mapped to their controlling
+//!   Subscription and to every Subscription that lists them.
+//! - The children in tenant namespaces — ResourceQuota (whole objects: their status is the
+//!   usage), LimitRange, RoleBinding, NetworkPolicy, ConfigMap (metadata only) — selected by
+//!   `app.kubernetes.io/managed-by=flotilla`, so the operator does not cache every ConfigMap of
+//!   the cluster, mapped to their controlling Subscription.
+//! - [`Wakeups`]: the moments a Subscription's decision changes by time alone (trial end,
+//!   grace period end), by the operator's clock.
+//!
+//! Each mapping goes through a [`triggers::WatchIndex`], which also finds what changed while
+//! a watch was down (see there for why kube-runtime's `owns()` / `watches()` do not fit).
 
 pub mod build;
 pub mod cancellation;
+pub mod census;
 pub mod namespaces;
 pub mod phase;
+pub mod reconcile;
 pub mod status;
 pub mod suspension;
+pub mod tenant;
+pub mod triggers;
 pub mod usage;
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use flotilla_crds::common::labels;
+use flotilla_crds::{Plan, Subscription};
+use futures::{Stream, StreamExt, future, stream};
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::PartialObjectMeta;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::reflector::Store;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+
+use crate::runtime::context::Operator;
+use crate::runtime::wakeups::Wakeups;
+use crate::runtime::{phase as phases, reconciler, watch};
+use census::SubscriptionCensus;
+use reconcile::{Caches, SubscriptionError, SubscriptionState};
+use triggers::{SubscriptionRef, WatchIndex};
+
+/// The controller's name in metrics, spans and readiness.
+pub const CONTROLLER: &str = "subscription";
+
+/// Runs the Subscription controller until the operator's shutdown signal, then lets in-flight
+/// reconciles finish.
+pub async fn run(operator: &Operator) {
+    let client = operator.client.clone();
+    let wc = watch::watcher_config(&operator.config);
+    let managed = wc.clone().labels(&format!(
+        "{}={}",
+        labels::MANAGED_BY,
+        labels::MANAGED_BY_VALUE
+    ));
+    let subscriptions = watch::reflect(
+        Api::<DeserializeGuard<Subscription>>::all(client.clone()),
+        wc.clone(),
+    );
+    let plans = watch::reflect(
+        Api::<DeserializeGuard<Plan>>::all(client.clone()),
+        wc.clone(),
+    );
+    let namespaces = watch::reflect(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), wc);
+    let quotas = watch::reflect(Api::<ResourceQuota>::all(client.clone()), managed.clone());
+    let limit_ranges = watch::reflect(
+        Api::<PartialObjectMeta<LimitRange>>::all(client.clone()),
+        managed.clone(),
+    );
+    let role_bindings = watch::reflect(
+        Api::<PartialObjectMeta<RoleBinding>>::all(client.clone()),
+        managed.clone(),
+    );
+    let network_policies = watch::reflect(
+        Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()),
+        managed.clone(),
+    );
+    let config_maps = watch::reflect(
+        Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
+        managed,
+    );
+
+    let synced = [
+        ("subscription/subscriptions", &subscriptions.synced),
+        ("subscription/plans", &plans.synced),
+        ("subscription/namespaces", &namespaces.synced),
+        ("subscription/resourcequotas", &quotas.synced),
+        ("subscription/limitranges", &limit_ranges.synced),
+        ("subscription/rolebindings", &role_bindings.synced),
+        ("subscription/networkpolicies", &network_policies.synced),
+        ("subscription/configmaps", &config_maps.synced),
+    ];
+    for (component, signal) in &synced {
+        operator.readiness.track(*component, (*signal).clone());
+    }
+    register_metrics(operator, &subscriptions.store);
+
+    let wakeups = Wakeups::new(operator.clock.clone());
+    let caches = Caches {
+        plans: plans.store,
+        namespaces: namespaces.store,
+        quotas: quotas.store,
+        limit_ranges: limit_ranges.store,
+        network_policies: network_policies.store,
+        // The Subscription cache is the Controller's own: it does not reconcile before it
+        // has listed.
+        synced: synced[1..]
+            .iter()
+            .map(|(_, signal)| (*signal).clone())
+            .collect(),
+    };
+    let state = SubscriptionState::new(client, caches, wakeups.clone());
+    let ctx = operator.context(CONTROLLER, state);
+
+    let on_plan = subscriptions.store.clone();
+    let in_namespace = subscriptions.store.clone();
+    Controller::for_stream(subscriptions.events.applied_objects(), subscriptions.store)
+        .with_config(controller::Config::default().concurrency(operator.config.concurrency))
+        .reconcile_on(to_wake(
+            "Plan",
+            plans.events,
+            WatchIndex::new(
+                triggers::plan_version,
+                move |plan: &DeserializeGuard<Plan>| {
+                    triggers::subscriptions_on_plan(&on_plan, &plan.name_any())
+                },
+            ),
+        ))
+        .reconcile_on(to_wake(
+            "Namespace",
+            namespaces.events,
+            WatchIndex::new(
+                triggers::resource_version,
+                move |namespace: &PartialObjectMeta<Namespace>| {
+                    triggers::namespace_claimants(&in_namespace, &namespace.metadata)
+                },
+            ),
+        ))
+        .reconcile_on(to_wake("ResourceQuota", quotas.events, children()))
+        .reconcile_on(to_wake("LimitRange", limit_ranges.events, children()))
+        .reconcile_on(to_wake("RoleBinding", role_bindings.events, children()))
+        .reconcile_on(to_wake(
+            "NetworkPolicy",
+            network_policies.events,
+            children(),
+        ))
+        .reconcile_on(to_wake("ConfigMap", config_maps.events, children()))
+        .reconcile_on(wakeups.due())
+        .graceful_shutdown_on(operator.shutdown.signalled())
+        .run(
+            reconcile::reconcile,
+            |subscription, error: &SubscriptionError, ctx: Arc<_>| {
+                reconciler::error_policy(subscription, error, ctx)
+            },
+            ctx,
+        )
+        .for_each(|result| {
+            match result {
+                Ok((subscription, action)) => {
+                    tracing::trace!(subscription = %subscription.name, ?action, "reconciled");
+                }
+                // Reconcile errors were logged with their object's span; a Subscription
+                // deleted while queued (or woken after it went) is normal.
+                Err(
+                    controller::Error::ReconcilerFailed(..) | controller::Error::ObjectNotFound(_),
+                ) => {}
+                Err(error) => tracing::warn!(%error, "subscription controller"),
+            }
+            future::ready(())
+        })
+        .await;
+    tracing::info!(controller = CONTROLLER, "stopped");
+}
+
+/// `flotilla_objects_by_phase{controller="subscription"}` and `flotilla_subscriptions`.
+fn register_metrics(operator: &Operator, subscriptions: &Store<DeserializeGuard<Subscription>>) {
+    let census_source = subscriptions.clone();
+    operator.metrics.track_phases(CONTROLLER, move || {
+        phases::census(
+            census_source
+                .state()
+                .iter()
+                .filter_map(|guarded| guarded.0.as_ref().ok())
+                .map(|subscription| subscription.status.as_ref().and_then(|s| s.phase)),
+        )
+    });
+    let registered = SubscriptionCensus::new(subscriptions.clone())
+        .and_then(|census| operator.metrics.registry().register(Box::new(census)));
+    if let Err(error) = registered {
+        // Only possible if the controller is started twice with one registry; the first
+        // registration keeps counting.
+        tracing::warn!(%error, metric = census::METRIC, "could not register the metric");
+    }
+}
+
+/// An index of children: any new version wakes the Subscription that controls the child.
+fn children<K: Resource + 'static>() -> WatchIndex<K> {
+    WatchIndex::new(triggers::resource_version, |child: &K| {
+        triggers::controlling_subscription(child.meta())
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+    })
+}
+
+/// Turns a watch into the Subscriptions to reconcile, through `index`.
+fn to_wake<K, S>(
+    kind: &'static str,
+    events: S,
+    mut index: WatchIndex<K>,
+) -> impl Stream<Item = SubscriptionRef> + Send + 'static
+where
+    K: Resource + Debug + Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    events
+        .filter_map(move |event| {
+            future::ready(match event {
+                Ok(event) => Some(index.apply(&event)),
+                Err(error) => {
+                    // The watcher retries with backoff by itself.
+                    tracing::warn!(%error, kind, "watch failed");
+                    None
+                }
+            })
+        })
+        .flat_map(stream::iter)
+}

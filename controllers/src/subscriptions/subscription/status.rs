@@ -67,6 +67,9 @@ pub mod event_reasons {
     pub const BLOCKED: &str = "Blocked";
     /// Usage exceeds the plan's quota.
     pub const OVER_QUOTA: &str = "OverQuota";
+    /// A workload's recorded replica count could not be read when resuming; it was left as
+    /// it is.
+    pub const REPLICAS_NOT_RESTORED: &str = "ReplicasNotRestored";
 }
 
 /// The status the Subscription should have once the decision's actions have succeeded.
