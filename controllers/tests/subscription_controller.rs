@@ -1422,6 +1422,70 @@ async fn a_steady_subscription_costs_no_status_writes() {
 }
 
 #[tokio::test]
+async fn a_steady_subscription_costs_no_child_writes() {
+    let (h, _clock) = harness().await;
+    h.create::<Plan>(team_plan("team")).await;
+    h.create::<Subscription>(subscription("acme", "team", json!({})))
+        .await;
+    wait_for_subscription(&h, "acme", "Active with usage", |s| {
+        phase(s) == Some(SubscriptionPhase::Active)
+            && state_of(s, types::OVER_QUOTA).is_some_and(|c| c.0 == "False")
+    })
+    .await;
+    h.ready().await;
+    wait_until_idle(&h).await;
+    h.sandbox().requests().reset();
+    reconcile_once_more(&h, "acme").await;
+    reconcile_once_more(&h, "acme").await;
+    let requests = h.sandbox().requests();
+    for resource in [
+        "namespaces",
+        "resourcequotas",
+        "limitranges",
+        "rolebindings",
+        "networkpolicies",
+        "configmaps",
+    ] {
+        for verb in [Verb::Create, Verb::Update, Verb::Patch, Verb::Delete] {
+            assert_eq!(
+                requests.count(verb, resource),
+                0,
+                "{verb:?} {resource} on a steady Subscription"
+            );
+        }
+    }
+    assert_eq!(requests.count(Verb::Patch, "subscriptions/status"), 0);
+
+    // A write by someone else is still repaired, and costs exactly one apply.
+    let by_hand = PatchParams {
+        field_manager: Some("kubectl-edit".to_owned()),
+        ..PatchParams::default()
+    };
+    namespaced::<LimitRange>(&h, "acme")
+        .patch(
+            "flotilla-limits",
+            &by_hand,
+            &Patch::Merge(
+                &json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": "someone"}}}),
+            ),
+        )
+        .await
+        .expect("edit limits");
+    wait_for_child::<LimitRange>(&h, "acme", "flotilla-limits", "relabelled", |limits| {
+        label(limits, "app.kubernetes.io/managed-by") == Some("flotilla")
+    })
+    .await;
+    wait_until_idle(&h).await;
+    assert_eq!(
+        requests.count(Verb::Patch, "limitranges"),
+        2,
+        "the edit and one repair"
+    );
+    assert_eq!(requests.count(Verb::Patch, "resourcequotas"), 0);
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn injected_faults_do_not_stop_convergence() {
     let (h, _clock) = harness().await;
     h.ready().await;

@@ -7,6 +7,7 @@
 //! | phase state machines | [`phase`] |
 //! | conditions and status writes (server-side apply on `/status`) | [`conditions`], [`status`] |
 //! | cleanup before deletion | [`finalizer`] |
+//! | applying children only when they changed | [`applied`] |
 //! | reconciling again at a moment of the clock (trial end, grace end) | [`wakeups`] |
 //! | watches and caches | [`watch`] |
 //! | Events | [`events`] |
@@ -15,6 +16,7 @@
 //! | only the Lease holder runs controllers | [`leadership`] |
 
 pub mod admin;
+pub mod applied;
 pub mod backoff;
 pub mod clock;
 pub mod conditions;

@@ -33,6 +33,8 @@
 //!
 //! Each mapping goes through a [`triggers::WatchIndex`], which also finds what changed while
 //! a watch was down (see there for why kube-runtime's `owns()` / `watches()` do not fit).
+//! The Namespace and child watches also keep the [`AppliedChildren`] record in step: a
+//! deleted child is forgotten, so its next apply is sent whatever the record says.
 
 pub mod build;
 pub mod cancellation;
@@ -63,6 +65,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 
+use crate::runtime::applied::AppliedChildren;
 use crate::runtime::context::Operator;
 use crate::runtime::wakeups::Wakeups;
 use crate::runtime::{phase as phases, reconciler, watch};
@@ -132,6 +135,8 @@ pub async fn run(operator: &Operator) {
         quotas: quotas.store,
         limit_ranges: limit_ranges.store,
         network_policies: network_policies.store,
+        role_bindings: role_bindings.store,
+        config_maps: config_maps.store,
         // The Subscription cache is the Controller's own: it does not reconcile before it
         // has listed.
         synced: synced[1..]
@@ -139,7 +144,8 @@ pub async fn run(operator: &Operator) {
             .map(|(_, signal)| (*signal).clone())
             .collect(),
     };
-    let state = SubscriptionState::new(client, caches, wakeups.clone());
+    let applied = Arc::new(AppliedChildren::new());
+    let state = SubscriptionState::new(client, caches, wakeups.clone(), applied.clone());
     let ctx = operator.context(CONTROLLER, state);
 
     let on_plan = subscriptions.store.clone();
@@ -158,7 +164,7 @@ pub async fn run(operator: &Operator) {
         ))
         .reconcile_on(to_wake(
             "Namespace",
-            namespaces.events,
+            forgetting_deleted(namespaces.events, &applied),
             WatchIndex::new(
                 triggers::resource_version,
                 move |namespace: &PartialObjectMeta<Namespace>| {
@@ -166,15 +172,31 @@ pub async fn run(operator: &Operator) {
                 },
             ),
         ))
-        .reconcile_on(to_wake("ResourceQuota", quotas.events, children()))
-        .reconcile_on(to_wake("LimitRange", limit_ranges.events, children()))
-        .reconcile_on(to_wake("RoleBinding", role_bindings.events, children()))
         .reconcile_on(to_wake(
-            "NetworkPolicy",
-            network_policies.events,
+            "ResourceQuota",
+            forgetting_deleted(quotas.events, &applied),
             children(),
         ))
-        .reconcile_on(to_wake("ConfigMap", config_maps.events, children()))
+        .reconcile_on(to_wake(
+            "LimitRange",
+            forgetting_deleted(limit_ranges.events, &applied),
+            children(),
+        ))
+        .reconcile_on(to_wake(
+            "RoleBinding",
+            forgetting_deleted(role_bindings.events, &applied),
+            children(),
+        ))
+        .reconcile_on(to_wake(
+            "NetworkPolicy",
+            forgetting_deleted(network_policies.events, &applied),
+            children(),
+        ))
+        .reconcile_on(to_wake(
+            "ConfigMap",
+            forgetting_deleted(config_maps.events, &applied),
+            children(),
+        ))
         .reconcile_on(wakeups.due())
         .graceful_shutdown_on(operator.shutdown.signalled())
         .run(
@@ -229,6 +251,24 @@ fn children<K: Resource + 'static>() -> WatchIndex<K> {
         triggers::controlling_subscription(child.meta())
             .into_iter()
             .collect::<BTreeSet<_>>()
+    })
+}
+
+/// Passes a watch of children through `applied`, which forgets the deleted ones. The cache
+/// has taken the event in before, so the reconcile it triggers sees the child gone.
+fn forgetting_deleted<K, S>(
+    events: S,
+    applied: &Arc<AppliedChildren>,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    let applied = applied.clone();
+    events.inspect(move |event| {
+        if let Ok(event) = event {
+            applied.observe(event);
+        }
     })
 }
 

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use flotilla_crds::common::labels;
 use flotilla_crds::{Plan, SpecError, Subscription, SubscriptionPhase};
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{ListParams, ObjectMeta, PartialObjectMeta};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
@@ -27,6 +28,7 @@ use super::phase::{self, Decision, Observation, PlanLookup};
 use super::status;
 use super::tenant::Tenant;
 use super::usage::{self, UsageReport};
+use crate::runtime::applied::AppliedChildren;
 use crate::runtime::context::Context;
 use crate::runtime::error::{
     ControllerError, ErrorClass, classify_finalizer_error, classify_kube_error,
@@ -58,6 +60,10 @@ pub struct Caches {
     pub limit_ranges: Store<PartialObjectMeta<LimitRange>>,
     /// Flotilla's NetworkPolicies (metadata only).
     pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    /// Flotilla's RoleBindings (metadata only).
+    pub role_bindings: Store<PartialObjectMeta<RoleBinding>>,
+    /// Flotilla's ConfigMaps (metadata only).
+    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
     /// The first-list signal of every cache the controller depends on.
     pub synced: Vec<Synced>,
 }
@@ -70,6 +76,9 @@ pub struct SubscriptionState {
     pub caches: Caches,
     /// When each Subscription is next due by time alone (trial end, grace period end).
     pub wakeups: Wakeups<DeserializeGuard<Subscription>>,
+    /// What was last applied to each tenant namespace and child, so unchanged ones are not
+    /// sent again. The watches keep it in step with deletions.
+    pub applied: Arc<AppliedChildren>,
     pub(super) client: Client,
     /// UIDs of Subscriptions that scaled workloads down in this process and have not
     /// restored them yet. The recorded phase `Suspended` says the same across restarts; this
@@ -83,22 +92,26 @@ impl Debug for SubscriptionState {
         f.debug_struct("SubscriptionState")
             .field("cached_plans", &self.caches.plans.len())
             .field("cached_namespaces", &self.caches.namespaces.len())
+            .field("applied_children", &self.applied.len())
             .field("wakeups", &self.wakeups)
             .finish_non_exhaustive()
     }
 }
 
 impl SubscriptionState {
-    /// The state for a client, the caches and the wake-up schedule.
+    /// The state for a client, the caches, the wake-up schedule and the record of applied
+    /// children.
     pub fn new(
         client: Client,
         caches: Caches,
         wakeups: Wakeups<DeserializeGuard<Subscription>>,
+        applied: Arc<AppliedChildren>,
     ) -> Self {
         Self {
             subscriptions: Api::all(client.clone()),
             caches,
             wakeups,
+            applied,
             client,
             restore_pending: Mutex::new(HashSet::new()),
         }
@@ -443,6 +456,8 @@ async fn converge(
         ctx,
     };
     tenant.retire(&decision).await?;
+    // Namespaces whose ResourceQuota this pass wrote.
+    let mut quotas_written: Vec<String> = Vec::new();
     if let Some(provision) = &decision.actions.provision {
         let plan = observed
             .plan
@@ -465,9 +480,12 @@ async fn converge(
             suspended: provision.suspended,
         };
         for namespace in &provision.namespaces {
-            tenant
+            let provisioned = tenant
                 .provision(&build::tenant_objects(&blueprint, namespace))
                 .await?;
+            if provisioned.quota_applied {
+                quotas_written.push(namespace.clone());
+            }
         }
     }
     tenant.workloads(&decision).await?;
@@ -480,8 +498,29 @@ async fn converge(
             plan_quota,
         )
     });
-    report(subscription, &decision, &observed, usage.as_ref(), ctx).await?;
+    if awaits_quota(&quotas_written, usage.as_ref()) {
+        // The quota's watch event is certain to reconcile the Subscription again, with the
+        // usage the quota controller reports; writing now would only be overwritten.
+        tracing::debug!(
+            namespaces = ?quotas_written,
+            "status deferred until the written quotas are observed"
+        );
+    } else {
+        report(subscription, &decision, &observed, usage.as_ref(), ctx).await?;
+    }
     Ok(decision)
+}
+
+/// Whether the status write waits for the next reconcile: this pass wrote the quota of a
+/// namespace that has not reported usage yet. A quota the pass did not write never holds the
+/// status back, so a quota controller that never reports costs one deferral, not the status.
+fn awaits_quota(quotas_written: &[String], usage: Option<&UsageReport>) -> bool {
+    match usage {
+        None => !quotas_written.is_empty(),
+        Some(report) => quotas_written
+            .iter()
+            .any(|namespace| report.unreported.contains(namespace)),
+    }
 }
 
 /// What became of the Plan named by `spec.plan`, from the cache. A Plan that does not decode

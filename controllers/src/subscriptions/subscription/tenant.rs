@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -29,9 +29,18 @@ use super::phase::{Decision, WorkloadAction};
 use super::reconcile::{ChildOperation, SubscriptionError, SubscriptionState};
 use super::status::event_reasons;
 use super::suspension::{self, Workload, WorkloadPatch};
+use crate::runtime::applied::{ChildApply, ChildKey, Versioning};
 use crate::runtime::context::Context;
 use crate::runtime::events;
-use crate::runtime::status::{FIELD_MANAGER, apply_params};
+use crate::runtime::status::FIELD_MANAGER;
+
+/// What provisioning one namespace did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Provisioned {
+    /// The ResourceQuota was written (applied or deleted): its watch event is on its way, and
+    /// the usage the cache shows may be from before.
+    pub quota_applied: bool,
+}
 
 /// The requests that carry a decision out for one Subscription.
 pub struct Tenant<'a> {
@@ -65,6 +74,16 @@ impl Tenant<'_> {
         }
     }
 
+    /// Drops the applied record of a child this pass deletes or lets go (`namespace` empty
+    /// for a Namespace): if it comes back, it is applied whatever the cache shows.
+    fn forget<K: Resource<DynamicType = ()>>(&self, namespace: &str, name: &str) {
+        self.ctx.state.applied.forget(&ChildKey {
+            kind: K::kind(&()).into_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        });
+    }
+
     fn existing(&self, namespace: &str) -> Option<&Namespace> {
         self.existing
             .iter()
@@ -76,6 +95,7 @@ impl Tenant<'_> {
         let retire = &decision.actions.retire;
         let api: Api<Namespace> = Api::all(self.client());
         for namespace in &retire.delete {
+            self.forget::<Namespace>("", namespace);
             match api.delete(namespace, &DeleteParams::default()).await {
                 Ok(_) => tracing::info!(namespace, "namespace deleted"),
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
@@ -88,6 +108,7 @@ impl Tenant<'_> {
             }
         }
         for namespace in &retire.release {
+            self.forget::<Namespace>("", namespace);
             // Children first: a namespace released before its children would no longer be
             // found as ours, and the garbage collector would delete the children still owned
             // by the Subscription once it is gone.
@@ -124,6 +145,7 @@ impl Tenant<'_> {
             + Debug,
     {
         let object = || format!("{} {namespace}/{name}", K::kind(&()));
+        self.forget::<K>(namespace, name);
         let api: Api<K> = Api::namespaced(self.client(), namespace);
         let Some(child) = api
             .get_metadata_opt(name)
@@ -140,14 +162,28 @@ impl Tenant<'_> {
         Ok(())
     }
 
-    /// Creates or keeps in shape one tenant namespace and its children.
-    pub async fn provision(&self, objects: &TenantObjects) -> Result<(), SubscriptionError> {
+    /// Creates or keeps in shape one tenant namespace and its children. Children the cache
+    /// shows as last applied are not sent again (see [`crate::runtime::applied`]).
+    ///
+    /// The ResourceQuota goes last: a quota in force before the other children would count
+    /// (and could refuse) Flotilla's own ConfigMap, and the quota controller's first usage
+    /// report would be out of date at once, costing another status write.
+    pub async fn provision(
+        &self,
+        objects: &TenantObjects,
+    ) -> Result<Provisioned, SubscriptionError> {
         let namespace = objects.namespace.name_any();
         self.ensure_namespace(&objects.namespace).await?;
         let caches = &self.ctx.state.caches;
         let quota = async {
             match &objects.quota {
-                Some(quota) => self.apply_child(quota).await,
+                Some(quota) => {
+                    // Compared by content: the quota controller rewrites `status.used` on every
+                    // change of usage, which is no reason to apply the spec again.
+                    let cached = caches.quotas.get(&ObjectRef::from_obj(quota));
+                    self.apply_child(quota, cached.as_deref(), Versioning::Content)
+                        .await
+                }
                 None => {
                     self.delete_unwanted::<ResourceQuota>(
                         &namespace,
@@ -163,7 +199,11 @@ impl Tenant<'_> {
         };
         let limit_range = async {
             match &objects.limit_range {
-                Some(limit_range) => self.apply_child(limit_range).await,
+                Some(limit_range) => {
+                    let cached = caches.limit_ranges.get(&meta_ref(limit_range));
+                    self.apply_child(limit_range, cached.as_deref(), Versioning::ResourceVersion)
+                        .await
+                }
                 None => {
                     self.delete_unwanted::<LimitRange>(
                         &namespace,
@@ -179,7 +219,11 @@ impl Tenant<'_> {
         };
         let network_policy = async {
             match &objects.network_policy {
-                Some(policy) => self.apply_child(policy).await,
+                Some(policy) => {
+                    let cached = caches.network_policies.get(&meta_ref(policy));
+                    self.apply_child(policy, cached.as_deref(), Versioning::ResourceVersion)
+                        .await
+                }
                 None => {
                     self.delete_unwanted::<NetworkPolicy>(
                         &namespace,
@@ -193,30 +237,51 @@ impl Tenant<'_> {
                 }
             }
         };
-        tokio::try_join!(
-            quota,
-            limit_range,
-            network_policy,
-            self.apply_child(&objects.role_binding),
-            self.apply_child(&objects.entitlements),
-        )?;
-        Ok(())
+        let role_binding = async {
+            let cached = caches.role_bindings.get(&meta_ref(&objects.role_binding));
+            self.apply_child(
+                &objects.role_binding,
+                cached.as_deref(),
+                Versioning::ResourceVersion,
+            )
+            .await
+        };
+        let entitlements = async {
+            let cached = caches.config_maps.get(&meta_ref(&objects.entitlements));
+            self.apply_child(
+                &objects.entitlements,
+                cached.as_deref(),
+                Versioning::ResourceVersion,
+            )
+            .await
+        };
+        tokio::try_join!(limit_range, network_policy, role_binding, entitlements)?;
+        Ok(Provisioned {
+            quota_applied: quota.await?,
+        })
     }
 
-    /// Applies the Namespace, creating it first if the cache has not seen it: an apply would
-    /// also succeed on a namespace someone else created a moment ago, and take it over.
+    /// Creates the Namespace if the cache has not seen it, or applies it unless the cache
+    /// shows it as last applied. Creating first matters: an apply would also succeed on a
+    /// namespace someone else created a moment ago, and take it over.
     async fn ensure_namespace(&self, desired: &Namespace) -> Result<(), SubscriptionError> {
         let name = desired.name_any();
         let object = || format!("Namespace {name}");
         let api: Api<Namespace> = Api::all(self.client());
+        let applied = &self.ctx.state.applied;
         if self.existing(&name).is_none() {
             let params = PostParams {
                 field_manager: Some(FIELD_MANAGER.to_owned()),
                 ..PostParams::default()
             };
             match api.create(&params, desired).await {
-                Ok(_) => {
+                Ok(created) => {
                     tracing::info!(namespace = %name, "namespace created");
+                    applied.record(
+                        ChildKey::of(desired),
+                        desired,
+                        Versioning::ResourceVersion.of(&created),
+                    );
                     return Ok(());
                 }
                 Err(kube::Error::Api(status)) if status.code == 409 => {
@@ -241,34 +306,57 @@ impl Tenant<'_> {
                 Err(error) => return Err(self.failed(ChildOperation::Create, object())(error)),
             }
         }
-        server_side_apply(&api, desired)
+        let cached = self.ctx.state.caches.namespaces.get(&ObjectRef::new(&name));
+        applied
+            .apply(
+                &api,
+                desired,
+                cached.as_deref(),
+                Versioning::ResourceVersion,
+            )
             .await
+            .map(drop)
             .map_err(self.failed(ChildOperation::Apply, object()))
     }
 
-    async fn apply_child<K>(&self, child: &K) -> Result<(), SubscriptionError>
+    /// Applies `child` unless `cached` (the cache's copy, read with `versioning`) shows it as
+    /// last applied. Returns whether it was applied.
+    async fn apply_child<K, C>(
+        &self,
+        child: &K,
+        cached: Option<&C>,
+        versioning: Versioning,
+    ) -> Result<bool, SubscriptionError>
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
             + Clone
             + DeserializeOwned
             + Serialize
             + Debug,
+        C: Resource + Serialize,
     {
         let namespace = child.namespace().unwrap_or_default();
         let api: Api<K> = Api::namespaced(self.client(), &namespace);
-        server_side_apply(&api, child).await.map_err(self.failed(
-            ChildOperation::Apply,
-            format!("{} {namespace}/{}", K::kind(&()), child.name_any()),
-        ))
+        self.ctx
+            .state
+            .applied
+            .apply(&api, child, cached, versioning)
+            .await
+            .map(|done| done == ChildApply::Applied)
+            .map_err(self.failed(
+                ChildOperation::Apply,
+                format!("{} {namespace}/{}", K::kind(&()), child.name_any()),
+            ))
     }
 
-    /// Deletes a child the plan no longer asks for, if the cache has seen one.
+    /// Deletes a child the plan no longer asks for, if the cache has seen one. Returns
+    /// whether it was deleted.
     async fn delete_unwanted<K>(
         &self,
         namespace: &str,
         name: &str,
         exists: bool,
-    ) -> Result<(), SubscriptionError>
+    ) -> Result<bool, SubscriptionError>
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
             + Clone
@@ -276,12 +364,13 @@ impl Tenant<'_> {
             + Debug,
     {
         if !exists {
-            return Ok(());
+            return Ok(false);
         }
+        self.forget::<K>(namespace, name);
         let api: Api<K> = Api::namespaced(self.client(), namespace);
         match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
             Err(error) => Err(self.failed(
                 ChildOperation::Delete,
                 format!("{} {namespace}/{name}", K::kind(&())),
@@ -403,15 +492,16 @@ impl Tenant<'_> {
     }
 }
 
-/// Server-side applies `object` under the field manager `flotilla`, forcing ownership: this
-/// is what repairs drift, field by field, without touching fields others own.
-async fn server_side_apply<K>(api: &Api<K>, object: &K) -> Result<(), kube::Error>
+/// A reference into a metadata-only cache for a desired child of kind `K`.
+fn meta_ref<K>(child: &K) -> ObjectRef<PartialObjectMeta<K>>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
+    K: Resource<DynamicType = ()>,
 {
-    api.patch(&object.name_any(), &apply_params(), &Patch::Apply(object))
-        .await
-        .map(drop)
+    let reference = ObjectRef::new(&child.name_any());
+    match child.namespace() {
+        Some(namespace) => reference.within(&namespace),
+        None => reference,
+    }
 }
 
 /// The parameters of the operator's non-apply writes (merge patches).
