@@ -135,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|(_, n)| n)
         .sum();
     println!(
-        "  total writes           {:>10.2}  (ideal: one apply per child object + one status write = 7)",
+        "  total writes           {:>10.2}  (ideal: finalizer + namespace create + 5 child applies + status = 8, plus Events)",
         writes as f64 / count as f64
     );
     Ok(())
