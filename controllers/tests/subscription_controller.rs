@@ -14,6 +14,8 @@ use flotilla::runtime::finalizer::FINALIZER;
 use flotilla::testing::wait_for;
 use flotilla_crds::condition::{find_condition, reasons, types};
 use flotilla_crds::{Condition, Plan, Subscription, SubscriptionPhase};
+use flotilla_sandbox::registry::ResourceKey;
+use flotilla_sandbox::store::{ChangeType, DeleteOptions, WatchStart};
 use flotilla_sandbox::{FaultRule, Verb};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::NamespaceResourceScope;
@@ -26,6 +28,7 @@ use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, Po
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use tokio::sync::broadcast;
 
 /// Where every test's clock starts.
 const START: &str = "2030-01-01T00:00:00Z";
@@ -524,6 +527,71 @@ async fn drift_is_repaired() {
     })
     .await;
     wait_for_child::<NetworkPolicy>(&h, "acme", "flotilla-isolation", "re-created", |_| true).await;
+    h.stop().await;
+}
+
+/// Deletes the object `name` of `resource` (in API `group`) in `namespace` straight in the sandbox's store the
+/// moment it is first created: before the operator's watch can have delivered it, most likely
+/// while the operator still waits for the answer to its apply.
+fn delete_on_creation(
+    h: &Harness,
+    group: &str,
+    resource: &str,
+    namespace: &str,
+    name: &str,
+) -> tokio::task::JoinHandle<()> {
+    let store = h.sandbox().store().clone();
+    let key = ResourceKey::new(group, resource);
+    let mut changes = store
+        .watch(&key, Some(namespace), WatchStart::Now)
+        .expect("watch the store")
+        .receiver;
+    let (namespace, name) = (namespace.to_owned(), name.to_owned());
+    tokio::spawn(async move {
+        loop {
+            let change = match changes.recv().await {
+                Ok(change) => change,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => panic!("the store went away"),
+            };
+            let meta = &change.object["metadata"];
+            if change.resource == key
+                && change.change == ChangeType::Added
+                && meta["namespace"] == namespace.as_str()
+                && meta["name"] == name.as_str()
+            {
+                store
+                    .delete(&key, &namespace, &name, &DeleteOptions::default())
+                    .expect("delete right after creation");
+                return;
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn children_deleted_right_after_their_creation_are_created_again() {
+    let (h, _clock) = harness().await;
+    let limits = delete_on_creation(&h, "", "limitranges", "acme", "flotilla-limits");
+    let policy = delete_on_creation(
+        &h,
+        "networking.k8s.io",
+        "networkpolicies",
+        "acme",
+        "flotilla-isolation",
+    );
+    h.create::<Plan>(team_plan("team")).await;
+    h.create::<Subscription>(subscription("acme", "team", json!({})))
+        .await;
+    for deleter in [limits, policy] {
+        tokio::time::timeout(WAIT, deleter)
+            .await
+            .expect("the children are created")
+            .expect("deleted");
+    }
+    wait_for_child::<LimitRange>(&h, "acme", "flotilla-limits", "re-created", |_| true).await;
+    wait_for_child::<NetworkPolicy>(&h, "acme", "flotilla-isolation", "re-created", |_| true).await;
+    wait_for_phase(&h, "acme", SubscriptionPhase::Active).await;
     h.stop().await;
 }
 

@@ -11,12 +11,21 @@
 //! - any other writer (a person editing the child, another controller) makes a new
 //!   `resourceVersion`, the cache no longer matches, and the next reconcile (which the watch
 //!   event triggers) applies again — drift is still repaired;
-//! - a child missing from the cache is always applied: deleted, or not seen yet;
+//! - a child missing from the cache is skipped only while the watch has not shown it since
+//!   the apply: its event is still on its way (a reconcile woken by one kind's watch often
+//!   runs before another kind's watch delivered the child just created). Were it deleted,
+//!   the watch's `Delete` or a completed re-list without it forgets the record, so the next
+//!   reconcile applies. An apply is marked in flight before its request is sent, and such a
+//!   report arriving before its answer keeps the answer from being recorded: the child it
+//!   describes may be gone already, and nothing later would say so. This needs the child's
+//!   watch to see every applied child (the children carry the label the watch selects on);
+//!   once the watch has shown the child, a cache without it means it is gone, and it is
+//!   applied;
 //! - versions are compared for equality only: `resourceVersion` is opaque, and nothing here
 //!   assumes an order between two of them;
 //! - the record lives in memory: a restarted operator applies everything once;
 //! - entries are forgotten when the watch reports the child deleted, or a re-list no longer
-//!   holds it, so the record does not grow with children that are gone.
+//!   holds it, which also keeps the record from growing with children that are gone.
 //!
 //! [`Versioning::Content`] serves children whose status another controller writes and whose
 //! whole object the controller caches (a ResourceQuota's `status.used`, written by the quota
@@ -100,6 +109,9 @@ pub enum ChildApply {
     Applied,
     /// The cache shows the version the last apply of the same desired object returned.
     Unchanged,
+    /// The last apply of the same desired object is not in the cache yet: its watch event is
+    /// on its way (see [`AppliedChildren::is_current`]).
+    Pending,
 }
 
 /// A hash of a desired object's JSON: equal hashes mean the same object to apply.
@@ -119,15 +131,116 @@ fn fingerprint(value: &impl Serialize) -> Option<u64> {
 struct Applied {
     desired: u64,
     version: String,
+    /// The watch has shown the child since this apply: from now on, a cache without it means
+    /// it is gone, not that its event is still on its way.
+    shown: bool,
+}
+
+/// The applies of one child still waiting for their answer, and what the watch reported
+/// meanwhile.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Flight {
+    /// How many applies of the child are in flight.
+    pending: usize,
+    /// The watch reported the child deleted, or a completed re-list did not hold it: the
+    /// answers of these applies may describe a child that is already gone.
+    distrusted: bool,
+    /// The watch showed the child.
+    shown: bool,
+}
+
+#[derive(Debug, Default)]
+struct Record {
+    entries: HashMap<ChildKey, Applied>,
+    flights: HashMap<ChildKey, Flight>,
+    /// Per kind, the children a re-list in progress has shown so far.
+    relisting: HashMap<String, HashSet<ChildKey>>,
+}
+
+impl Record {
+    fn forget(&mut self, key: &ChildKey) {
+        self.entries.remove(key);
+        if let Some(flight) = self.flights.get_mut(key) {
+            flight.distrusted = true;
+        }
+    }
+
+    fn show(&mut self, key: &ChildKey) {
+        if let Some(applied) = self.entries.get_mut(key) {
+            applied.shown = true;
+        }
+        if let Some(flight) = self.flights.get_mut(key) {
+            flight.shown = true;
+        }
+    }
 }
 
 /// The record of what a controller last applied to each of its children (see the module
 /// docs). One per controller; shared between its reconciles and its watches.
 #[derive(Debug, Default)]
 pub struct AppliedChildren {
-    entries: Mutex<HashMap<ChildKey, Applied>>,
-    /// Per kind, the children a re-list in progress has shown so far.
-    relisting: Mutex<HashMap<String, HashSet<ChildKey>>>,
+    record: Mutex<Record>,
+}
+
+/// An apply of one child in flight, from [`AppliedChildren::start`]. Watch events about the
+/// child that arrive before [`record`](Self::record) are taken into account; dropped
+/// without a record (a failed or cancelled request), it forgets the child, since whether the
+/// request reached the server is unknown.
+#[derive(Debug)]
+#[must_use = "an apply in flight is recorded or, when dropped, forgets the child"]
+pub struct InFlight<'a> {
+    children: &'a AppliedChildren,
+    key: Option<ChildKey>,
+}
+
+impl InFlight<'_> {
+    /// Records that `desired` was applied and the API server answered with a child of version
+    /// `returned`. The record is dropped instead — the next reconcile applies again — when
+    /// there is no version, or when the watch reported the child deleted (or a re-list
+    /// without it) while the request was in flight: the child the answer describes may
+    /// already be gone, and no later event would say so.
+    pub fn record(mut self, desired: &impl Serialize, returned: Option<String>) {
+        let Some(key) = self.key.take() else { return };
+        let mut record = self.children.lock();
+        let flight = record.end_flight(&key);
+        match (fingerprint(desired), returned) {
+            (Some(desired), Some(version)) if !flight.distrusted => {
+                let applied = Applied {
+                    desired,
+                    version,
+                    shown: flight.shown,
+                };
+                record.entries.insert(key, applied);
+            }
+            _ => record.forget(&key),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let mut record = self.children.lock();
+            record.end_flight(&key);
+            record.forget(&key);
+        }
+    }
+}
+
+impl Record {
+    /// Ends one flight of `key`, returning what the watch reported during it. While other
+    /// applies of the child are still in flight, their flight keeps what was reported.
+    fn end_flight(&mut self, key: &ChildKey) -> Flight {
+        let Some(flight) = self.flights.get_mut(key) else {
+            return Flight::default();
+        };
+        flight.pending = flight.pending.saturating_sub(1);
+        let reported = flight.clone();
+        if flight.pending == 0 {
+            self.flights.remove(key);
+        }
+        reported
+    }
 }
 
 impl AppliedChildren {
@@ -136,13 +249,13 @@ impl AppliedChildren {
         Self::default()
     }
 
-    fn entries(&self) -> MutexGuard<'_, HashMap<ChildKey, Applied>> {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Record> {
+        self.record.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// How many children the record holds.
     pub fn len(&self) -> usize {
-        self.entries().len()
+        self.lock().entries.len()
     }
 
     /// Whether the record holds no child.
@@ -152,42 +265,46 @@ impl AppliedChildren {
 
     /// Whether applying `desired` can be skipped: the last apply of `key` was of the same
     /// desired object (by hash), and `observed` — the child's version in the cache — is the
-    /// version that apply returned. A child the cache does not hold is never current.
+    /// version that apply returned, or the cache does not hold the child and the watch has
+    /// not shown it since that apply (its event is still on its way; were it deleted
+    /// meanwhile, the deletion would have forgotten the record).
     pub fn is_current(
         &self,
         key: &ChildKey,
         desired: &impl Serialize,
         observed: Option<&str>,
     ) -> bool {
-        let (Some(observed), Some(desired)) = (observed, fingerprint(desired)) else {
+        let Some(desired) = fingerprint(desired) else {
             return false;
         };
-        self.entries()
-            .get(key)
-            .is_some_and(|applied| applied.desired == desired && applied.version == observed)
+        self.lock().entries.get(key).is_some_and(|applied| {
+            applied.desired == desired
+                && match observed {
+                    Some(observed) => applied.version == observed,
+                    None => !applied.shown,
+                }
+        })
     }
 
-    /// Records that `desired` was applied to `key` and the API server answered with a child
-    /// of version `returned`. Without a version, the entry is dropped: the next reconcile
-    /// applies again.
-    pub fn record(&self, key: ChildKey, desired: &impl Serialize, returned: Option<String>) {
-        match (fingerprint(desired), returned) {
-            (Some(desired), Some(version)) => {
-                self.entries().insert(key, Applied { desired, version });
-            }
-            _ => self.forget(&key),
+    /// Marks an apply (or create) of `key` as in flight, before its request is sent; the
+    /// answer is recorded through the returned [`InFlight`].
+    pub fn start(&self, key: ChildKey) -> InFlight<'_> {
+        self.lock().flights.entry(key.clone()).or_default().pending += 1;
+        InFlight {
+            children: self,
+            key: Some(key),
         }
     }
 
-    /// Forgets `key`: its next apply is sent whatever the cache shows.
+    /// Forgets `key`: its next apply is sent whatever the cache shows, and an apply of it in
+    /// flight is not recorded.
     pub fn forget(&self, key: &ChildKey) {
-        self.entries().remove(key);
+        self.lock().forget(key);
     }
 
     /// Server-side applies `desired` (field manager `flotilla`, forced) unless it
     /// [is current](Self::is_current) against `cached`, the controller's cached copy of the
-    /// child, read with `versioning`; records the result. A failed apply forgets the child,
-    /// since whether it reached the server is unknown.
+    /// child, read with `versioning`; records the result (see [`InFlight`]).
     pub async fn apply<K, C>(
         &self,
         api: &Api<K>,
@@ -202,47 +319,51 @@ impl AppliedChildren {
         let key = ChildKey::of(desired);
         let observed = cached.and_then(|cached| versioning.of(cached));
         if self.is_current(&key, desired, observed.as_deref()) {
-            return Ok(ChildApply::Unchanged);
+            return Ok(match observed {
+                Some(_) => ChildApply::Unchanged,
+                None => ChildApply::Pending,
+            });
         }
-        match api
+        let flight = self.start(key);
+        let returned = api
             .patch(&desired.name_any(), &apply_params(), &Patch::Apply(desired))
-            .await
-        {
-            Ok(returned) => {
-                self.record(key, desired, versioning.of(&returned));
-                Ok(ChildApply::Applied)
-            }
-            Err(error) => {
-                self.forget(&key);
-                Err(error)
-            }
-        }
+            .await?;
+        flight.record(desired, versioning.of(&returned));
+        Ok(ChildApply::Applied)
     }
 
     /// Keeps the record in step with a watch of the children of kind `K`: a deleted child is
     /// forgotten, and so is every child of the kind that a completed re-list no longer holds
-    /// (deleted while the watch was down). Call it for every event of the watch.
+    /// (deleted while the watch was down); applies of such a child in flight are not
+    /// recorded. A child the watch shows no longer counts as on its way (see
+    /// [`is_current`](Self::is_current)). Call it for every event of the watch.
     pub fn observe<K: Resource<DynamicType = ()>>(&self, event: &watcher::Event<K>) {
         let kind = K::kind(&());
-        let mut relisting = self
-            .relisting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut record = self.lock();
         match event {
-            watcher::Event::Apply(_) => {}
-            watcher::Event::Delete(object) => self.forget(&ChildKey::of(object)),
+            watcher::Event::Apply(object) => record.show(&ChildKey::of(object)),
+            watcher::Event::Delete(object) => record.forget(&ChildKey::of(object)),
             watcher::Event::Init => {
-                relisting.insert(kind.into_owned(), HashSet::new());
+                record.relisting.insert(kind.into_owned(), HashSet::new());
             }
             watcher::Event::InitApply(object) => {
-                if let Some(seen) = relisting.get_mut(kind.as_ref()) {
-                    seen.insert(ChildKey::of(object));
+                let key = ChildKey::of(object);
+                record.show(&key);
+                if let Some(seen) = record.relisting.get_mut(kind.as_ref()) {
+                    seen.insert(key);
                 }
             }
             watcher::Event::InitDone => {
-                if let Some(seen) = relisting.remove(kind.as_ref()) {
-                    self.entries()
+                if let Some(seen) = record.relisting.remove(kind.as_ref()) {
+                    let record = &mut *record;
+                    record
+                        .entries
                         .retain(|key, _| key.kind != kind || seen.contains(key));
+                    for (key, flight) in &mut record.flights {
+                        if key.kind == kind && !seen.contains(key) {
+                            flight.distrusted = true;
+                        }
+                    }
                 }
             }
         }
@@ -324,7 +445,7 @@ mod tests {
         let record = AppliedChildren::new();
         let desired = config_map("acme", "settings", "a");
         let key = ChildKey::of(&desired);
-        record.record(key.clone(), &desired, Some("7".into()));
+        record.start(key.clone()).record(&desired, Some("7".into()));
         assert!(record.is_current(&key, &desired, Some("7")));
         assert_eq!(record.len(), 1);
     }
@@ -334,11 +455,12 @@ mod tests {
         let record = AppliedChildren::new();
         let desired = config_map("acme", "settings", "a");
         let key = ChildKey::of(&desired);
-        record.record(key.clone(), &desired, Some("7".into()));
+        record.start(key.clone()).record(&desired, Some("7".into()));
         // Someone else wrote: a new version, whatever its order.
         assert!(!record.is_current(&key, &desired, Some("8")));
         assert!(!record.is_current(&key, &desired, Some("6")));
-        // Gone from the cache.
+        // Gone from the cache after the watch showed it.
+        record.observe(&watcher::Event::Apply(stored(desired.clone(), "7")));
         assert!(!record.is_current(&key, &desired, None));
         // The desired object changed.
         let changed = config_map("acme", "settings", "b");
@@ -346,11 +468,163 @@ mod tests {
     }
 
     #[test]
+    fn a_child_the_watch_has_not_shown_since_its_apply_is_on_its_way() {
+        let record = AppliedChildren::new();
+        let desired = config_map("acme", "settings", "a");
+        let key = ChildKey::of(&desired);
+        record.start(key.clone()).record(&desired, Some("7".into()));
+        assert!(record.is_current(&key, &desired, None));
+        // Only for the desired object that was applied.
+        let changed = config_map("acme", "settings", "b");
+        assert!(!record.is_current(&key, &changed, None));
+        // Another child's event says nothing about this one.
+        let other = config_map("acme", "other", "a");
+        record.observe(&watcher::Event::Apply(stored(other, "8")));
+        assert!(record.is_current(&key, &desired, None));
+        // Once shown, a cache without it means it is gone.
+        record.observe(&watcher::Event::Apply(stored(desired.clone(), "7")));
+        assert!(record.is_current(&key, &desired, Some("7")));
+        assert!(!record.is_current(&key, &desired, None));
+    }
+
+    #[test]
+    fn a_child_shown_by_a_relist_is_no_longer_on_its_way() {
+        let record = AppliedChildren::new();
+        let desired = config_map("acme", "settings", "a");
+        let key = ChildKey::of(&desired);
+        record.start(key.clone()).record(&desired, Some("7".into()));
+        record.observe::<ConfigMap>(&watcher::Event::Init);
+        record.observe(&watcher::Event::InitApply(stored(desired.clone(), "7")));
+        record.observe::<ConfigMap>(&watcher::Event::InitDone);
+        assert!(!record.is_current(&key, &desired, None));
+    }
+
+    #[test]
+    fn a_child_shown_while_its_apply_was_in_flight_is_not_on_its_way() {
+        let record = AppliedChildren::new();
+        let desired = config_map("acme", "settings", "a");
+        let key = ChildKey::of(&desired);
+        let flight = record.start(key.clone());
+        // The watch delivered the child before the apply's answer was processed.
+        record.observe(&watcher::Event::Apply(stored(desired.clone(), "7")));
+        flight.record(&desired, Some("7".into()));
+        assert!(record.is_current(&key, &desired, Some("7")));
+        assert!(!record.is_current(&key, &desired, None));
+    }
+
+    #[test]
+    fn a_deletion_during_the_apply_keeps_its_answer_from_being_recorded() {
+        let record = AppliedChildren::new();
+        let desired = config_map("acme", "settings", "a");
+        let key = ChildKey::of(&desired);
+        let flight = record.start(key.clone());
+        // The apply created the child, and someone deleted it before the answer came back:
+        // the watch reported both, and will report nothing more.
+        record.observe(&watcher::Event::Apply(stored(desired.clone(), "7")));
+        record.observe(&watcher::Event::Delete(stored(desired.clone(), "8")));
+        flight.record(&desired, Some("7".into()));
+        assert!(record.is_empty());
+        assert!(!record.is_current(&key, &desired, None));
+    }
+
+    #[test]
+    fn a_deletion_of_another_child_during_the_apply_does_not_matter() {
+        let record = AppliedChildren::new();
+        let desired = config_map("acme", "settings", "a");
+        let key = ChildKey::of(&desired);
+        let flight = record.start(key.clone());
+        record.observe(&watcher::Event::Delete(config_map("acme", "other", "a")));
+        record.observe(&watcher::Event::Delete(config_map(
+            "other", "settings", "a",
+        )));
+        flight.record(&desired, Some("7".into()));
+        assert!(record.is_current(&key, &desired, None));
+    }
+
+    #[test]
+    fn a_relist_without_the_child_during_the_apply_keeps_its_answer_from_being_recorded() {
+        let record = AppliedChildren::new();
+        let desired = config_map("acme", "settings", "a");
+        let key = ChildKey::of(&desired);
+        let flight = record.start(key.clone());
+        // The list was taken after the child was created and deleted again: no event about
+        // it will follow.
+        record.observe::<ConfigMap>(&watcher::Event::Init);
+        record.observe::<ConfigMap>(&watcher::Event::InitDone);
+        flight.record(&desired, Some("7".into()));
+        assert!(record.is_empty());
+    }
+
+    #[test]
+    fn a_relist_of_another_kind_during_the_apply_does_not_matter() {
+        let record = AppliedChildren::new();
+        let desired = config_map("acme", "settings", "a");
+        let key = ChildKey::of(&desired);
+        let flight = record.start(key.clone());
+        record.observe::<LimitRange>(&watcher::Event::Init);
+        record.observe::<LimitRange>(&watcher::Event::InitDone);
+        flight.record(&desired, Some("7".into()));
+        assert!(record.is_current(&key, &desired, None));
+    }
+
+    #[test]
+    fn a_relist_completed_after_the_apply_without_the_child_forgets_it() {
+        let record = AppliedChildren::new();
+        let desired = config_map("acme", "settings", "a");
+        let key = ChildKey::of(&desired);
+        record.observe::<ConfigMap>(&watcher::Event::Init);
+        record.start(key.clone()).record(&desired, Some("7".into()));
+        record.observe::<ConfigMap>(&watcher::Event::InitDone);
+        assert!(!record.is_current(&key, &desired, None));
+    }
+
+    #[test]
+    fn a_deletion_before_the_cache_showed_the_child_forgets_it() {
+        let record = AppliedChildren::new();
+        let desired = config_map("acme", "settings", "a");
+        let key = ChildKey::of(&desired);
+        record.start(key.clone()).record(&desired, Some("7".into()));
+        record.observe(&watcher::Event::Delete(stored(desired.clone(), "8")));
+        assert!(!record.is_current(&key, &desired, None));
+    }
+
+    #[test]
+    fn a_failed_or_cancelled_apply_forgets_the_child() {
+        let record = AppliedChildren::new();
+        let desired = config_map("acme", "settings", "a");
+        let key = ChildKey::of(&desired);
+        record.start(key.clone()).record(&desired, Some("7".into()));
+        drop(record.start(key.clone()));
+        assert!(record.is_empty());
+        // The next apply is recorded as usual.
+        record.start(key.clone()).record(&desired, Some("9".into()));
+        assert!(record.is_current(&key, &desired, Some("9")));
+    }
+
+    #[test]
+    fn overlapping_applies_share_what_the_watch_reported() {
+        let record = AppliedChildren::new();
+        let desired = config_map("acme", "settings", "a");
+        let key = ChildKey::of(&desired);
+        let first = record.start(key.clone());
+        let second = record.start(key.clone());
+        record.observe(&watcher::Event::Delete(stored(desired.clone(), "6")));
+        first.record(&desired, Some("7".into()));
+        second.record(&desired, Some("8".into()));
+        assert!(record.is_empty());
+        // A later flight starts afresh.
+        record.start(key.clone()).record(&desired, Some("9".into()));
+        assert!(record.is_current(&key, &desired, None));
+    }
+
+    #[test]
     fn versions_are_opaque_strings() {
         let record = AppliedChildren::new();
         let desired = config_map("acme", "settings", "a");
         let key = ChildKey::of(&desired);
-        record.record(key.clone(), &desired, Some("0010".into()));
+        record
+            .start(key.clone())
+            .record(&desired, Some("0010".into()));
         assert!(!record.is_current(&key, &desired, Some("10")));
         assert!(record.is_current(&key, &desired, Some("0010")));
     }
@@ -360,8 +634,8 @@ mod tests {
         let record = AppliedChildren::new();
         let desired = config_map("acme", "settings", "a");
         let key = ChildKey::of(&desired);
-        record.record(key.clone(), &desired, Some("7".into()));
-        record.record(key.clone(), &desired, None);
+        record.start(key.clone()).record(&desired, Some("7".into()));
+        record.start(key.clone()).record(&desired, None);
         assert!(record.is_empty());
     }
 
@@ -407,8 +681,12 @@ mod tests {
         let record = AppliedChildren::new();
         let desired = config_map("acme", "settings", "a");
         let other = config_map("acme", "other", "a");
-        record.record(ChildKey::of(&desired), &desired, Some("7".into()));
-        record.record(ChildKey::of(&other), &other, Some("8".into()));
+        record
+            .start(ChildKey::of(&desired))
+            .record(&desired, Some("7".into()));
+        record
+            .start(ChildKey::of(&other))
+            .record(&other, Some("8".into()));
         record.observe(&watcher::Event::Apply(stored(desired.clone(), "7")));
         assert_eq!(record.len(), 2);
         record.observe(&watcher::Event::Delete(stored(desired.clone(), "9")));
@@ -429,9 +707,15 @@ mod tests {
             },
             ..LimitRange::default()
         };
-        record.record(ChildKey::of(&kept), &kept, Some("7".into()));
-        record.record(ChildKey::of(&gone), &gone, Some("8".into()));
-        record.record(ChildKey::of(&limits), &limits, Some("9".into()));
+        record
+            .start(ChildKey::of(&kept))
+            .record(&kept, Some("7".into()));
+        record
+            .start(ChildKey::of(&gone))
+            .record(&gone, Some("8".into()));
+        record
+            .start(ChildKey::of(&limits))
+            .record(&limits, Some("9".into()));
 
         record.observe::<ConfigMap>(&watcher::Event::Init);
         record.observe(&watcher::Event::InitApply(stored(kept.clone(), "7")));

@@ -34,7 +34,8 @@
 //! Each mapping goes through a [`triggers::WatchIndex`], which also finds what changed while
 //! a watch was down (see there for why kube-runtime's `owns()` / `watches()` do not fit).
 //! The Namespace and child watches also keep the [`AppliedChildren`] record in step: a
-//! deleted child is forgotten, so its next apply is sent whatever the record says.
+//! deleted child is forgotten, so its next apply is sent whatever the record says, and a
+//! child applied but not shown yet is not applied again while its event is on its way.
 
 pub mod build;
 pub mod cancellation;
@@ -254,7 +255,8 @@ fn children<K: Resource + 'static>() -> WatchIndex<K> {
     })
 }
 
-/// Passes a watch of children through `applied`, which forgets the deleted ones. The cache
+/// Passes a watch of children through `applied`, which forgets the deleted ones (and keeps
+/// an apply in flight from being recorded) and notes the ones the watch has shown. The cache
 /// has taken the event in before, so the reconcile it triggers sees the child gone.
 fn forgetting_deleted<K, S>(
     events: S,

@@ -456,7 +456,8 @@ async fn converge(
         ctx,
     };
     tenant.retire(&decision).await?;
-    // Namespaces whose ResourceQuota this pass wrote.
+    // Namespaces whose ResourceQuota this pass wrote, or whose last write the cache has not
+    // shown yet: either way, the quota's watch event is on its way.
     let mut quotas_written: Vec<String> = Vec::new();
     if let Some(provision) = &decision.actions.provision {
         let plan = observed
@@ -512,8 +513,9 @@ async fn converge(
 }
 
 /// Whether the status write waits for the next reconcile: this pass wrote the quota of a
-/// namespace that has not reported usage yet. A quota the pass did not write never holds the
-/// status back, so a quota controller that never reports costs one deferral, not the status.
+/// namespace that has not reported usage yet (or the cache has not shown the quota's last
+/// write yet). A quota whose write the cache has shown never holds the status back, so a quota
+/// controller that never reports costs a deferral per write, not the status.
 fn awaits_quota(quotas_written: &[String], usage: Option<&UsageReport>) -> bool {
     match usage {
         None => !quotas_written.is_empty(),

@@ -37,8 +37,9 @@ use crate::runtime::status::FIELD_MANAGER;
 /// What provisioning one namespace did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Provisioned {
-    /// The ResourceQuota was written (applied or deleted): its watch event is on its way, and
-    /// the usage the cache shows may be from before.
+    /// The ResourceQuota was written (applied or deleted), or an earlier apply is not in the
+    /// cache yet: its watch event is on its way, and the usage the cache shows may be from
+    /// before.
     pub quota_applied: bool,
 }
 
@@ -269,19 +270,19 @@ impl Tenant<'_> {
         let object = || format!("Namespace {name}");
         let api: Api<Namespace> = Api::all(self.client());
         let applied = &self.ctx.state.applied;
-        if self.existing(&name).is_none() {
+        let key = ChildKey::of(desired);
+        // A namespace this controller created a moment ago whose watch event has not arrived
+        // yet is not created again (see `AppliedChildren::is_current`).
+        if self.existing(&name).is_none() && !applied.is_current(&key, desired, None) {
             let params = PostParams {
                 field_manager: Some(FIELD_MANAGER.to_owned()),
                 ..PostParams::default()
             };
+            let flight = applied.start(key);
             match api.create(&params, desired).await {
                 Ok(created) => {
                     tracing::info!(namespace = %name, "namespace created");
-                    applied.record(
-                        ChildKey::of(desired),
-                        desired,
-                        Versioning::ResourceVersion.of(&created),
-                    );
+                    flight.record(desired, Versioning::ResourceVersion.of(&created));
                     return Ok(());
                 }
                 Err(kube::Error::Api(status)) if status.code == 409 => {
@@ -320,7 +321,8 @@ impl Tenant<'_> {
     }
 
     /// Applies `child` unless `cached` (the cache's copy, read with `versioning`) shows it as
-    /// last applied. Returns whether it was applied.
+    /// last applied. Returns whether its watch event is on its way: it was applied now, or
+    /// the cache has not shown its last apply yet.
     async fn apply_child<K, C>(
         &self,
         child: &K,
@@ -342,7 +344,7 @@ impl Tenant<'_> {
             .applied
             .apply(&api, child, cached, versioning)
             .await
-            .map(|done| done == ChildApply::Applied)
+            .map(|done| done != ChildApply::Unchanged)
             .map_err(self.failed(
                 ChildOperation::Apply,
                 format!("{} {namespace}/{}", K::kind(&()), child.name_any()),
