@@ -227,3 +227,43 @@ async fn kube_runtime_watcher_recovers_from_cut_and_expired_watches() {
     .expect("the watcher re-lists after 410 Gone");
     handle.abort();
 }
+
+#[tokio::test]
+async fn kube_runtime_watcher_with_streaming_lists_gets_initial_events_then_changes() {
+    let sb = sandbox().await;
+    let api = widgets(&sb, "default");
+    api.create(&PostParams::default(), &widget("existing", 1))
+        .await
+        .unwrap();
+    let config = watcher::Config::default().streaming_lists();
+    let mut stream = watcher(api.clone(), config).boxed();
+    // sendInitialEvents: the existing object arrives as InitApply, then InitDone once the
+    // server sends the bookmark annotated k8s.io/initial-events-end.
+    let mut initial = Vec::new();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+            .await
+            .expect("an event arrives")
+            .unwrap()
+            .unwrap();
+        match event {
+            watcher::Event::Init => {}
+            watcher::Event::InitApply(o) => initial.push(o.metadata.name.unwrap()),
+            watcher::Event::InitDone => break,
+            other => panic!("unexpected event before InitDone: {other:?}"),
+        }
+    }
+    assert_eq!(initial, ["existing"]);
+    api.create(&PostParams::default(), &widget("later", 1))
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .expect("an event arrives")
+        .unwrap()
+        .unwrap();
+    match event {
+        watcher::Event::Apply(o) => assert_eq!(o.metadata.name.as_deref(), Some("later")),
+        other => panic!("expected Apply, got {other:?}"),
+    }
+}
