@@ -1463,9 +1463,10 @@ async fn a_namespace_of_another_subscription_is_never_taken_over() {
     h.stop().await;
 }
 
-#[tokio::test]
-async fn a_steady_subscription_costs_no_status_writes() {
-    let (h, _clock) = harness().await;
+/// A Subscription "acme" on plan "team", Active with its usage reported, the operator idle and
+/// the request log empty: the starting point of the steady-state cost tests.
+async fn steady_subscription() -> (Harness, ManualClock) {
+    let (h, clock) = harness().await;
     h.create::<Plan>(team_plan("team")).await;
     h.create::<Subscription>(subscription("acme", "team", json!({})))
         .await;
@@ -1477,6 +1478,12 @@ async fn a_steady_subscription_costs_no_status_writes() {
     h.ready().await;
     wait_until_idle(&h).await;
     h.sandbox().requests().reset();
+    (h, clock)
+}
+
+#[tokio::test]
+async fn a_steady_subscription_costs_no_status_writes() {
+    let (h, _clock) = steady_subscription().await;
     reconcile_once_more(&h, "acme").await;
     let requests = h.sandbox().requests();
     assert_eq!(requests.count(Verb::Patch, "subscriptions/status"), 0);
@@ -1491,18 +1498,7 @@ async fn a_steady_subscription_costs_no_status_writes() {
 
 #[tokio::test]
 async fn a_steady_subscription_costs_no_child_writes() {
-    let (h, _clock) = harness().await;
-    h.create::<Plan>(team_plan("team")).await;
-    h.create::<Subscription>(subscription("acme", "team", json!({})))
-        .await;
-    wait_for_subscription(&h, "acme", "Active with usage", |s| {
-        phase(s) == Some(SubscriptionPhase::Active)
-            && state_of(s, types::OVER_QUOTA).is_some_and(|c| c.0 == "False")
-    })
-    .await;
-    h.ready().await;
-    wait_until_idle(&h).await;
-    h.sandbox().requests().reset();
+    let (h, _clock) = steady_subscription().await;
     reconcile_once_more(&h, "acme").await;
     reconcile_once_more(&h, "acme").await;
     let requests = h.sandbox().requests();
