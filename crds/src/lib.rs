@@ -22,6 +22,7 @@ pub mod condition;
 pub mod device;
 pub mod firmware_release;
 pub mod firmware_rollout;
+pub mod phase;
 pub mod plan;
 pub mod quantity;
 pub mod subscription;

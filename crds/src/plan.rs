@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{SpecError, into_result};
 use crate::condition::Condition;
+use crate::phase::Phase;
 use crate::quantity::{ParsedQuantity, validate_resource_list};
 
 /// Default of `spec.gracePeriodDays`.
@@ -333,6 +334,36 @@ fn is_feature_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The legal moves of the lifecycle (see the CRD reference).
+impl Phase for PlanPhase {
+    const ALL: &'static [Self] = &[
+        PlanPhase::Pending,
+        PlanPhase::Ready,
+        PlanPhase::Invalid,
+        PlanPhase::Terminating,
+    ];
+    const INITIAL: Self = PlanPhase::Pending;
+
+    fn as_str(self) -> &'static str {
+        match self {
+            PlanPhase::Pending => "Pending",
+            PlanPhase::Ready => "Ready",
+            PlanPhase::Invalid => "Invalid",
+            PlanPhase::Terminating => "Terminating",
+        }
+    }
+
+    fn allows(self, next: Self) -> bool {
+        use PlanPhase::{Invalid, Pending, Ready, Terminating};
+        matches!(
+            (self, next),
+            (Pending, Ready | Invalid | Terminating)
+                | (Ready, Invalid | Terminating)
+                | (Invalid, Ready | Terminating)
+        )
+    }
 }
 
 #[cfg(test)]

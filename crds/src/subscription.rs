@@ -15,6 +15,7 @@ use crate::common::{
     is_dns1123_label, validate_time_zone,
 };
 use crate::condition::Condition;
+use crate::phase::Phase;
 
 /// Most namespaces one Subscription may have.
 pub const MAX_NAMESPACES: u32 = 32;
@@ -393,6 +394,36 @@ impl SubscriptionSpec {
             }
         }
         into_result(errors)
+    }
+}
+
+/// The legal moves of the lifecycle (see the CRD reference).
+impl Phase for SubscriptionPhase {
+    const ALL: &'static [Self] = &SubscriptionPhase::ALL;
+    const INITIAL: Self = SubscriptionPhase::Pending;
+
+    fn as_str(self) -> &'static str {
+        SubscriptionPhase::as_str(self)
+    }
+
+    fn allows(self, next: Self) -> bool {
+        use SubscriptionPhase::{
+            Active, Cancelled, Cancelling, PastDue, Pending, Provisioning, Suspended, Trialing,
+        };
+        matches!(
+            (self, next),
+            (Pending, Provisioning)
+                | (Provisioning, Trialing | Active)
+                | (Trialing, Active | PastDue | Suspended)
+                | (Active, PastDue | Suspended)
+                | (PastDue, Active | Suspended)
+                | (Suspended, Active | PastDue | Trialing)
+                | (
+                    Pending | Provisioning | Trialing | Active | PastDue | Suspended,
+                    Cancelling
+                )
+                | (Cancelling, Cancelled)
+        )
     }
 }
 

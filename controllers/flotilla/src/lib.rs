@@ -1,0 +1,52 @@
+//! Flotilla: Kubernetes operators for subscriptions, OTA firmware rollouts and campaigns.
+//!
+//! This crate wires the domain crates into one binary; it decides nothing itself.
+//!
+//! - [`runtime`] (crate `flotilla-runtime`): the machinery every controller shares.
+//! - [`subscriptions`] (crate `flotilla-subscriptions`): the Plan and Subscription controllers.
+//! - [`cli`]: the `flotilla` command line; [`dev`]: `flotilla dev`.
+
+pub mod cli;
+pub mod dev;
+
+pub use flotilla_runtime as runtime;
+pub use flotilla_runtime::testing;
+pub use flotilla_subscriptions as subscriptions;
+
+use runtime::Operator;
+
+/// The controllers this binary can run (`flotilla run --controllers ...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum ControllerName {
+    /// Plans: validation, subscription counts, deletion protection.
+    Plan,
+    /// Subscriptions: tenant namespaces, quotas, trial, payment, suspension, cancellation.
+    Subscription,
+}
+
+impl ControllerName {
+    /// Every controller.
+    pub const ALL: &'static [ControllerName] =
+        &[ControllerName::Plan, ControllerName::Subscription];
+}
+
+/// Runs every controller until the operator's shutdown signal trips, then waits for their
+/// in-flight reconciles to finish.
+pub async fn run_controllers(operator: &Operator) {
+    run_selected(operator, ControllerName::ALL).await;
+}
+
+/// Runs the `selected` controllers side by side until the operator's shutdown signal trips.
+pub async fn run_selected(operator: &Operator, selected: &[ControllerName]) {
+    let running = selected
+        .iter()
+        .map(|name| -> futures::future::BoxFuture<'_, ()> {
+            match name {
+                ControllerName::Plan => Box::pin(subscriptions::plan::run(operator)),
+                ControllerName::Subscription => {
+                    Box::pin(subscriptions::subscription::run(operator))
+                }
+            }
+        });
+    futures::future::join_all(running).await;
+}

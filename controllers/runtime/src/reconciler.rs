@@ -1,0 +1,229 @@
+//! The parts of `reconcile` and `error_policy` that are the same for every controller.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use tracing::Instrument;
+
+use super::context::Context;
+use super::error::{ControllerError, ErrorClass};
+use super::events;
+
+/// Runs one reconcile of `object` with what every reconcile needs: a span carrying the object
+/// reference (kind, namespace, name), the reconcile counter and duration histogram, a backoff
+/// reset on success, and on failure the error counter by class, a log line, and — for failures
+/// retrying will not fix — a Warning Event on the object.
+pub async fn observe<K, S, E>(
+    ctx: &Context<S>,
+    object: &K,
+    reconcile: impl Future<Output = Result<Action, E>>,
+) -> Result<Action, E>
+where
+    K: Resource<DynamicType = ()>,
+    E: ControllerError,
+{
+    let span = tracing::info_span!(
+        "reconcile",
+        controller = ctx.controller(),
+        kind = %K::kind(&()),
+        namespace = object.meta().namespace.as_deref().unwrap_or(""),
+        name = %object.name_any(),
+    );
+    async move {
+        let _timer = ctx.metrics.reconcile_started();
+        let result = reconcile.await;
+        match &result {
+            Ok(action) => {
+                ctx.backoff.reset(&backoff_key(object));
+                tracing::debug!(?action, "reconciled");
+            }
+            Err(error) => {
+                let class = error.class();
+                ctx.metrics.record_error(class);
+                match class {
+                    ErrorClass::Transient => {
+                        tracing::warn!(%error, class = class.metric_label(), "reconcile failed; will retry");
+                    }
+                    ErrorClass::Permanent | ErrorClass::InvalidSpec => {
+                        tracing::error!(%error, class = class.metric_label(), "reconcile failed; waiting for a change");
+                        events::publish(
+                            &ctx.recorder,
+                            object,
+                            EventType::Warning,
+                            error.reason(),
+                            "Reconcile",
+                            error.to_string(),
+                        )
+                        .await;
+                    }
+                }
+            }
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// The error policy of every controller: transient errors retry after the object's next
+/// backoff delay (never sooner than a `Retry-After` the server sent); permanent and
+/// invalid-spec errors wait for the object to change.
+pub fn error_policy<K, S, E>(object: Arc<K>, error: &E, ctx: Arc<Context<S>>) -> Action
+where
+    K: Resource,
+    E: ControllerError,
+{
+    let key = backoff_key(object.as_ref());
+    match error.class() {
+        ErrorClass::Transient => {
+            let delay = ctx.backoff.next_delay(&key);
+            let delay = delay.max(error.retry_after().unwrap_or(Duration::ZERO));
+            Action::requeue(delay)
+        }
+        ErrorClass::Permanent | ErrorClass::InvalidSpec => {
+            ctx.backoff.reset(&key);
+            Action::await_change()
+        }
+    }
+}
+
+/// Backoff state is per object: the UID, so that a deleted and re-created object starts
+/// fresh, falling back to the name for objects the server has not assigned one yet.
+fn backoff_key<K: Resource>(object: &K) -> String {
+    match &object.meta().uid {
+        Some(uid) => uid.clone(),
+        None => format!(
+            "{}/{}",
+            object.meta().namespace.as_deref().unwrap_or(""),
+            object.meta().name.as_deref().unwrap_or("")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::config::Config;
+    use crate::context::Operator;
+    use crate::shutdown::Shutdown;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("test failure ({0})")]
+    struct Failure(ErrorClass, Option<Duration>);
+
+    impl ControllerError for Failure {
+        fn class(&self) -> ErrorClass {
+            self.0
+        }
+        fn reason(&self) -> &'static str {
+            "TestFailure"
+        }
+        fn retry_after(&self) -> Option<Duration> {
+            self.1
+        }
+    }
+
+    /// A context whose client points nowhere (nothing here reaches a server except best-effort
+    /// Events) and whose backoff is exactly one second, jitter included, so actions compare.
+    fn context() -> Arc<Context<()>> {
+        operator_and_context().1
+    }
+
+    fn operator_and_context() -> (Operator, Arc<Context<()>>) {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        let client = kube::Client::try_from(config).expect("client");
+        let operator = Operator::new(
+            client,
+            Config {
+                backoff_base: Duration::from_secs(1),
+                backoff_cap: Duration::from_secs(1),
+                ..Config::default()
+            },
+            Arc::new(SystemClock),
+            Shutdown::new(),
+        )
+        .expect("operator");
+        let ctx = operator.context("test", ());
+        (operator, ctx)
+    }
+
+    fn object() -> Arc<ConfigMap> {
+        let mut cm = ConfigMap::default();
+        cm.metadata.name = Some("cm".into());
+        cm.metadata.namespace = Some("default".into());
+        cm.metadata.uid = Some("uid-1".into());
+        Arc::new(cm)
+    }
+
+    #[tokio::test]
+    async fn transient_errors_requeue_after_the_backoff_and_count_attempts() {
+        let ctx = context();
+        let action = error_policy(object(), &Failure(ErrorClass::Transient, None), ctx.clone());
+        assert_eq!(action, Action::requeue(Duration::from_secs(1)));
+        error_policy(object(), &Failure(ErrorClass::Transient, None), ctx.clone());
+        assert_eq!(ctx.backoff.attempts("uid-1"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_servers_retry_after_is_never_undercut() {
+        let ctx = context();
+        let throttled = Failure(ErrorClass::Transient, Some(Duration::from_secs(7)));
+        assert_eq!(
+            error_policy(object(), &throttled, ctx),
+            Action::requeue(Duration::from_secs(7))
+        );
+    }
+
+    #[tokio::test]
+    async fn permanent_and_invalid_spec_errors_wait_for_a_change() {
+        let ctx = context();
+        error_policy(object(), &Failure(ErrorClass::Transient, None), ctx.clone());
+        for class in [ErrorClass::Permanent, ErrorClass::InvalidSpec] {
+            let action = error_policy(object(), &Failure(class, None), ctx.clone());
+            assert_eq!(action, Action::await_change());
+        }
+        assert_eq!(
+            ctx.backoff.attempts("uid-1"),
+            0,
+            "a streak ends with a non-retried error"
+        );
+    }
+
+    #[tokio::test]
+    async fn observe_counts_and_resets() {
+        let (operator, ctx) = operator_and_context();
+        ctx.backoff.next_delay("uid-1");
+        let cm = object();
+        let ok: Result<Action, Failure> =
+            observe(&ctx, cm.as_ref(), async { Ok(Action::await_change()) }).await;
+        assert!(ok.is_ok());
+        assert_eq!(
+            ctx.backoff.attempts("uid-1"),
+            0,
+            "success resets the backoff"
+        );
+
+        let failed = observe(&ctx, cm.as_ref(), async {
+            Err::<Action, _>(Failure(ErrorClass::Transient, None))
+        })
+        .await;
+        assert!(failed.is_err());
+        let text = operator.metrics.render().expect("metrics");
+        assert!(
+            text.contains(r#"flotilla_reconciliations_total{controller="test"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"flotilla_reconcile_errors_total{class="transient",controller="test"} 1"#
+            ),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,399 @@
+//! The Plan's status and Events, computed from the observation. Pure.
+
+use flotilla_crds::common::describe_spec_errors;
+use flotilla_crds::condition::{ConditionStatus, find_condition, reasons, types};
+use flotilla_crds::{Condition, PlanPhase, PlanStatus};
+use jiff::Timestamp;
+use kube::runtime::events::EventType;
+
+use super::phase::Observation;
+use flotilla_runtime::conditions::{ConditionUpdate, set_conditions};
+use flotilla_runtime::events::bounded_list;
+
+/// How many Subscription names a condition message or Event names before "and N more".
+pub const MAX_NAMED_SUBSCRIPTIONS: usize = 10;
+
+/// Event reasons of the Plan controller.
+pub mod event_reasons {
+    /// The Plan became (or is again) valid.
+    pub const VALIDATED: &str = "Validated";
+    /// The Plan's spec is invalid.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The Plan's deletion waits for the Subscriptions that use it.
+    pub const DELETION_BLOCKED: &str = "DeletionBlocked";
+    /// No Subscription uses the deleted Plan any more; its deletion proceeds.
+    pub const DELETION_ALLOWED: &str = "DeletionAllowed";
+}
+
+/// The status the Plan should have. Conditions keep their `lastTransitionTime` unless their
+/// status changes, so recomputing an unchanged Plan yields exactly its current status.
+pub fn desired_status(
+    current: Option<&PlanStatus>,
+    observed: &Observation,
+    phase: PlanPhase,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> PlanStatus {
+    let mut conditions: Vec<Condition> = current.map(|s| s.conditions.clone()).unwrap_or_default();
+    set_conditions(
+        &mut conditions,
+        [ready_condition(observed), in_use_condition(observed)],
+        generation,
+        now,
+    );
+    PlanStatus {
+        phase: Some(phase),
+        conditions,
+        observed_generation: generation,
+        subscriptions: i32::try_from(observed.subscribers.len()).unwrap_or(i32::MAX),
+    }
+}
+
+fn ready_condition(observed: &Observation) -> ConditionUpdate {
+    match &observed.validation {
+        Ok(()) => ConditionUpdate::new(
+            types::READY,
+            ConditionStatus::True,
+            reasons::RECONCILED,
+            "the plan is valid",
+        ),
+        Err(errors) => ConditionUpdate::new(
+            types::READY,
+            ConditionStatus::False,
+            reasons::INVALID_SPEC,
+            describe_spec_errors(errors),
+        ),
+    }
+}
+
+fn in_use_condition(observed: &Observation) -> ConditionUpdate {
+    let subscribers = &observed.subscribers;
+    if subscribers.is_empty() {
+        return ConditionUpdate::new(
+            types::IN_USE,
+            ConditionStatus::False,
+            reasons::NOT_REFERENCED,
+            "no Subscription references this plan",
+        );
+    }
+    let named = bounded_list(subscribers, MAX_NAMED_SUBSCRIPTIONS);
+    let count = subscribers.len();
+    let noun = if count == 1 {
+        "Subscription"
+    } else {
+        "Subscriptions"
+    };
+    if observed.deleting {
+        ConditionUpdate::new(
+            types::IN_USE,
+            ConditionStatus::True,
+            reasons::DELETION_BLOCKED,
+            format!("deletion waits for {count} {noun} that use this plan: {named}"),
+        )
+    } else {
+        ConditionUpdate::new(
+            types::IN_USE,
+            ConditionStatus::True,
+            reasons::REFERENCED_BY_SUBSCRIPTIONS,
+            format!("referenced by {count} {noun}: {named}"),
+        )
+    }
+}
+
+/// An Event the controller should publish about the Plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanEvent {
+    /// Normal or Warning.
+    pub type_: EventType,
+    /// UpperCamelCase reason (see [`event_reasons`]).
+    pub reason: &'static str,
+    /// The human-readable note.
+    pub note: String,
+}
+
+/// Events for what changed between the previous and the next status: validity flipping or its
+/// errors changing, and a deletion becoming blocked or its list of blockers changing. An
+/// unchanged status yields no Event, so steady-state reconciles stay silent.
+pub fn transition_events(previous: Option<&PlanStatus>, next: &PlanStatus) -> Vec<PlanEvent> {
+    let mut events = Vec::new();
+    let before = |type_: &str| previous.and_then(|s| find_condition(&s.conditions, type_));
+    let after = |type_: &str| find_condition(&next.conditions, type_);
+
+    if let Some(ready) = after(types::READY)
+        && changed(before(types::READY), ready)
+    {
+        events.push(if ready.status == ConditionStatus::True.as_str() {
+            PlanEvent {
+                type_: EventType::Normal,
+                reason: event_reasons::VALIDATED,
+                note: "the plan is valid and can be used by Subscriptions".to_owned(),
+            }
+        } else {
+            PlanEvent {
+                type_: EventType::Warning,
+                reason: event_reasons::INVALID_SPEC,
+                note: ready.message.clone(),
+            }
+        });
+    }
+
+    if let Some(in_use) = after(types::IN_USE)
+        && in_use.reason == reasons::DELETION_BLOCKED
+        && changed(before(types::IN_USE), in_use)
+    {
+        events.push(PlanEvent {
+            type_: EventType::Warning,
+            reason: event_reasons::DELETION_BLOCKED,
+            note: in_use.message.clone(),
+        });
+    }
+    events
+}
+
+/// The Event published when the last Subscription let go of a deleted Plan.
+pub fn release_event() -> PlanEvent {
+    PlanEvent {
+        type_: EventType::Normal,
+        reason: event_reasons::DELETION_ALLOWED,
+        note: "no Subscription references this plan any more; deletion proceeds".to_owned(),
+    }
+}
+
+fn changed(before: Option<&Condition>, after: &Condition) -> bool {
+    before.is_none_or(|b| {
+        b.status != after.status || b.reason != after.reason || b.message != after.message
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_crds::SpecError;
+    use flotilla_crds::condition::is_condition_true;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    fn observed(errors: &[(&str, &str)], deleting: bool, subscribers: &[&str]) -> Observation {
+        Observation {
+            validation: if errors.is_empty() {
+                Ok(())
+            } else {
+                Err(errors.iter().map(|(f, m)| SpecError::new(*f, *m)).collect())
+            },
+            deleting,
+            subscribers: subscribers.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_valid_unused_plan_is_ready_and_not_in_use() {
+        let status = desired_status(
+            None,
+            &observed(&[], false, &[]),
+            PlanPhase::Ready,
+            Some(1),
+            at("2025-01-01T00:00:00Z"),
+        );
+        assert_eq!(status.phase, Some(PlanPhase::Ready));
+        assert_eq!(status.observed_generation, Some(1));
+        assert_eq!(status.subscriptions, 0);
+        assert!(is_condition_true(&status.conditions, types::READY));
+        let in_use = find_condition(&status.conditions, types::IN_USE).unwrap();
+        assert_eq!(
+            (in_use.status.as_str(), in_use.reason.as_str()),
+            ("False", reasons::NOT_REFERENCED)
+        );
+        assert!(
+            status
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(1))
+        );
+    }
+
+    #[test]
+    fn an_invalid_plan_says_which_field() {
+        let errors = [("spec.quota.hard[pods]", "must not be negative, got -1")];
+        let status = desired_status(
+            None,
+            &observed(&errors, false, &[]),
+            PlanPhase::Invalid,
+            Some(2),
+            at("2025-01-01T00:00:00Z"),
+        );
+        let ready = find_condition(&status.conditions, types::READY).unwrap();
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.reason, reasons::INVALID_SPEC);
+        assert_eq!(
+            ready.message,
+            "spec.quota.hard[pods]: must not be negative, got -1"
+        );
+    }
+
+    #[test]
+    fn subscribers_are_counted_and_named_with_a_bound() {
+        let names: Vec<String> = (1..=12).map(|i| format!("tenant-{i:02}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let status = desired_status(
+            None,
+            &observed(&[], false, &refs),
+            PlanPhase::Ready,
+            Some(1),
+            at("2025-01-01T00:00:00Z"),
+        );
+        assert_eq!(status.subscriptions, 12);
+        let in_use = find_condition(&status.conditions, types::IN_USE).unwrap();
+        assert_eq!(in_use.reason, reasons::REFERENCED_BY_SUBSCRIPTIONS);
+        assert!(
+            in_use
+                .message
+                .starts_with("referenced by 12 Subscriptions: tenant-01, tenant-02")
+        );
+        assert!(
+            in_use.message.ends_with("tenant-10 and 2 more"),
+            "{}",
+            in_use.message
+        );
+    }
+
+    #[test]
+    fn a_blocked_deletion_names_the_subscriptions() {
+        let status = desired_status(
+            None,
+            &observed(&[], true, &["acme"]),
+            PlanPhase::Terminating,
+            Some(1),
+            at("2025-01-01T00:00:00Z"),
+        );
+        let in_use = find_condition(&status.conditions, types::IN_USE).unwrap();
+        assert_eq!(in_use.reason, reasons::DELETION_BLOCKED);
+        assert_eq!(
+            in_use.message,
+            "deletion waits for 1 Subscription that use this plan: acme"
+        );
+    }
+
+    #[test]
+    fn recomputing_an_unchanged_plan_gives_the_same_status() {
+        let first = desired_status(
+            None,
+            &observed(&[], false, &["a"]),
+            PlanPhase::Ready,
+            Some(1),
+            at("2025-01-01T00:00:00Z"),
+        );
+        let again = desired_status(
+            Some(&first),
+            &observed(&[], false, &["a"]),
+            PlanPhase::Ready,
+            Some(1),
+            at("2025-01-02T00:00:00Z"),
+        );
+        assert_eq!(first, again);
+        assert!(transition_events(Some(&first), &again).is_empty());
+    }
+
+    #[test]
+    fn transition_times_survive_unrelated_changes() {
+        let first = desired_status(
+            None,
+            &observed(&[], false, &[]),
+            PlanPhase::Ready,
+            Some(1),
+            at("2025-01-01T00:00:00Z"),
+        );
+        let later = desired_status(
+            Some(&first),
+            &observed(&[], false, &["a"]),
+            PlanPhase::Ready,
+            Some(1),
+            at("2025-01-03T00:00:00Z"),
+        );
+        let ready = find_condition(&later.conditions, types::READY).unwrap();
+        assert_eq!(ready.last_transition_time, Time(at("2025-01-01T00:00:00Z")));
+        let in_use = find_condition(&later.conditions, types::IN_USE).unwrap();
+        assert_eq!(
+            in_use.last_transition_time,
+            Time(at("2025-01-03T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn events_follow_validity_changes() {
+        let now = at("2025-01-01T00:00:00Z");
+        let ready = desired_status(
+            None,
+            &observed(&[], false, &[]),
+            PlanPhase::Ready,
+            Some(1),
+            now,
+        );
+        let events = transition_events(None, &ready);
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].type_, events[0].reason),
+            (EventType::Normal, event_reasons::VALIDATED)
+        );
+
+        let invalid = desired_status(
+            Some(&ready),
+            &observed(&[("spec.trialDays", "bad")], false, &[]),
+            PlanPhase::Invalid,
+            Some(2),
+            now,
+        );
+        let events = transition_events(Some(&ready), &invalid);
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].type_, events[0].reason),
+            (EventType::Warning, event_reasons::INVALID_SPEC)
+        );
+        assert_eq!(events[0].note, "spec.trialDays: bad");
+
+        let still_invalid = desired_status(
+            Some(&invalid),
+            &observed(&[("spec.quota.hard[x]", "worse")], false, &[]),
+            PlanPhase::Invalid,
+            Some(3),
+            now,
+        );
+        let events = transition_events(Some(&invalid), &still_invalid);
+        assert_eq!(events.len(), 1, "a different error is worth a new Event");
+    }
+
+    #[test]
+    fn events_follow_blocked_deletions() {
+        let now = at("2025-01-01T00:00:00Z");
+        let used = desired_status(
+            None,
+            &observed(&[], false, &["a", "b"]),
+            PlanPhase::Ready,
+            Some(1),
+            now,
+        );
+        assert!(transition_events(Some(&used), &used).is_empty());
+        let blocked = desired_status(
+            Some(&used),
+            &observed(&[], true, &["a", "b"]),
+            PlanPhase::Terminating,
+            Some(1),
+            now,
+        );
+        let events = transition_events(Some(&used), &blocked);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, event_reasons::DELETION_BLOCKED);
+        assert!(events[0].note.contains("a, b"), "{}", events[0].note);
+        let fewer = desired_status(
+            Some(&blocked),
+            &observed(&[], true, &["b"]),
+            PlanPhase::Terminating,
+            Some(1),
+            now,
+        );
+        assert_eq!(transition_events(Some(&blocked), &fewer).len(), 1);
+        assert_eq!(release_event().reason, event_reasons::DELETION_ALLOWED);
+    }
+}
