@@ -34,6 +34,14 @@ pub mod labels {
     pub const MANAGED_BY_VALUE: &str = "flotilla";
 }
 
+/// Well-known annotation keys that users set on objects for Flotilla to read.
+pub mod annotations {
+    /// On a Namespace handed over to a Subscription (by the `flotilla.dev/subscription` label):
+    /// `"true"` lets Flotilla delete it with the Subscription's `deletionPolicy: Delete`.
+    /// Without it a handed-over namespace is only ever released, never deleted.
+    pub const ALLOW_DELETION: &str = "flotilla.dev/allow-deletion";
+}
+
 /// An RFC 1123 DNS label (Namespace names): lower-case alphanumerics and `-`, starting and
 /// ending with an alphanumeric, at most 63 characters.
 pub const DNS1123_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";

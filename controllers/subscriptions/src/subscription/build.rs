@@ -109,9 +109,13 @@ pub fn owner_reference(subscription: &Subscription) -> Option<OwnerReference> {
 }
 
 /// Every desired object of the tenant namespace `namespace`.
-pub fn tenant_objects(blueprint: &Blueprint<'_>, namespace: &str) -> TenantObjects {
+pub fn tenant_objects(
+    blueprint: &Blueprint<'_>,
+    namespace: &str,
+    origin: NamespaceOrigin,
+) -> TenantObjects {
     TenantObjects {
-        namespace: tenant_namespace(blueprint, namespace),
+        namespace: tenant_namespace(blueprint, namespace, origin),
         quota: resource_quota(blueprint, namespace),
         limit_range: limit_range(blueprint, namespace),
         role_binding: role_binding(blueprint, namespace),
@@ -120,15 +124,31 @@ pub fn tenant_objects(blueprint: &Blueprint<'_>, namespace: &str) -> TenantObjec
     }
 }
 
+/// Whether a tenant namespace is (to be) created by Flotilla or was handed over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NamespaceOrigin {
+    /// Created by Flotilla: it carries the controller ownerReference, the proof that
+    /// `deletionPolicy: Delete` may delete it.
+    Created,
+    /// Handed over by label: it never gets an ownerReference, so neither Flotilla's policy
+    /// nor the garbage collector can delete it.
+    HandedOver,
+}
+
 /// The Namespace, labelled with the Subscription and the Plan.
-pub fn tenant_namespace(blueprint: &Blueprint<'_>, namespace: &str) -> Namespace {
+pub fn tenant_namespace(
+    blueprint: &Blueprint<'_>,
+    namespace: &str,
+    origin: NamespaceOrigin,
+) -> Namespace {
     let mut labels = child_labels(blueprint.subscription);
     labels.insert(labels::PLAN.to_owned(), label_value(blueprint.plan_name));
     Namespace {
         metadata: ObjectMeta {
             name: Some(namespace.to_owned()),
             labels: Some(labels),
-            owner_references: Some(vec![blueprint.owner.clone()]),
+            owner_references: (origin == NamespaceOrigin::Created)
+                .then(|| vec![blueprint.owner.clone()]),
             ..ObjectMeta::default()
         },
         ..Namespace::default()
@@ -437,7 +457,11 @@ mod tests {
     #[test]
     fn the_namespace_carries_subscription_and_plan_labels() {
         let plan = team();
-        let ns = tenant_namespace(&blueprint(&plan, &[], false), "acme-prod");
+        let ns = tenant_namespace(
+            &blueprint(&plan, &[], false),
+            "acme-prod",
+            NamespaceOrigin::Created,
+        );
         let json = serde_json::to_value(&ns).unwrap();
         assert_eq!(
             json,
@@ -462,13 +486,27 @@ mod tests {
                 },
             })
         );
+        let handed_over = tenant_namespace(
+            &blueprint(&plan, &[], false),
+            "acme-prod",
+            NamespaceOrigin::HandedOver,
+        );
+        assert_eq!(
+            handed_over.metadata.owner_references, None,
+            "a handed-over namespace never gets an ownerReference"
+        );
+        assert_eq!(handed_over.metadata.labels, ns.metadata.labels);
     }
 
     #[test]
     fn every_child_is_named_namespaced_labelled_and_owned() {
         let plan = team();
         let owners = [user("ada@example.com")];
-        let objects = tenant_objects(&blueprint(&plan, &owners, false), "acme-prod");
+        let objects = tenant_objects(
+            &blueprint(&plan, &owners, false),
+            "acme-prod",
+            NamespaceOrigin::Created,
+        );
         let metas = [
             (&objects.quota.as_ref().unwrap().metadata, QUOTA_NAME),
             (
@@ -657,8 +695,16 @@ mod tests {
         let owners = [user("b"), user("a")];
         let reversed = [user("a"), user("b")];
         assert_eq!(
-            tenant_objects(&blueprint(&plan, &owners, false), "acme"),
-            tenant_objects(&blueprint(&plan, &reversed, false), "acme")
+            tenant_objects(
+                &blueprint(&plan, &owners, false),
+                "acme",
+                NamespaceOrigin::Created
+            ),
+            tenant_objects(
+                &blueprint(&plan, &reversed, false),
+                "acme",
+                NamespaceOrigin::Created
+            )
         );
     }
 

@@ -11,15 +11,16 @@
 //!   as they are: a tenant cancelled while suspended stays scaled to zero, its counts kept in
 //!   their annotations for whoever takes the namespaces over.
 //!
-//! Only namespaces that are the Subscription's (see [`super::namespaces::ownership`]) are
-//! ever deleted or released.
+//! Only namespaces that are the Subscription's (see [`super::namespaces`]) are ever deleted
+//! or released, and a handed-over namespace is deleted only when its owner opted it in
+//! (`flotilla.dev/allow-deletion: "true"`); otherwise `Delete` releases it like `Retain`.
 
 use flotilla_crds::common::labels;
 use flotilla_crds::subscription::DeletionPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Map, Value};
 
-use super::namespaces::OwnedNamespace;
+use super::namespaces::{Origin, OwnedNamespace};
 
 /// The prefix of Flotilla's own label and annotation keys.
 pub const FLOTILLA_KEY_PREFIX: &str = "flotilla.dev/";
@@ -52,22 +53,21 @@ impl Retirement {
 
 /// How to let go of `namespaces` under `policy`.
 pub fn retire(policy: DeletionPolicy, namespaces: &[OwnedNamespace]) -> Retirement {
-    match policy {
-        DeletionPolicy::Delete => Retirement {
-            // A namespace already terminating needs no second delete request.
-            delete: namespaces
-                .iter()
-                .filter(|ns| !ns.terminating)
-                .map(|ns| ns.name.clone())
-                .collect(),
-            release: Vec::new(),
-            waiting_for: namespaces.iter().map(|ns| ns.name.clone()).collect(),
-        },
-        DeletionPolicy::Retain => Retirement {
-            delete: Vec::new(),
-            release: namespaces.iter().map(|ns| ns.name.clone()).collect(),
-            waiting_for: Vec::new(),
-        },
+    let deletable = |ns: &OwnedNamespace| match ns.origin {
+        Origin::Created => policy == DeletionPolicy::Delete,
+        Origin::HandedOver { deletable } => deletable && policy == DeletionPolicy::Delete,
+    };
+    let (deleted, released): (Vec<&OwnedNamespace>, Vec<&OwnedNamespace>) =
+        namespaces.iter().partition(|ns| deletable(ns));
+    Retirement {
+        // A namespace already terminating needs no second delete request.
+        delete: deleted
+            .iter()
+            .filter(|ns| !ns.terminating)
+            .map(|ns| ns.name.clone())
+            .collect(),
+        release: released.iter().map(|ns| ns.name.clone()).collect(),
+        waiting_for: deleted.iter().map(|ns| ns.name.clone()).collect(),
     }
 }
 
@@ -144,7 +144,32 @@ mod tests {
         OwnedNamespace {
             name: name.into(),
             terminating,
+            origin: Origin::Created,
         }
+    }
+
+    fn handed_over(name: &str, deletable: bool) -> OwnedNamespace {
+        OwnedNamespace {
+            name: name.into(),
+            terminating: false,
+            origin: Origin::HandedOver { deletable },
+        }
+    }
+
+    #[test]
+    fn a_handed_over_namespace_is_released_unless_opted_into_deletion() {
+        let namespaces = [
+            owned("created", false),
+            handed_over("given", false),
+            handed_over("opted-in", true),
+        ];
+        let retirement = retire(DeletionPolicy::Delete, &namespaces);
+        assert_eq!(retirement.delete, ["created", "opted-in"]);
+        assert_eq!(retirement.release, ["given"]);
+        assert_eq!(retirement.waiting_for, ["created", "opted-in"]);
+        let retirement = retire(DeletionPolicy::Retain, &namespaces);
+        assert!(retirement.delete.is_empty());
+        assert_eq!(retirement.release, ["created", "given", "opted-in"]);
     }
 
     fn reference(uid: &str, controller: bool) -> OwnerReference {

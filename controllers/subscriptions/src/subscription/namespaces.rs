@@ -1,15 +1,19 @@
 //! Which namespaces make up a Subscription's tenant, and whether the Subscription may use them.
 //!
-//! A namespace is the Subscription's when Flotilla created it for it or a cluster admin handed
-//! it over: it carries the `flotilla.dev/subscription` label with the Subscription's name, or a
-//! controller ownerReference to the Subscription's UID. Any other existing namespace — another
-//! Subscription's, one controlled by some other object, or one Flotilla never managed (such as
-//! `default` or `kube-system`) — is refused with a condition and never taken over.
+//! | An existing namespace | How it is recognised | May be used | On cancel / leaving the spec |
+//! |---|---|---|---|
+//! | created by Flotilla | controller ownerReference to the Subscription's UID, set at creation | yes | `deletionPolicy` (deleted or released) |
+//! | handed over | label `flotilla.dev/subscription=<name>`, no controller | when the spec lists it | released; deleted only with `flotilla.dev/allow-deletion: "true"` and `Delete` |
+//! | anything else | another Subscription's, another controller's, or unmanaged | never (a conflict) | untouched |
+//!
+//! A label is a request, never proof of ownership: a namespace labelled for a Subscription that
+//! does not list it is left alone, and a handed-over namespace never gets an ownerReference (so
+//! the garbage collector cannot delete it either).
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use flotilla_crds::common::labels;
+use flotilla_crds::common::{annotations, labels};
 use flotilla_crds::{SpecError, Subscription};
 use k8s_openapi::api::core::v1::Namespace;
 
@@ -56,9 +60,12 @@ impl TenantNamespaces {
 /// Who an existing namespace belongs to, as far as a given Subscription is concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ownership {
-    /// The Subscription's own: controlled by its UID, or labelled with its name and
-    /// controlled by nothing else.
-    Ours,
+    /// Created by Flotilla for the Subscription: its controller ownerReference names the
+    /// Subscription's UID. The only namespaces `deletionPolicy: Delete` deletes unasked.
+    Created,
+    /// Handed over by an admin: labelled with the Subscription's name and controlled by
+    /// nothing. Flotilla keeps it in shape while the spec lists it, and only releases it.
+    HandedOver,
     /// Claimed by another Subscription (by label or controller ownerReference).
     OtherSubscription {
         /// That Subscription's name (as recorded on the namespace).
@@ -78,9 +85,9 @@ pub enum Ownership {
 /// Decides who `namespace` belongs to from the point of view of the Subscription named
 /// `subscription` with UID `uid`.
 ///
-/// The controller ownerReference is the stronger signal (it names a UID, so it survives a
-/// Subscription being re-created under the same name); the label is how an admin hands an
-/// existing namespace over (`kubectl label ns NAME flotilla.dev/subscription=SUBSCRIPTION`).
+/// The controller ownerReference decides first (it names a UID, so a Subscription re-created
+/// under the same name does not inherit its predecessor's namespaces); the label is how an
+/// admin hands an existing namespace over (`kubectl label ns NAME flotilla.dev/subscription=SUBSCRIPTION`).
 pub fn ownership(namespace: &Namespace, subscription: &str, uid: &str) -> Ownership {
     let meta = &namespace.metadata;
     let controller = meta
@@ -90,7 +97,7 @@ pub fn ownership(namespace: &Namespace, subscription: &str, uid: &str) -> Owners
         .find(|r| r.controller == Some(true));
     if let Some(controller) = controller {
         if !uid.is_empty() && controller.uid == uid {
-            return Ownership::Ours;
+            return Ownership::Created;
         }
         return if controller.kind == "Subscription"
             && controller.api_version.starts_with("flotilla.dev/")
@@ -110,12 +117,40 @@ pub fn ownership(namespace: &Namespace, subscription: &str, uid: &str) -> Owners
         .as_ref()
         .and_then(|l| l.get(labels::SUBSCRIPTION))
     {
-        Some(value) if *value == label_value(subscription) => Ownership::Ours,
+        Some(value) if *value == label_value(subscription) => Ownership::HandedOver,
         Some(value) if !value.is_empty() => Ownership::OtherSubscription {
             name: value.clone(),
         },
         _ => Ownership::Unmanaged,
     }
+}
+
+/// Whether Flotilla may use `namespace` for the Subscription (created or handed over).
+pub fn is_ours(ownership: &Ownership) -> bool {
+    matches!(ownership, Ownership::Created | Ownership::HandedOver)
+}
+
+/// Whether Flotilla has provisioned a handed-over namespace (its apply sets the managed-by
+/// label): then it has Flotilla's children to release when it leaves the spec. A namespace
+/// only labelled, waiting for the spec to list it, is left alone.
+fn is_provisioned(namespace: &Namespace) -> bool {
+    namespace
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(labels::MANAGED_BY))
+        .is_some_and(|value| value == labels::MANAGED_BY_VALUE)
+}
+
+/// Whether a handed-over namespace's owner opted it into deletion
+/// ([`annotations::ALLOW_DELETION`] is `"true"`).
+fn allows_deletion(namespace: &Namespace) -> bool {
+    namespace
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(annotations::ALLOW_DELETION))
+        .is_some_and(|value| value == "true")
 }
 
 /// Whether `namespace` is being deleted.
@@ -133,7 +168,7 @@ pub fn is_terminating(namespace: &Namespace) -> bool {
 pub struct NamespaceConflict {
     /// The namespace.
     pub namespace: String,
-    /// Who it belongs to (never [`Ownership::Ours`]).
+    /// Who it belongs to (never [`Ownership::Created`] or [`Ownership::HandedOver`]).
     pub holder: Ownership,
 }
 
@@ -147,13 +182,25 @@ impl fmt::Display for NamespaceConflict {
             Ownership::OtherController { kind, name } => {
                 write!(f, "namespace {namespace} is controlled by {kind} {name}")
             }
-            Ownership::Unmanaged | Ownership::Ours => write!(
+            Ownership::Unmanaged | Ownership::Created | Ownership::HandedOver => write!(
                 f,
-                "namespace {namespace} exists and is not managed by Flotilla (label it {}=<subscription> to hand it over)",
+                "namespace {namespace} exists and is not managed by Flotilla (label it {}=<subscription> to hand it over; a handed-over namespace is released, never deleted, when the Subscription lets go of it)",
                 labels::SUBSCRIPTION
             ),
         }
     }
+}
+
+/// How a namespace came to be the Subscription's, and so what letting go of it may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Origin {
+    /// Flotilla created it: `deletionPolicy` applies.
+    Created,
+    /// An admin handed it over: released, or deleted only if `deletable`.
+    HandedOver {
+        /// Carries `flotilla.dev/allow-deletion: "true"`.
+        deletable: bool,
+    },
 }
 
 /// An existing namespace that is the Subscription's.
@@ -163,6 +210,8 @@ pub struct OwnedNamespace {
     pub name: String,
     /// Whether it is being deleted.
     pub terminating: bool,
+    /// Created or handed over.
+    pub origin: Origin,
 }
 
 /// The tenant namespaces sorted by what the Subscription may do with them.
@@ -177,13 +226,22 @@ pub struct NamespaceClaims {
     /// Desired namespaces that belong to something else: refused, never taken over. In spec
     /// order.
     pub conflicts: Vec<NamespaceConflict>,
-    /// Every existing namespace that is the Subscription's, desired or not, sorted by name.
+    /// Every existing namespace that is the Subscription's, sorted by name: created ones,
+    /// and handed-over ones that the spec lists or that Flotilla has provisioned.
     pub owned: Vec<OwnedNamespace>,
     /// The owned namespaces the spec no longer asks for, sorted by name.
     pub orphaned: Vec<OwnedNamespace>,
 }
 
 impl NamespaceClaims {
+    /// Whether `name` was handed over rather than created (so it is applied without an
+    /// ownerReference).
+    pub fn is_handed_over(&self, name: &str) -> bool {
+        self.owned
+            .iter()
+            .any(|ns| ns.name == name && matches!(ns.origin, Origin::HandedOver { .. }))
+    }
+
     /// Whether every desired namespace can be provisioned now.
     pub fn is_clear(&self) -> bool {
         self.conflicts.is_empty() && self.terminating.is_empty()
@@ -210,10 +268,10 @@ pub fn claim(
         match by_name.get(name.as_str()) {
             None => claims.usable.push(name.clone()),
             Some(namespace) => match ownership(namespace, subscription, uid) {
-                Ownership::Ours if is_terminating(namespace) => {
+                Ownership::Created | Ownership::HandedOver if is_terminating(namespace) => {
                     claims.terminating.push(name.clone());
                 }
-                Ownership::Ours => claims.usable.push(name.clone()),
+                Ownership::Created | Ownership::HandedOver => claims.usable.push(name.clone()),
                 holder => claims.conflicts.push(NamespaceConflict {
                     namespace: name.clone(),
                     holder,
@@ -222,16 +280,23 @@ pub fn claim(
         }
     }
     for (name, namespace) in &by_name {
-        if ownership(namespace, subscription, uid) == Ownership::Ours {
-            let owned = OwnedNamespace {
-                name: (*name).to_owned(),
-                terminating: is_terminating(namespace),
-            };
-            if !desired.contains(name) {
-                claims.orphaned.push(owned.clone());
-            }
-            claims.owned.push(owned);
+        let desired = desired.contains(name);
+        let origin = match ownership(namespace, subscription, uid) {
+            Ownership::Created => Origin::Created,
+            Ownership::HandedOver if desired || is_provisioned(namespace) => Origin::HandedOver {
+                deletable: allows_deletion(namespace),
+            },
+            _ => continue,
+        };
+        let owned = OwnedNamespace {
+            name: (*name).to_owned(),
+            terminating: is_terminating(namespace),
+            origin,
+        };
+        if !desired {
+            claims.orphaned.push(owned.clone());
         }
+        claims.owned.push(owned);
     }
     claims
 }
@@ -260,6 +325,39 @@ pub(crate) mod tests {
             },
             ..Namespace::default()
         }
+    }
+
+    /// A namespace as Flotilla creates it for Subscription `acme` (UID [`UID`]).
+    pub(crate) fn created(name: &str) -> Namespace {
+        let mut ns = controlled_by(
+            namespace(name, Some("acme")),
+            "flotilla.dev/v1alpha1",
+            "Subscription",
+            "acme",
+            UID,
+        );
+        ns.metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_VALUE.into());
+        ns
+    }
+
+    /// `ns` with Flotilla's apply seen on it (the managed-by label).
+    fn provisioned(mut ns: Namespace) -> Namespace {
+        ns.metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_VALUE.into());
+        ns
+    }
+
+    fn allowing_deletion(mut ns: Namespace) -> Namespace {
+        ns.metadata.annotations = Some(BTreeMap::from([(
+            annotations::ALLOW_DELETION.to_owned(),
+            "true".to_owned(),
+        )]));
+        ns
     }
 
     fn controlled_by(
@@ -344,7 +442,7 @@ pub(crate) mod tests {
     #[test]
     fn ownership_follows_the_controller_reference_then_the_label() {
         let ours = namespace("a", Some("acme"));
-        assert_eq!(ownership(&ours, "acme", UID), Ownership::Ours);
+        assert_eq!(ownership(&ours, "acme", UID), Ownership::HandedOver);
         let by_uid = controlled_by(
             namespace("a", None),
             "flotilla.dev/v1alpha1",
@@ -352,7 +450,7 @@ pub(crate) mod tests {
             "acme",
             UID,
         );
-        assert_eq!(ownership(&by_uid, "acme", UID), Ownership::Ours);
+        assert_eq!(ownership(&by_uid, "acme", UID), Ownership::Created);
 
         let other_label = namespace("a", Some("globex"));
         assert_eq!(
@@ -407,53 +505,112 @@ pub(crate) mod tests {
     fn long_subscription_names_are_matched_through_their_label_value() {
         let name = format!("{}.example.com", "tenant".repeat(12));
         let ns = namespace("a", Some(&label_value(&name)));
-        assert_eq!(ownership(&ns, &name, UID), Ownership::Ours);
+        assert_eq!(ownership(&ns, &name, UID), Ownership::HandedOver);
     }
 
     #[test]
     fn claims_sort_desired_and_observed_namespaces() {
         let sub = subscription(
             "acme",
-            serde_json::json!({"plan": "team", "namespaces": ["new", "mine", "theirs", "kube-system", "leaving"]}),
+            serde_json::json!({"plan": "team", "namespaces": ["new", "mine", "given", "theirs", "kube-system", "leaving"]}),
         );
         let tenant = TenantNamespaces::resolve(&sub).unwrap();
         let observed = [
-            namespace("mine", Some("acme")),
+            created("mine"),
+            namespace("given", Some("acme")),
             namespace("theirs", Some("globex")),
             namespace("kube-system", None),
-            terminating(namespace("leaving", Some("acme"))),
-            namespace("old", Some("acme")),
+            terminating(created("leaving")),
+            created("old"),
+            provisioned(namespace("returned", Some("acme"))),
             namespace("unrelated", Some("globex")),
-            namespace("mine", Some("acme")),
+            created("mine"),
         ];
         let claims = claim(&tenant, &observed, "acme", UID);
-        assert_eq!(claims.usable, ["new", "mine"]);
+        assert_eq!(claims.usable, ["new", "mine", "given"]);
         assert_eq!(claims.terminating, ["leaving"]);
         assert_eq!(
             claims
                 .conflicts
                 .iter()
-                .map(ToString::to_string)
+                .map(|c| c
+                    .to_string()
+                    .split(" (")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned())
                 .collect::<Vec<_>>(),
             [
                 "namespace theirs belongs to Subscription globex",
-                "namespace kube-system exists and is not managed by Flotilla (label it flotilla.dev/subscription=<subscription> to hand it over)",
+                "namespace kube-system exists and is not managed by Flotilla",
             ]
+        );
+        assert!(
+            claims.conflicts[1]
+                .to_string()
+                .contains("label it flotilla.dev/subscription=<subscription> to hand it over")
         );
         let owned: Vec<_> = claims
             .owned
             .iter()
-            .map(|o| (o.name.as_str(), o.terminating))
+            .map(|o| (o.name.as_str(), o.terminating, o.origin))
             .collect();
-        assert_eq!(owned, [("leaving", true), ("mine", false), ("old", false)]);
+        let handed_over = Origin::HandedOver { deletable: false };
         assert_eq!(
-            claims.orphaned,
-            [OwnedNamespace {
-                name: "old".into(),
-                terminating: false
-            }]
+            owned,
+            [
+                ("given", false, handed_over),
+                ("leaving", true, Origin::Created),
+                ("mine", false, Origin::Created),
+                ("old", false, Origin::Created),
+                ("returned", false, handed_over),
+            ]
         );
+        let orphaned: Vec<_> = claims.orphaned.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(orphaned, ["old", "returned"]);
+        assert!(claims.is_handed_over("given"));
+        assert!(!claims.is_handed_over("mine"));
         assert!(!claims.is_clear());
+    }
+
+    /// The data-loss case: labelling a namespace asks for a handover; it proves nothing. A
+    /// labelled namespace the spec does not list is not the Subscription's at all, so it can
+    /// be neither an orphan to retire nor a target for workload scaling.
+    #[test]
+    fn a_label_alone_makes_nothing_ours() {
+        let sub = subscription("acme", serde_json::json!({"plan": "team"}));
+        let tenant = TenantNamespaces::resolve(&sub).unwrap();
+        let observed = [
+            created("acme"),
+            namespace("precious", Some("acme")),
+            allowing_deletion(namespace("kube-system", Some("acme"))),
+        ];
+        let claims = claim(&tenant, &observed, "acme", UID);
+        let owned: Vec<_> = claims.owned.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(owned, ["acme"]);
+        assert!(claims.orphaned.is_empty());
+    }
+
+    #[test]
+    fn a_handed_over_namespace_is_deletable_only_when_annotated() {
+        let sub = subscription(
+            "acme",
+            serde_json::json!({"plan": "team", "namespaces": ["a", "b"]}),
+        );
+        let tenant = TenantNamespaces::resolve(&sub).unwrap();
+        let observed = [
+            namespace("a", Some("acme")),
+            allowing_deletion(namespace("b", Some("acme"))),
+        ];
+        let claims = claim(&tenant, &observed, "acme", UID);
+        let origins: Vec<_> = claims.owned.iter().map(|o| o.origin).collect();
+        assert_eq!(
+            origins,
+            [
+                Origin::HandedOver { deletable: false },
+                Origin::HandedOver { deletable: true }
+            ]
+        );
     }
 
     #[test]
@@ -471,7 +628,7 @@ pub(crate) mod tests {
     fn an_invalid_spec_still_finds_the_owned_namespaces() {
         let claims = claim(
             &TenantNamespaces::none(),
-            &[namespace("a", Some("acme"))],
+            &[created("a"), namespace("b", Some("acme"))],
             "acme",
             UID,
         );

@@ -511,8 +511,8 @@ fn add_days(at: Timestamp, days: i32) -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::subscription::namespaces::tests::{UID, namespace, subscription};
-    use crate::subscription::namespaces::{OwnedNamespace, claim};
+    use crate::subscription::namespaces::tests::{UID, created, namespace, subscription};
+    use crate::subscription::namespaces::{Origin, OwnedNamespace, claim};
     use SubscriptionPhase::{
         Active, Cancelled, Cancelling, PastDue, Pending, Provisioning, Suspended, Trialing,
     };
@@ -571,7 +571,7 @@ mod tests {
             if phase != Pending {
                 self.status().namespaces = vec!["acme".into()];
                 self.status().plan = Some("team".into());
-                self.namespaces.push(namespace("acme", Some("acme")));
+                self.namespaces.push(created("acme"));
             }
             self
         }
@@ -809,7 +809,7 @@ mod tests {
     #[test]
     fn a_terminating_namespace_of_ours_is_waited_for() {
         let mut world = World::new(serde_json::json!({"plan": "team"}));
-        let mut ns = namespace("acme", Some("acme"));
+        let mut ns = created("acme");
         ns.metadata.deletion_timestamp = Some(Time(at(NOW)));
         world.namespaces.push(ns);
         let decision = world.decide_at(NOW);
@@ -1236,7 +1236,7 @@ mod tests {
                 serde_json::json!({"plan": "team", "state": "Active", "deletionPolicy": "Delete"}),
             );
             world.status().phase = Some(phase);
-            world.namespaces.push(namespace("acme", Some("acme")));
+            world.namespaces.push(created("acme"));
             let decision = world.decide_at(NOW);
             assert_eq!(decision.phase, phase);
             assert!(decision.transitions.is_empty());
@@ -1252,7 +1252,7 @@ mod tests {
             serde_json::json!({"plan": "team", "namespaces": ["acme"], "deletionPolicy": "Delete"}),
         )
         .in_phase(Active);
-        world.namespaces.push(namespace("old", Some("acme")));
+        world.namespaces.push(created("old"));
         let decision = world.decide_at(NOW);
         assert_eq!(decision.phase, Active);
         assert_eq!(decision.actions.retire.delete, ["old"]);
@@ -1283,7 +1283,7 @@ mod tests {
             grace_days in 0i32..10,
             deleting in any::<bool>(),
             invalid_spec in any::<bool>(),
-            existing in prop::collection::vec((0usize..4, any::<bool>()), 0..4),
+            existing in prop::collection::vec((0usize..5, any::<bool>()), 0..4),
         ) -> (World, u8) {
             let base = at(NOW);
             let day = |d: i64| Time(base.saturating_add(SignedDuration::from_hours(24 * d)).unwrap());
@@ -1308,10 +1308,12 @@ mod tests {
             if deleting {
                 world = world.deleting();
             }
-            let names = ["acme", "acme-dev", "other", "old"];
-            let owners = [Some("acme"), Some("acme"), Some("globex"), None];
+            // Created by Flotilla, handed over, another Subscription's, labelled for us but
+            // never listed (a label is a request, not proof), unmanaged.
+            let names = ["acme", "acme-dev", "other", "labelled", "old"];
+            let owners = [Some("acme"), Some("acme"), Some("globex"), Some("acme"), None];
             for (i, terminating) in existing {
-                let mut ns = namespace(names[i], owners[i]);
+                let mut ns = if i == 0 { created(names[i]) } else { namespace(names[i], owners[i]) };
                 if terminating {
                     ns.metadata.deletion_timestamp = Some(Time(base));
                 }
@@ -1357,9 +1359,19 @@ mod tests {
             if start == Cancelled {
                 prop_assert_eq!(decision.phase, Cancelled);
             }
-            // Only the Subscription's namespaces are ever deleted or released.
+            // Only the Subscription's namespaces are ever deleted or released, and only the
+            // one Flotilla created is ever deleted.
             for name in decision.actions.retire.delete.iter().chain(&decision.actions.retire.release) {
                 prop_assert!(name == "acme" || name == "acme-dev", "{}", name);
+            }
+            for name in &decision.actions.retire.delete {
+                prop_assert_eq!(name.as_str(), "acme");
+            }
+            // Workloads are scaled only in the Subscription's own namespaces.
+            if let WorkloadAction::ScaleToZero { namespaces } | WorkloadAction::Restore { namespaces } = &decision.actions.workloads {
+                for name in namespaces {
+                    prop_assert!(name == "acme" || name == "acme-dev", "{}", name);
+                }
             }
             // Provisioning needs a valid spec and a usable plan, and never touches a conflict.
             if let Some(provision) = &decision.actions.provision {
@@ -1390,7 +1402,7 @@ mod tests {
 
     #[test]
     fn owned_namespace_helper_is_consistent() {
-        // Guards the fixtures above: the default namespace is owned by label.
+        // Guards the fixtures above: the default namespace is the one Flotilla created.
         let world = World::new(serde_json::json!({"plan": "team"})).in_phase(Active);
         let observed = observe(
             &world.sub,
@@ -1401,7 +1413,8 @@ mod tests {
             observed.namespaces.owned,
             [OwnedNamespace {
                 name: "acme".into(),
-                terminating: false
+                terminating: false,
+                origin: Origin::Created,
             }]
         );
         assert_eq!(UID, world.sub.metadata.uid.as_deref().unwrap());

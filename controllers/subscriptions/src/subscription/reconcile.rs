@@ -22,7 +22,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
-use super::build::{self, Blueprint, QUOTA_NAME};
+use super::build::{self, Blueprint, NamespaceOrigin, QUOTA_NAME};
 use super::namespaces::{self, TenantNamespaces};
 use super::phase::{self, Decision, Observation, PlanLookup};
 use super::status;
@@ -358,8 +358,9 @@ async fn reconcile_subscription(
 enum Namespaces {
     /// The watch cache: cheap, and a moment behind at worst (the next event settles it).
     Cached,
-    /// A fresh list from the API server: for the decision that lets a deleted Subscription
-    /// go, after which the garbage collector deletes whatever still names it as owner.
+    /// Fresh reads from the API server (see [`listed_namespaces`]): for the decision that lets
+    /// a deleted Subscription go, after which the garbage collector deletes whatever still
+    /// names it as owner.
     Listed,
 }
 
@@ -422,12 +423,17 @@ async fn converge(
     let tenant = TenantNamespaces::resolve(subscription);
     let existing = match source {
         Namespaces::Cached => cached_namespaces(&ctx.state.caches.namespaces),
-        Namespaces::Listed => listed_namespaces(&ctx.state.client)
-            .await
-            .map_err(|source| SubscriptionError::ListNamespaces {
-                name: name.clone(),
-                source,
-            })?,
+        Namespaces::Listed => listed_namespaces(
+            &ctx.state.client,
+            subscription,
+            &uid,
+            &ctx.state.caches.namespaces,
+        )
+        .await
+        .map_err(|source| SubscriptionError::ListNamespaces {
+            name: name.clone(),
+            source,
+        })?,
     };
     let relevant = relevant_namespaces(existing, subscription, &uid);
     let claims = namespaces::claim(
@@ -481,8 +487,13 @@ async fn converge(
             suspended: provision.suspended,
         };
         for namespace in &provision.namespaces {
+            let origin = if observed.namespaces.is_handed_over(namespace) {
+                NamespaceOrigin::HandedOver
+            } else {
+                NamespaceOrigin::Created
+            };
             let provisioned = tenant
-                .provision(&build::tenant_objects(&blueprint, namespace))
+                .provision(&build::tenant_objects(&blueprint, namespace, origin))
                 .await?;
             if provisioned.quota_applied {
                 quotas_written.push(namespace.clone());
@@ -546,11 +557,26 @@ fn cached_namespaces(store: &Store<PartialObjectMeta<Namespace>>) -> Vec<ObjectM
         .collect()
 }
 
-/// Every namespace's metadata, from the API server.
-async fn listed_namespaces(client: &Client) -> Result<Vec<ObjectMeta>, kube::Error> {
+/// The namespaces that may be the Subscription's, from the API server: every one labelled with
+/// its name (what Flotilla creates and what an admin hands over carry the label), and each one
+/// the spec names or the cache shows owned by its UID (a created namespace whose label someone
+/// removed still has its ownerReference, and must be found to be released under `Retain`).
+async fn listed_namespaces(
+    client: &Client,
+    subscription: &Subscription,
+    uid: &str,
+    cache: &Store<PartialObjectMeta<Namespace>>,
+) -> Result<Vec<ObjectMeta>, kube::Error> {
     let api: Api<Namespace> = Api::all(client.clone());
+    let selector = format!(
+        "{}={}",
+        labels::SUBSCRIPTION,
+        build::label_value(&subscription.name_any())
+    );
     let mut found = Vec::new();
-    let mut params = ListParams::default().limit(LIST_PAGE_SIZE);
+    let mut params = ListParams::default()
+        .labels(&selector)
+        .limit(LIST_PAGE_SIZE);
     loop {
         let page = api.list_metadata(&params).await?;
         found.extend(page.items.into_iter().map(|namespace| namespace.metadata));
@@ -558,6 +584,24 @@ async fn listed_namespaces(client: &Client) -> Result<Vec<ObjectMeta>, kube::Err
             Some(token) => params = params.continue_token(&token),
             None => break,
         }
+    }
+    let listed: BTreeSet<String> = found.iter().filter_map(|m| m.name.clone()).collect();
+    let mut others: BTreeSet<String> = subscription.desired_namespaces().into_iter().collect();
+    others.extend(
+        relevant_namespaces(cached_namespaces(cache), subscription, uid)
+            .into_iter()
+            .filter_map(|namespace| namespace.metadata.name),
+    );
+    let reads = others
+        .iter()
+        .filter(|name| !listed.contains(*name))
+        .map(|name| api.get_metadata_opt(name));
+    for namespace in futures::future::try_join_all(reads)
+        .await?
+        .into_iter()
+        .flatten()
+    {
+        found.push(namespace.metadata);
     }
     Ok(found)
 }

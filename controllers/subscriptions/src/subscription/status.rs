@@ -660,7 +660,7 @@ fn suspension_message(cause: Option<&SuspensionCause>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::subscription::namespaces::tests::{namespace, subscription};
+    use crate::subscription::namespaces::tests::{created, namespace, subscription};
     use crate::subscription::namespaces::{TenantNamespaces, claim};
     use crate::subscription::phase::decide;
     use crate::subscription::usage::Overage;
@@ -794,7 +794,7 @@ mod tests {
         let usage = within("3");
         let (_, first) = status_of(&sub, PlanLookup::Valid(&plan), &[], Some(&usage));
         sub.status = Some(first.clone());
-        let ns = [namespace("acme", Some("acme"))];
+        let ns = [created("acme")];
         let (decision, again) = status_of(&sub, PlanLookup::Valid(&plan), &ns, Some(&usage));
         assert_eq!(first, again);
         assert!(decision.transitions.is_empty());
@@ -936,12 +936,8 @@ mod tests {
             ..SubscriptionStatus::default()
         });
         let plan = plan();
-        let (decision, status) = status_of(
-            &sub,
-            PlanLookup::Valid(&plan),
-            &[namespace("acme", Some("acme"))],
-            None,
-        );
+        let (decision, status) =
+            status_of(&sub, PlanLookup::Valid(&plan), &[created("acme")], None);
         assert_eq!(status.phase, Some(SubscriptionPhase::Suspended));
         assert_eq!(
             status.past_due_since,
@@ -985,12 +981,7 @@ mod tests {
             ..SubscriptionStatus::default()
         });
         let plan = plan();
-        let (_, status) = status_of(
-            &sub,
-            PlanLookup::Valid(&plan),
-            &[namespace("acme", Some("acme"))],
-            None,
-        );
+        let (_, status) = status_of(&sub, PlanLookup::Valid(&plan), &[created("acme")], None);
         assert_eq!(
             condition(&status, types::READY),
             (
@@ -1016,7 +1007,7 @@ mod tests {
         let (decision, status) = status_of(
             &sub,
             PlanLookup::Valid(&plan),
-            &[namespace("acme", Some("acme"))],
+            &[created("acme")],
             Some(&within("3")),
         );
         assert_eq!(status.phase, Some(SubscriptionPhase::Cancelling));
@@ -1068,7 +1059,7 @@ mod tests {
         let (_, active) = status_of(&sub, PlanLookup::Valid(&plan), &[], Some(&usage));
         sub.status = Some(active.clone());
         sub.spec.plan = "enterprise".into();
-        let ns = [namespace("acme", Some("acme"))];
+        let ns = [created("acme")];
         let (_, held) = status_of(&sub, PlanLookup::Missing, &ns, None);
         assert_eq!(held.phase, Some(SubscriptionPhase::Active));
         assert_eq!(held.plan.as_deref(), Some("team"));

@@ -12,7 +12,10 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{
+    DeleteParams, ListParams, ObjectMeta, PartialObjectMeta, Patch, PatchParams, PostParams,
+    Preconditions,
+};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -97,7 +100,15 @@ impl Tenant<'_> {
         let api: Api<Namespace> = Api::all(self.client());
         for namespace in &retire.delete {
             self.forget::<Namespace>("", namespace);
-            match api.delete(namespace, &DeleteParams::default()).await {
+            // The decision rests on what the namespace was when read (its ownerReference): a
+            // namespace re-created or changed since is refused with 409 and decided again.
+            let Some(params) = self
+                .existing(namespace)
+                .map(|ns| preconditioned(&ns.metadata))
+            else {
+                continue;
+            };
+            match api.delete(namespace, &params).await {
                 Ok(_) => tracing::info!(namespace, "namespace deleted"),
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(error) => {
@@ -137,7 +148,9 @@ impl Tenant<'_> {
         Ok(())
     }
 
-    /// Releases the child `name` of kind `K` in `namespace`, if it exists and is ours.
+    /// Releases the child `name` of kind `K` in `namespace`, if it exists and is ours (carries
+    /// an ownerReference to the Subscription's UID): an object of that name someone else made
+    /// is left as it is.
     async fn release_child<K>(&self, namespace: &str, name: &str) -> Result<(), SubscriptionError>
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -155,6 +168,9 @@ impl Tenant<'_> {
         else {
             return Ok(());
         };
+        if !owned_by(&child.metadata, self.uid) {
+            return Ok(());
+        }
         if let Some(patch) = release_patch(&child.metadata, self.uid) {
             api.patch(name, &write_params(), &Patch::Merge(&patch))
                 .await
@@ -192,7 +208,8 @@ impl Tenant<'_> {
                         caches
                             .quotas
                             .get(&ObjectRef::new(QUOTA_NAME).within(&namespace))
-                            .is_some(),
+                            .as_deref()
+                            .map(|cached| &cached.metadata),
                     )
                     .await
                 }
@@ -212,7 +229,8 @@ impl Tenant<'_> {
                         caches
                             .limit_ranges
                             .get(&ObjectRef::new(LIMIT_RANGE_NAME).within(&namespace))
-                            .is_some(),
+                            .as_deref()
+                            .map(|cached| &cached.metadata),
                     )
                     .await
                 }
@@ -232,7 +250,8 @@ impl Tenant<'_> {
                         caches
                             .network_policies
                             .get(&ObjectRef::new(NETWORK_POLICY_NAME).within(&namespace))
-                            .is_some(),
+                            .as_deref()
+                            .map(|cached| &cached.metadata),
                     )
                     .await
                 }
@@ -290,34 +309,49 @@ impl Tenant<'_> {
                         .get_metadata_opt(&name)
                         .await
                         .map_err(self.failed(ChildOperation::Read, object()))?;
-                    let ours = found.is_some_and(|found| {
+                    let ownership = found.map(|found| {
                         let namespace = Namespace {
                             metadata: found.metadata,
                             ..Namespace::default()
                         };
-                        namespaces::ownership(&namespace, self.name, self.uid) == Ownership::Ours
+                        namespaces::ownership(&namespace, self.name, self.uid)
                     });
-                    if !ours {
-                        return Err(SubscriptionError::NamespaceTaken {
-                            name: self.name.to_owned(),
-                            namespace: name,
-                        });
+                    match ownership {
+                        Some(Ownership::Created) => {}
+                        // Handed over meanwhile: applied as such, never given an ownerReference.
+                        Some(Ownership::HandedOver) => {
+                            let mut handed_over = desired.clone();
+                            handed_over.metadata.owner_references = None;
+                            return self.apply_namespace(&api, &handed_over).await;
+                        }
+                        _ => {
+                            return Err(SubscriptionError::NamespaceTaken {
+                                name: self.name.to_owned(),
+                                namespace: name,
+                            });
+                        }
                     }
                 }
                 Err(error) => return Err(self.failed(ChildOperation::Create, object())(error)),
             }
         }
+        self.apply_namespace(&api, desired).await
+    }
+
+    async fn apply_namespace(
+        &self,
+        api: &Api<Namespace>,
+        desired: &Namespace,
+    ) -> Result<(), SubscriptionError> {
+        let name = desired.name_any();
         let cached = self.ctx.state.caches.namespaces.get(&ObjectRef::new(&name));
-        applied
-            .apply(
-                &api,
-                desired,
-                cached.as_deref(),
-                Versioning::ResourceVersion,
-            )
+        self.ctx
+            .state
+            .applied
+            .apply(api, desired, cached.as_deref(), Versioning::ResourceVersion)
             .await
             .map(drop)
-            .map_err(self.failed(ChildOperation::Apply, object()))
+            .map_err(self.failed(ChildOperation::Apply, format!("Namespace {name}")))
     }
 
     /// Applies `child` unless `cached` (the cache's copy, read with `versioning`) shows it as
@@ -351,13 +385,16 @@ impl Tenant<'_> {
             ))
     }
 
-    /// Deletes a child the plan no longer asks for, if the cache has seen one. Returns
-    /// whether it was deleted.
+    /// Deletes a child the plan no longer asks for, if the cache has seen one that is the
+    /// Subscription's (an ownerReference to its UID; the managed-by label the cache selects
+    /// on proves nothing). The delete carries the cached UID and resourceVersion, so a newer
+    /// object of the same name is never deleted on a stale decision. Returns whether it was
+    /// deleted.
     async fn delete_unwanted<K>(
         &self,
         namespace: &str,
         name: &str,
-        exists: bool,
+        cached: Option<&ObjectMeta>,
     ) -> Result<bool, SubscriptionError>
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -365,12 +402,12 @@ impl Tenant<'_> {
             + DeserializeOwned
             + Debug,
     {
-        if !exists {
+        let Some(cached) = cached.filter(|meta| owned_by(meta, self.uid)) else {
             return Ok(false);
-        }
+        };
         self.forget::<K>(namespace, name);
         let api: Api<K> = Api::namespaced(self.client(), namespace);
-        match api.delete(name, &DeleteParams::default()).await {
+        match api.delete(name, &preconditioned(cached)).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
             Err(error) => Err(self.failed(
@@ -506,10 +543,74 @@ where
     }
 }
 
+/// Whether `meta` carries an ownerReference to the Subscription with UID `uid`: the proof
+/// that Flotilla made the object for it.
+fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
+    !uid.is_empty()
+        && meta
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|owner| owner.uid == uid)
+}
+
+/// A delete that only goes through if the object is still the one read: same UID, same
+/// resourceVersion (409 Conflict otherwise).
+fn preconditioned(meta: &ObjectMeta) -> DeleteParams {
+    DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
+        }),
+        ..DeleteParams::default()
+    }
+}
+
 /// The parameters of the operator's non-apply writes (merge patches).
 fn write_params() -> PatchParams {
     PatchParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..PatchParams::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn meta(owner_uid: Option<&str>) -> ObjectMeta {
+        ObjectMeta {
+            name: Some("flotilla-quota".into()),
+            uid: Some("child-uid".into()),
+            resource_version: Some("17".into()),
+            owner_references: owner_uid.map(|uid| {
+                vec![OwnerReference {
+                    api_version: "flotilla.dev/v1alpha1".into(),
+                    kind: "Subscription".into(),
+                    name: "acme".into(),
+                    uid: uid.into(),
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                }]
+            }),
+            ..ObjectMeta::default()
+        }
+    }
+
+    #[test]
+    fn only_an_owner_reference_to_the_uid_proves_ownership() {
+        assert!(owned_by(&meta(Some("sub-uid")), "sub-uid"));
+        assert!(!owned_by(&meta(Some("older-sub-uid")), "sub-uid"));
+        assert!(!owned_by(&meta(None), "sub-uid"));
+        assert!(!owned_by(&meta(Some("")), ""), "no UID proves nothing");
+    }
+
+    #[test]
+    fn deletes_are_bound_to_the_object_that_was_read() {
+        let params = preconditioned(&meta(None));
+        let preconditions = params.preconditions.expect("preconditions");
+        assert_eq!(preconditions.uid.as_deref(), Some("child-uid"));
+        assert_eq!(preconditions.resource_version.as_deref(), Some("17"));
     }
 }
