@@ -330,6 +330,15 @@ async fn a_handed_over_namespace_survives_cancellation_in_either_order_and_polic
             "{order:?}/{policy}: released: {:?}",
             released.labels()
         );
+        let reasons: Vec<String> = h
+            .events_about("Subscription", &name)
+            .await
+            .into_iter()
+            .filter(|e| e.note.as_deref().is_some_and(|n| n.contains(&given)))
+            .filter_map(|e| e.reason)
+            .filter(|reason| reason.starts_with("Namespace"))
+            .collect();
+        assert_eq!(reasons, ["NamespaceReleased"], "{order:?}/{policy}");
         let quota = quotas.get("flotilla-quota").await.expect("the quota stays");
         assert!(
             quota.owner_references().is_empty(),

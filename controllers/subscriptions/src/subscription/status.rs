@@ -70,6 +70,11 @@ pub mod event_reasons {
     /// A workload's recorded replica count could not be read when resuming; it was left as
     /// it is.
     pub const REPLICAS_NOT_RESTORED: &str = "ReplicasNotRestored";
+    /// A tenant namespace Flotilla created was deleted (`deletionPolicy: Delete`).
+    pub const NAMESPACE_DELETED: &str = "NamespaceDeleted";
+    /// A tenant namespace was released: kept, with Flotilla's labels and ownerReferences
+    /// removed (`Retain`, or a handed-over namespace).
+    pub const NAMESPACE_RELEASED: &str = "NamespaceReleased";
 }
 
 /// The status the Subscription should have once the decision's actions have succeeded.

@@ -109,7 +109,14 @@ impl Tenant<'_> {
                 continue;
             };
             match api.delete(namespace, &params).await {
-                Ok(_) => tracing::info!(namespace, "namespace deleted"),
+                Ok(_) => {
+                    tracing::info!(namespace, "namespace deleted");
+                    self.announce(
+                        event_reasons::NAMESPACE_DELETED,
+                        format!("namespace {namespace} deleted (deletionPolicy: Delete)"),
+                    )
+                    .await;
+                }
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(error) => {
                     return Err(self
@@ -143,9 +150,28 @@ impl Tenant<'_> {
                         self.failed(ChildOperation::Release, format!("Namespace {namespace}")),
                     )?;
                 tracing::info!(namespace, "namespace released");
+                self.announce(
+                    event_reasons::NAMESPACE_RELEASED,
+                    format!(
+                        "namespace {namespace} released: kept, without Flotilla's labels and ownerReferences"
+                    ),
+                )
+                .await;
             }
         }
         Ok(())
+    }
+
+    async fn announce(&self, reason: &'static str, note: String) {
+        events::publish(
+            &self.ctx.recorder,
+            self.subscription,
+            EventType::Normal,
+            reason,
+            "Cancel",
+            note,
+        )
+        .await;
     }
 
     /// Releases the child `name` of kind `K` in `namespace`, if it exists and is ours (carries
