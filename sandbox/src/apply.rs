@@ -690,7 +690,8 @@ fn merge_objects(live: &Value, config: &Value, lists: &dyn ListTypes) -> Result<
 
 /// structured-merge-diff `Merge`: the configuration wins on every field it sets; maps merge
 /// field by field, map lists and sets element by element, atomic lists and maps are replaced.
-/// A `null` in the configuration removes the field.
+/// A `null` in the configuration is a value like any other (see [`merge_null`]): the apiserver
+/// then defaults it or rejects it for a custom resource, and drops it for a built-in kind.
 fn merge_value(
     live: Option<&Value>,
     config: &Value,
@@ -704,12 +705,12 @@ fn merge_value(
                 _ => Map::new(),
             };
             for (key, value) in config_map {
-                if value.is_null() {
-                    out.remove(key);
-                    continue;
-                }
                 names.push(key.clone());
-                let merged = merge_value(out.get(key), value, names, lists);
+                let merged = if value.is_null() {
+                    Ok(merge_null(out.get(key), names, lists))
+                } else {
+                    merge_value(out.get(key), value, names, lists)
+                };
                 names.pop();
                 out.insert(key.clone(), merged?);
             }
@@ -726,6 +727,24 @@ fn merge_value(
             }
         },
         _ => Ok(config.clone()),
+    }
+}
+
+/// A configured `null` merged into the live value: structured-merge-diff reads `null` as an
+/// empty map or list, so a live map merged field by field, or a live map list or set, stays as
+/// it is; anything else (a scalar, an atomic list or map, an empty or missing value) becomes
+/// `null`.
+fn merge_null(live: Option<&Value>, names: &[String], lists: &dyn ListTypes) -> Value {
+    match live {
+        Some(Value::Object(map)) if !map.is_empty() && !lists.atomic_map(&names_of(names)) => {
+            Value::Object(map.clone())
+        }
+        Some(Value::Array(items))
+            if !items.is_empty() && lists.list_type(&names_of(names)) != ListType::Atomic =>
+        {
+            Value::Array(items.clone())
+        }
+        _ => Value::Null,
     }
 }
 
@@ -1940,7 +1959,7 @@ mod tests {
     }
 
     #[test]
-    fn apply_null_removes_and_owns_the_field() {
+    fn apply_null_sets_null_and_owns_the_field() {
         let first = update(
             None,
             config(json!({"replicas": 2, "paused": true})),
@@ -1956,9 +1975,38 @@ mod tests {
             T2,
         )
         .unwrap();
-        assert!(applied["spec"].get("paused").is_none());
+        // The null stays for the store to default, reject or drop (see `store`).
+        assert_eq!(applied["spec"].get("paused"), Some(&Value::Null));
         assert!(fields_owned_by(&applied, "flotilla").contains(".spec.paused"));
         assert!(!fields_owned_by(&applied, "kubectl").contains(".spec.paused"));
+    }
+
+    #[test]
+    fn apply_null_leaves_a_granular_map_and_an_associative_list_as_they_are() {
+        let first = apply(
+            None,
+            config(json!({
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                             "spec": {"containers": [{"name": "app", "image": "a"}]}}
+            })),
+            "kubectl",
+        )
+        .unwrap();
+        let applied = apply_at(
+            Some(&first),
+            config(json!({
+                "template": {"metadata": {"labels": null}, "spec": {"containers": null}},
+                "paused": null
+            })),
+            "flotilla",
+            false,
+            None,
+            T2,
+        )
+        .unwrap();
+        assert_eq!(applied["spec"]["template"], first["spec"]["template"]);
+        assert_eq!(applied["spec"]["paused"], Value::Null);
     }
 
     #[test]

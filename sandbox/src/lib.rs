@@ -34,6 +34,7 @@ pub mod server;
 pub mod status_error;
 pub mod store;
 pub mod table;
+pub mod watch_window;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -44,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use faults::{FaultRule, Faults, Verb};
 pub use requests::{RequestLog, RequestRecord};
+pub use watch_window::WatchWindow;
 
 use registry::{Registry, ResourceKey};
 use store::{Store, WriteOptions};
@@ -71,7 +73,7 @@ pub enum SandboxError {
 pub struct SandboxBuilder {
     addr: SocketAddr,
     crds: Vec<CustomResourceDefinition>,
-    watch_window: usize,
+    watch_window: WatchWindow,
 }
 
 impl Default for SandboxBuilder {
@@ -79,7 +81,7 @@ impl Default for SandboxBuilder {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             crds: Vec::new(),
-            watch_window: 10_000,
+            watch_window: WatchWindow::apiserver(),
         }
     }
 }
@@ -97,10 +99,16 @@ impl SandboxBuilder {
         self
     }
 
-    /// How many changes are retained for watches to resume from; older resourceVersions get
-    /// 410 Gone.
-    pub fn watch_window(mut self, changes: usize) -> Self {
-        self.watch_window = changes.max(1);
+    /// How many events of each resource are retained for watches to resume from (and for
+    /// the snapshots `continue` tokens list); a watch from an older resourceVersion gets an
+    /// ERROR event with `410 Expired`, a list page `410` too, and clients re-list.
+    ///
+    /// A number is a fixed window of that many events per resource:
+    /// `.watch_window(20)` makes the re-list path run in ordinary tests. The default,
+    /// [`WatchWindow::apiserver`], sizes the window like the kube-apiserver's watch cache
+    /// (100 events per resource, growing to 102 400 while events are younger than 75 s).
+    pub fn watch_window(mut self, window: impl Into<WatchWindow>) -> Self {
+        self.watch_window = window.into();
         self
     }
 
@@ -249,7 +257,8 @@ impl Sandbox {
     }
 
     /// Ends watches from any earlier resourceVersion with 410 Gone (as after an etcd
-    /// compaction) and cuts the open ones so that clients must resume.
+    /// compaction) and cuts the open ones so that clients must resume. Continue tokens of
+    /// lists in progress expire too.
     pub fn expire_watches(&self) {
         self.state.store.compact();
         self.state.faults.cut_watches();

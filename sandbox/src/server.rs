@@ -278,7 +278,16 @@ async fn serve(
                 let labels = label_selector(query)?;
                 let fields = field_selector(query, &resource)?;
                 let limit = query.get("limit").and_then(|l| l.parse().ok());
-                let page = app.store.list(
+                // `NotOlderThan` and an unset match are served from the current state, which
+                // is never older than anything the server has handed out.
+                let exact = match query.get("resourceVersionMatch").map(String::as_str) {
+                    Some("Exact") => query
+                        .get("resourceVersion")
+                        .and_then(|rv| rv.parse::<u64>().ok())
+                        .filter(|rv| *rv > 0),
+                    _ => None,
+                };
+                let page = app.store.list_at(
                     &key,
                     path.namespace.as_deref(),
                     &labels,
@@ -288,6 +297,7 @@ async fn serve(
                         .get("continue")
                         .map(String::as_str)
                         .filter(|c| !c.is_empty()),
+                    exact,
                 )?;
                 let mut meta = json!({"resourceVersion": page.resource_version.to_string()});
                 if let Some(token) = &page.continue_token {
@@ -533,12 +543,14 @@ fn start_watch(
     let labels = label_selector(query)?;
     let fields = field_selector(query, resource)?;
     let send_initial = query.get("sendInitialEvents").is_some_and(|v| v == "true");
+    let no_initial = query.get("sendInitialEvents").is_some_and(|v| v == "false");
     let rv = query
         .get("resourceVersion")
         .map(String::as_str)
         .unwrap_or_default();
     let start = match rv {
         _ if send_initial => WatchStart::Now,
+        "" | "0" if no_initial => WatchStart::Latest,
         "" | "0" => WatchStart::Now,
         rv => WatchStart::After(rv.parse().map_err(|_| {
             ApiError::from(status_error::bad_request(&format!(

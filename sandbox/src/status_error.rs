@@ -241,6 +241,19 @@ pub fn too_old_resource_version(requested: u64, oldest: u64) -> (StatusCode, Val
     gone(&format!("too old resource version: {requested} ({oldest})"))
 }
 
+/// 504 `Timeout` for a read at a resourceVersion the server has not reached
+/// (`storage.NewTooLargeResourceVersionError`), retried by clients after a second.
+pub fn too_large_resource_version(requested: u64, current: u64) -> (StatusCode, Value) {
+    let (code, mut body) = timeout(
+        &format!("Too large resource version: {requested}, current: {current}"),
+        1,
+    );
+    body["details"]["causes"] = json!([
+        {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}
+    ]);
+    (code, body)
+}
+
 /// 429 `TooManyRequests` with `details.retryAfterSeconds`; the response should also carry a
 /// `Retry-After: <seconds>` header (see [`retry_after_seconds`]).
 pub fn too_many_requests(retry_after_seconds: u32) -> (StatusCode, Value) {

@@ -3,8 +3,10 @@
 //! lifecycle rules that controllers depend on (finalizers, garbage collection, namespace
 //! termination, status subresource, generation).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use http::StatusCode;
 use serde_json::{Map, Value, json};
@@ -20,6 +22,7 @@ use crate::registry::{Registry, Resource, ResourceKey};
 use crate::schema::{self, FieldError};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status_error;
+use crate::watch_window::{RetainedEvents, WatchWindow};
 
 /// (namespace, name); namespace is empty for cluster-scoped objects.
 pub type ObjectKey = (String, String);
@@ -107,6 +110,9 @@ pub enum WatchStart {
     After(u64),
     /// Synthetic ADDED events for the current state, then live changes.
     Now,
+    /// Live changes only, from the current resourceVersion (`sendInitialEvents=false` with
+    /// resourceVersion unset or `0`).
+    Latest,
 }
 
 /// A consistent starting point for a watch: the events to send first, and the receiver for
@@ -134,17 +140,19 @@ struct State {
     by_uid: HashMap<String, (ResourceKey, ObjectKey)>,
     /// owner uid → dependents.
     dependents: HashMap<String, HashSet<(ResourceKey, ObjectKey)>>,
-    history: VecDeque<Arc<Change>>,
-    window: usize,
-    /// Watches from a resourceVersion older than this get 410 Gone.
+    /// The retained events of each resource, for watches to resume from and for consistent
+    /// `continue` snapshots.
+    windows: HashMap<ResourceKey, RetainedEvents>,
+    window: WatchWindow,
+    /// Where the window of a resource that had no events yet starts: the last compaction.
     compacted_rv: u64,
     /// Changes made during the current operation, broadcast once the lock is released.
     pending: Vec<Arc<Change>>,
 }
 
 impl Store {
-    pub fn new(registry: Registry, window: usize) -> Arc<Self> {
-        let (events, _) = broadcast::channel(window.clamp(1024, 65536));
+    pub fn new(registry: Registry, window: WatchWindow) -> Arc<Self> {
+        let (events, _) = broadcast::channel(window.upper().clamp(1024, 65536));
         let store = Arc::new(Self {
             state: Mutex::new(State {
                 registry,
@@ -152,7 +160,7 @@ impl Store {
                 objects: HashMap::new(),
                 by_uid: HashMap::new(),
                 dependents: HashMap::new(),
-                history: VecDeque::new(),
+                windows: HashMap::new(),
                 window,
                 compacted_rv: 0,
                 pending: Vec::new(),
@@ -211,6 +219,8 @@ impl Store {
             .ok_or_else(|| not_found(&resource, name))
     }
 
+    /// Lists one resource (optionally one namespace): the current state, or with a continue
+    /// token the state at the token's resourceVersion (see [`Store::list_at`]).
     pub fn list(
         &self,
         key: &ResourceKey,
@@ -219,6 +229,25 @@ impl Store {
         fields: &FieldSelector,
         limit: Option<usize>,
         continue_token: Option<&str>,
+    ) -> ApiResult<ListPage> {
+        self.list_at(key, ns, labels, fields, limit, continue_token, None)
+    }
+
+    /// Lists one resource (optionally one namespace). Without `snapshot` and `continue_token`
+    /// the list is the current state; `snapshot` (`resourceVersionMatch=Exact`) and a continue
+    /// token list the state at their resourceVersion, rebuilt from the retained window of
+    /// events, or fail with 410 once that version left the window, as an etcd compaction makes
+    /// a real apiserver do.
+    #[allow(clippy::too_many_arguments)]
+    pub fn list_at(
+        &self,
+        key: &ResourceKey,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        limit: Option<usize>,
+        continue_token: Option<&str>,
+        snapshot: Option<u64>,
     ) -> ApiResult<ListPage> {
         let state = self.lock();
         state.resource(key)?;
@@ -230,37 +259,53 @@ impl Store {
             })?),
             None => None,
         };
-        let Some(objects) = state.objects.get(key) else {
-            return Ok(ListPage {
-                items: Vec::new(),
-                resource_version: state.rv,
-                continue_token: None,
-                remaining: None,
-            });
+        // The version the list shows: a continue token's, the exact one asked for, or now.
+        // A token from an expired snapshot carries -1: continue at the latest version.
+        let list_rv = match (&start_after, snapshot) {
+            (Some((rv, _)), _) => u64::try_from(*rv).unwrap_or(state.rv),
+            (None, Some(rv)) => rv,
+            (None, None) => state.rv,
         };
-        let range: Box<dyn Iterator<Item = (&ObjectKey, &Arc<Value>)>> = match (&start_after, ns) {
-            (Some((_, after)), _) => Box::new(
-                objects
-                    .range((
-                        std::ops::Bound::Excluded(after.clone()),
-                        std::ops::Bound::Unbounded,
-                    ))
-                    .filter(move |(k, _)| ns.is_none_or(|ns| k.0 == ns)),
-            ),
-            (None, Some(ns)) => Box::new(
-                objects
-                    .range((ns.to_string(), String::new())..)
-                    .take_while(move |(k, _)| k.0 == ns),
-            ),
-            (None, None) => Box::new(objects.iter()),
+        if list_rv > state.rv {
+            return Err(status_error::too_large_resource_version(list_rv, state.rv).into());
+        }
+        // The objects whose state at `list_rv` differs from now: their state then (None when
+        // they did not exist).
+        let mut overlay: BTreeMap<ObjectKey, Option<Arc<Value>>> = BTreeMap::new();
+        if list_rv < state.rv {
+            let Some(changes) = state.events_since(key, list_rv) else {
+                return Err(match &start_after {
+                    Some((_, last)) => {
+                        let (code, mut body) = status_error::gone(INCONSISTENT_CONTINUE);
+                        body["metadata"] = json!({"continue": encode_continue(-1, last)});
+                        ApiError::from((code, body))
+                    }
+                    None => status_error::gone(EXPIRED_LIST).into(),
+                });
+            };
+            for change in changes {
+                overlay
+                    .entry(object_key_of(&change.object))
+                    .or_insert_with(|| change.previous.clone());
+            }
+        }
+        let lower = match (&start_after, ns) {
+            (Some((_, after)), _) => Bound::Excluded(after.clone()),
+            (None, Some(ns)) => Bound::Included((ns.to_string(), String::new())),
+            (None, None) => Bound::Unbounded,
         };
+        let empty = BTreeMap::new();
+        let current = state.objects.get(key).unwrap_or(&empty);
+        let at_list_rv = merge_snapshot(
+            current.range((lower.clone(), Bound::Unbounded)),
+            overlay.range((lower, Bound::Unbounded)),
+        )
+        .skip_while(|(k, _)| ns.is_some_and(|ns| k.0.as_str() < ns))
+        .take_while(|(k, _)| ns.is_none_or(|ns| k.0 == ns));
         let mut items = Vec::new();
         let mut last_key = None;
         let mut more = false;
-        for (k, obj) in range {
-            if ns.is_some_and(|ns| k.0 != ns) {
-                continue;
-            }
+        for (k, obj) in at_list_rv {
             if !labels.matches(&labels_of(obj)) || !fields.matches(obj) {
                 continue;
             }
@@ -271,9 +316,8 @@ impl Store {
             last_key = Some(k.clone());
             items.push(obj.clone());
         }
-        let list_rv = start_after.as_ref().map(|(rv, _)| *rv).unwrap_or(state.rv);
         let continue_token = if more {
-            last_key.map(|k| encode_continue(list_rv, &k))
+            last_key.map(|k| encode_continue(list_rv as i64, &k))
         } else {
             None
         };
@@ -300,19 +344,14 @@ impl Store {
         // the subscription.
         let receiver = self.events.subscribe();
         let initial = match start {
-            WatchStart::After(rv) => {
-                if rv < state.compacted_rv {
-                    return Err(
-                        status_error::too_old_resource_version(rv, state.compacted_rv).into(),
-                    );
+            WatchStart::After(rv) => match state.events_since(key, rv) {
+                Some(changes) => changes.cloned().collect(),
+                None => {
+                    let horizon = state.horizon(key);
+                    return Err(status_error::too_old_resource_version(rv, horizon).into());
                 }
-                state
-                    .history
-                    .iter()
-                    .filter(|c| c.rv > rv && &c.resource == key)
-                    .cloned()
-                    .collect()
-            }
+            },
+            WatchStart::Latest => Vec::new(),
             WatchStart::Now => state
                 .objects
                 .get(key)
@@ -337,12 +376,21 @@ impl Store {
         })
     }
 
-    /// Drops the retained history so that watches resuming from any earlier resourceVersion
-    /// get 410 Gone, as after an etcd compaction.
+    /// Drops the retained events of every resource so that watches resuming from any earlier
+    /// resourceVersion get 410 Gone, as after an etcd compaction and a re-list of the watch
+    /// cache.
     pub fn compact(&self) {
         let mut state = self.lock();
-        state.history.clear();
-        state.compacted_rv = state.rv;
+        let rv = state.rv;
+        for window in state.windows.values_mut() {
+            window.restart_at(rv);
+        }
+        state.compacted_rv = rv;
+    }
+
+    /// The window of events retained for each resource.
+    pub fn watch_window(&self) -> WatchWindow {
+        self.lock().window
     }
 
     pub fn create(
@@ -418,6 +466,28 @@ impl Store {
 }
 
 impl State {
+    /// Watches and snapshots of `key` from a resourceVersion below this get 410.
+    fn horizon(&self, key: &ResourceKey) -> u64 {
+        self.windows
+            .get(key)
+            .map_or(self.compacted_rv, RetainedEvents::horizon)
+    }
+
+    /// The retained changes of `key` after `rv`, oldest first; None when some are gone.
+    fn events_since(
+        &self,
+        key: &ResourceKey,
+        rv: u64,
+    ) -> Option<Box<dyn Iterator<Item = &Arc<Change>> + '_>> {
+        match self.windows.get(key) {
+            Some(window) => window
+                .since(rv)
+                .map(|it| Box::new(it) as Box<dyn Iterator<Item = _>>),
+            None if rv >= self.compacted_rv => Some(Box::new(std::iter::empty())),
+            None => None,
+        }
+    }
+
     fn resource(&self, key: &ResourceKey) -> ApiResult<Arc<Resource>> {
         self.registry
             .get(key)
@@ -437,6 +507,7 @@ impl State {
         applied_by: Option<&str>,
     ) -> ApiResult<Arc<Value>> {
         check_type(resource, &body)?;
+        drop_builtin_nulls(resource, &mut body);
         let meta = metadata_mut(&mut body)?;
         let ns = if resource.namespaced {
             match meta.get("namespace").and_then(Value::as_str) {
@@ -519,7 +590,19 @@ impl State {
         }
         default_builtin_fields(resource, &mut body);
         if let Some(schema) = &resource.schema {
-            admit(resource, schema, &name, &mut body, None, opts.strict_fields)?;
+            let source = match applied_by {
+                Some(_) => schema::Source::Applied,
+                None => schema::Source::Decoded,
+            };
+            admit(
+                resource,
+                schema,
+                &name,
+                &mut body,
+                None,
+                opts.strict_fields,
+                source,
+            )?;
         }
         if applied_by.is_none()
             && let Some(manager) = &opts.field_manager
@@ -638,6 +721,7 @@ impl State {
                 )?
             }
         };
+        drop_builtin_nulls(resource, &mut proposed);
         // Identity and server-owned metadata cannot change through an update.
         keep_system_metadata(&old, &mut proposed);
         if let Some(obj) = proposed.as_object_mut() {
@@ -682,6 +766,10 @@ impl State {
             }
         }
         if let Some(schema) = &resource.schema {
+            let source = match mutation {
+                Mutation::Apply { .. } => schema::Source::Applied,
+                _ => schema::Source::Decoded,
+            };
             admit(
                 resource,
                 schema,
@@ -689,6 +777,7 @@ impl State {
                 &mut proposed,
                 Some(&old),
                 opts.strict_fields,
+                source,
             )?;
         }
         default_builtin_fields(resource, &mut proposed);
@@ -1102,12 +1191,11 @@ impl State {
             object: stored.clone(),
             previous,
         });
-        self.history.push_back(change.clone());
-        while self.history.len() > self.window {
-            if let Some(dropped) = self.history.pop_front() {
-                self.compacted_rv = dropped.rv;
-            }
-        }
+        let (window, floor) = (self.window, self.compacted_rv);
+        self.windows
+            .entry(key.clone())
+            .or_insert_with(|| RetainedEvents::new(window, floor))
+            .push(change.clone(), Instant::now());
         self.pending.push(change);
         stored
     }
@@ -1210,6 +1298,12 @@ impl State {
         if let Some(obj) = crd.as_object_mut() {
             obj.insert("status".into(), status);
         }
+        // A new resource's watch cache starts from a list of it made now: watches from
+        // before the CRD existed are too old, as on a real apiserver.
+        let (window, rv) = (self.window, self.rv);
+        self.windows
+            .entry(resource.key())
+            .or_insert_with(|| RetainedEvents::new(window, rv));
         self.registry.insert(resource);
         Ok(())
     }
@@ -1233,6 +1327,7 @@ impl State {
             }
         }
         self.objects.remove(&key);
+        self.windows.remove(&key);
         self.registry.remove(&key);
     }
 }
@@ -1244,6 +1339,7 @@ fn admit(
     obj: &mut Value,
     old: Option<&Value>,
     strict: bool,
+    source: schema::Source,
 ) -> ApiResult<()> {
     if strict {
         let unknown = schema.unknown_fields(obj);
@@ -1254,7 +1350,7 @@ fn admit(
         }
     }
     schema
-        .admit(obj, old)
+        .admit(obj, old, source)
         .map_err(|errors| invalid(resource, name, errors))
 }
 
@@ -1418,6 +1514,26 @@ fn keep_system_metadata(old: &Value, new: &mut Value) {
         }
     }
     meta.remove("selfLink");
+}
+
+/// A built-in object is decoded into its Go type, where a `null` is the field's zero value,
+/// which its JSON leaves out: whatever the verb (server-side apply included), a `null` field
+/// of a built-in kind is as if it had not been sent. (Custom resources keep their JSON; see
+/// [`schema::Source`].)
+fn drop_builtin_nulls(resource: &Resource, obj: &mut Value) {
+    fn drop_nulls(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                map.retain(|_, v| !v.is_null());
+                map.values_mut().for_each(drop_nulls);
+            }
+            Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+            _ => {}
+        }
+    }
+    if !resource.custom {
+        drop_nulls(obj);
+    }
 }
 
 /// Server-side defaults of the built-in kinds that clients read back.
@@ -1636,14 +1752,62 @@ pub fn now_rfc3339() -> String {
         .to_string()
 }
 
-/// Continue tokens are opaque to clients; ours carry the list's resourceVersion and the last
-/// key returned, hex-encoded.
-fn encode_continue(rv: u64, key: &ObjectKey) -> String {
+/// The 410 of a list page whose snapshot left the window (etcd3 `inconsistentContinue`); the
+/// Status carries a token that continues at the latest version.
+const INCONSISTENT_CONTINUE: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
+
+/// The 410 of a `resourceVersionMatch=Exact` list from a version that left the window.
+const EXPIRED_LIST: &str = "The resourceVersion for the provided list is too old.";
+
+/// The current objects overlaid with their state at an earlier resourceVersion (None: the
+/// object did not exist then), in key order.
+fn merge_snapshot<'a>(
+    current: impl Iterator<Item = (&'a ObjectKey, &'a Arc<Value>)>,
+    overlay: impl Iterator<Item = (&'a ObjectKey, &'a Option<Arc<Value>>)>,
+) -> impl Iterator<Item = (&'a ObjectKey, &'a Arc<Value>)> {
+    let mut current = current.peekable();
+    let mut overlay = overlay.peekable();
+    std::iter::from_fn(move || {
+        loop {
+            let order = match (current.peek(), overlay.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some((a, _)), Some((b, _))) => a.cmp(b),
+            };
+            match order {
+                std::cmp::Ordering::Less => return current.next(),
+                // The object changed since: its state then replaces the current one.
+                std::cmp::Ordering::Equal => {
+                    current.next();
+                }
+                std::cmp::Ordering::Greater => {}
+            }
+            if let Some((k, Some(obj))) = overlay.next() {
+                return Some((k, obj));
+            }
+        }
+    })
+}
+
+fn object_key_of(obj: &Value) -> ObjectKey {
+    let field = |f: &str| {
+        obj.pointer(&format!("/metadata/{f}"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    (field("namespace"), field("name"))
+}
+
+/// Continue tokens are opaque to clients; ours carry the list's resourceVersion (-1: the
+/// latest) and the last key returned, hex-encoded.
+fn encode_continue(rv: i64, key: &ObjectKey) -> String {
     let raw = serde_json::to_vec(&json!([rv, key.0, key.1])).unwrap_or_default();
     raw.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn decode_continue(token: &str) -> Option<(u64, ObjectKey)> {
+fn decode_continue(token: &str) -> Option<(i64, ObjectKey)> {
     if !token.len().is_multiple_of(2) {
         return None;
     }
@@ -1652,7 +1816,7 @@ fn decode_continue(token: &str) -> Option<(u64, ObjectKey)> {
         .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
         .collect();
     let v: Value = serde_json::from_slice(&bytes?).ok()?;
-    let rv = v.get(0)?.as_u64()?;
+    let rv = v.get(0)?.as_i64()?;
     Some((
         rv,
         (

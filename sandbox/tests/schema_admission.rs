@@ -2,7 +2,7 @@
 //! validation, list-type invariants and CEL rules, with the apiserver's messages.
 
 use flotilla_sandbox::list_type::{ListType, ListTypes};
-use flotilla_sandbox::schema::{CrdSchema, FieldError, FieldErrorReason};
+use flotilla_sandbox::schema::{CrdSchema, FieldError, FieldErrorReason, Source};
 use serde_json::{Value, json};
 
 /// A Plan-like schema exercising most keywords.
@@ -87,7 +87,9 @@ fn plan(spec: Value) -> Value {
 }
 
 fn admit(schema: &CrdSchema, mut object: Value) -> Result<Value, Vec<FieldError>> {
-    schema.admit(&mut object, None).map(|()| object)
+    schema
+        .admit(&mut object, None, Source::Decoded)
+        .map(|()| object)
 }
 
 fn messages(errors: &[FieldError]) -> Vec<String> {
@@ -204,6 +206,44 @@ fn defaults_fill_missing_fields_and_non_nullable_nulls() {
         json!({"name": "b", "percent": 10, "paused": true})
     );
     assert_eq!(spec["delivery"], json!({"mode": "push"}), "defaults nest");
+}
+
+#[test]
+fn an_applied_object_keeps_non_nullable_nulls_for_validation_to_refuse() {
+    // (The schema has no CEL rules, so no "rules were not checked" error follows.)
+    let schema = CrdSchema::new(&plan_schema()).unwrap();
+    let applied = |spec: Value| {
+        let mut object = plan(spec);
+        schema
+            .admit(&mut object, None, Source::Applied)
+            .map(|()| object)
+    };
+    let errors = applied(json!({
+        "tier": "gold",
+        "note": null,
+        "region": null,
+        "tags": null,
+        "waves": [{"name": "b", "percent": null}]
+    }))
+    .unwrap_err();
+    assert_eq!(
+        messages(&errors),
+        [
+            "spec.region: Invalid value: \"null\": spec.region in body must be of type string: \"null\"",
+            "spec.tags: Invalid value: \"null\": spec.tags in body must be of type array: \"null\"",
+        ]
+    );
+    // Nullable nulls stay; non-nullable ones with a default get it.
+    let admitted = applied(json!({
+        "tier": "gold",
+        "note": null,
+        "trialDays": null,
+        "waves": [{"name": "b", "percent": null}]
+    }))
+    .unwrap();
+    assert_eq!(admitted["spec"]["note"], Value::Null);
+    assert_eq!(admitted["spec"]["trialDays"], 14);
+    assert_eq!(admitted["spec"]["waves"][0]["percent"], 10);
 }
 
 #[test]
@@ -457,7 +497,9 @@ fn rule_evaluation_errors_and_optional_old_self() {
     );
     let created = admit(&schema, obj(json!({"replicas": 3, "limit": 5}))).unwrap();
     let mut scaled_down = obj(json!({"replicas": 2, "limit": 5}));
-    let errors = schema.admit(&mut scaled_down, Some(&created)).unwrap_err();
+    let errors = schema
+        .admit(&mut scaled_down, Some(&created), Source::Decoded)
+        .unwrap_err();
     assert_eq!(
         messages(&errors),
         ["spec: Invalid value: cannot scale down"]
@@ -478,7 +520,9 @@ fn transition_rules_run_only_on_update_with_a_correlated_old_value() {
         // Reordered: list-map items correlate by key, not by index.
         "windows": [{"name": "b", "hours": 2}, {"name": "a", "hours": 2}, {"name": "c", "hours": 0}]
     }));
-    let errors = schema.admit(&mut changed, Some(&created)).unwrap_err();
+    let errors = schema
+        .admit(&mut changed, Some(&created), Source::Decoded)
+        .unwrap_err();
     assert_eq!(
         messages(&errors),
         [
@@ -488,7 +532,9 @@ fn transition_rules_run_only_on_update_with_a_correlated_old_value() {
     );
 
     let mut same_owner = obj(json!({"owner": "alice", "windows": [{"name": "a", "hours": 4}]}));
-    schema.admit(&mut same_owner, Some(&created)).unwrap();
+    schema
+        .admit(&mut same_owner, Some(&created), Source::Decoded)
+        .unwrap();
 }
 
 #[test]
@@ -514,9 +560,13 @@ fn unchanged_invalid_fields_ratchet_on_update() {
     // Stored before the schema tightened.
     let old = plan(json!({"tier": "gold", "trialDays": 500, "name": "toolongname"}));
     let mut update = plan(json!({"tier": "silver", "trialDays": 500, "name": "toolongname"}));
-    schema.admit(&mut update, Some(&old)).unwrap();
+    schema
+        .admit(&mut update, Some(&old), Source::Decoded)
+        .unwrap();
     let mut worse = plan(json!({"tier": "silver", "trialDays": 501, "name": "toolongname"}));
-    let errors = schema.admit(&mut worse, Some(&old)).unwrap_err();
+    let errors = schema
+        .admit(&mut worse, Some(&old), Source::Decoded)
+        .unwrap_err();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].field, "spec.trialDays");
 }

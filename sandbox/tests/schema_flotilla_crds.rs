@@ -1,7 +1,7 @@
 //! The real Flotilla CRDs compile into admission schemas and printer columns, and admit or
 //! reject Plans like a cluster would.
 
-use flotilla_sandbox::schema::CrdSchema;
+use flotilla_sandbox::schema::{CrdSchema, Source};
 use flotilla_sandbox::table::{IncludeObject, PrinterColumn, to_table_at};
 use serde_json::{Value, json};
 
@@ -49,7 +49,7 @@ fn plans_are_pruned_defaulted_and_validated() {
         "spec": {"displayName": "Team", "trialDays": 14, "surprise": true}
     });
     schema
-        .admit(&mut plan, None)
+        .admit(&mut plan, None, Source::Decoded)
         .expect("a valid Plan is admitted");
     assert_eq!(
         plan["spec"].get("surprise"),
@@ -64,7 +64,9 @@ fn plans_are_pruned_defaulted_and_validated() {
         "metadata": {"name": "team"},
         "spec": {"displayName": "Team", "trialDays": -1}
     });
-    let errors = schema.admit(&mut invalid, None).unwrap_err();
+    let errors = schema
+        .admit(&mut invalid, None, Source::Decoded)
+        .unwrap_err();
     assert!(
         errors.iter().any(|e| e.to_string()
             == "spec.trialDays: Invalid value: -1: spec.trialDays in body should be greater than or equal to 0"),
@@ -72,7 +74,9 @@ fn plans_are_pruned_defaulted_and_validated() {
     );
 
     let mut nameless = json!({"apiVersion": "flotilla.dev/v1alpha1", "kind": "Plan", "metadata": {"name": "x"}, "spec": {}});
-    let errors = schema.admit(&mut nameless, None).unwrap_err();
+    let errors = schema
+        .admit(&mut nameless, None, Source::Decoded)
+        .unwrap_err();
     assert!(
         errors
             .iter()

@@ -189,8 +189,11 @@ async fn kube_runtime_watcher_recovers_from_cut_and_expired_watches() {
     let stream = watcher(api.clone(), watcher::Config::default()).applied_objects();
     let handle = tokio::spawn(async move {
         let mut stream = stream.boxed();
-        while let Ok(Some(obj)) = stream.try_next().await {
-            let _ = tx.send(obj.metadata.name.unwrap());
+        // A 410 comes out as an error item; the watcher goes on after it.
+        while let Some(item) = stream.next().await {
+            if let Ok(obj) = item {
+                let _ = tx.send(obj.metadata.name.unwrap());
+            }
         }
     });
     api.create(&PostParams::default(), &widget("before", 1))
@@ -212,6 +215,17 @@ async fn kube_runtime_watcher_recovers_from_cut_and_expired_watches() {
     .await
     .expect("the watcher resumes after a cut");
     assert_eq!(name, "after-cut");
+    // A write elsewhere moves the server past the watcher's version, which the expiry then
+    // leaves behind: the watcher's resumed watch gets 410 and it lists again.
+    let configmaps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(sb.client(), "default");
+    let cm: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "elsewhere"}})).unwrap();
+    configmaps
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    let lists = sb.requests().count(flotilla_sandbox::Verb::List, "widgets");
     sb.expire_watches();
     api.create(&PostParams::default(), &widget("after-expiry", 1))
         .await
@@ -225,6 +239,10 @@ async fn kube_runtime_watcher_recovers_from_cut_and_expired_watches() {
     })
     .await
     .expect("the watcher re-lists after 410 Gone");
+    assert_eq!(
+        sb.requests().count(flotilla_sandbox::Verb::List, "widgets"),
+        lists + 1
+    );
     handle.abort();
 }
 
@@ -266,4 +284,28 @@ async fn kube_runtime_watcher_with_streaming_lists_gets_initial_events_then_chan
         watcher::Event::Apply(o) => assert_eq!(o.metadata.name.as_deref(), Some("later")),
         other => panic!("expected Apply, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn watch_with_send_initial_events_false_starts_from_now_without_the_current_state() {
+    let sb = sandbox().await;
+    let api = widgets(&sb, "default");
+    api.create(&PostParams::default(), &widget("existing", 1))
+        .await
+        .unwrap();
+    let request = http::Request::get(
+        "/apis/test.flotilla.dev/v1/namespaces/default/widgets?watch=true&resourceVersion=0\
+         &sendInitialEvents=false&allowWatchBookmarks=true&timeoutSeconds=1",
+    )
+    .body(Vec::new())
+    .unwrap();
+    let text = tokio::time::timeout(Duration::from_secs(10), sb.client().request_text(request))
+        .await
+        .expect("the watch ends at its timeout")
+        .unwrap();
+    let types: Vec<String> = text
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["type"].to_string())
+        .collect();
+    assert_eq!(types, ["\"BOOKMARK\""], "{text}");
 }

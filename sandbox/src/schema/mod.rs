@@ -30,10 +30,26 @@ use node::{AdditionalProperties, JsonType, ListKind, Node};
 /// already failed basic schema validation.
 const CEL_SKIPPED: &str = "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation";
 
+/// How an object reached admission, which decides what becomes of `null`s in fields that
+/// are not `nullable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Decoded from JSON: a create or update body, or the result of a merge, JSON or
+    /// strategic merge patch. Non-nullable `null`s without a default are dropped
+    /// (`PruneNonNullableNullsWithoutDefaults`), those with a default get it.
+    Decoded,
+    /// The result of server-side apply (structured-merge-diff keeps a configured `null`):
+    /// defaults replace non-nullable `null`s, the others fail validation with 422.
+    Applied,
+}
+
 /// A CRD version's structural schema, compiled once when the CRD is registered.
 #[derive(Debug)]
 pub struct CrdSchema {
     root: Node,
+    /// Whether any node has CEL rules: without any, the apiserver has no CEL validator and
+    /// adds no "rules were not checked" error.
+    has_rules: bool,
 }
 
 impl CrdSchema {
@@ -41,7 +57,8 @@ impl CrdSchema {
     /// an invalid `pattern` or a CEL rule that does not compile.
     pub fn new(open_api_v3_schema: &Value) -> Result<Self, String> {
         let root = Node::compile(open_api_v3_schema, "openAPIV3Schema")?;
-        Ok(CrdSchema { root })
+        let has_rules = root.has_rules();
+        Ok(CrdSchema { root, has_rules })
     }
 
     /// Admits a custom resource on create (`old` is `None`) or update (`old` is the stored
@@ -51,9 +68,22 @@ impl CrdSchema {
     /// re-validated (the apiserver's validation ratcheting) and transition rules see `oldSelf`.
     ///
     /// `metadata` is left to the caller, which validates names with [`crate::names`].
-    pub fn admit(&self, object: &mut Value, old: Option<&Value>) -> Result<(), Vec<FieldError>> {
+    ///
+    /// `source` says how the object was built. The apiserver drops a `null` in a non-nullable
+    /// field without a default when it decodes a request body or a patched object
+    /// ([`Source::Decoded`]); server-side apply's merge result is defaulted but never decoded
+    /// ([`Source::Applied`]), so such a `null` reaches validation and is refused:
+    /// `spec.x: Invalid value: "null": spec.x in body must be of type array: "null"`.
+    pub fn admit(
+        &self,
+        object: &mut Value,
+        old: Option<&Value>,
+        source: Source,
+    ) -> Result<(), Vec<FieldError>> {
         prune::prune(object, &self.root, true);
-        defaults::prune_non_nullable_nulls(object, &self.root);
+        if source == Source::Decoded {
+            defaults::prune_non_nullable_nulls(object, &self.root);
+        }
         defaults::apply_defaults(object, &self.root);
 
         let mut errors = Vec::new();
@@ -69,10 +99,12 @@ impl CrdSchema {
             list_sets::validate(object, &self.root, "", &mut errors);
         }
 
-        if errors.iter().any(blocks_cel) {
-            errors.push(FieldError::invalid("<nil>", &Value::Null, CEL_SKIPPED));
-        } else {
-            evaluate_rules(object, &self.root, old, "", &mut errors);
+        if self.has_rules {
+            if errors.iter().any(blocks_cel) {
+                errors.push(FieldError::invalid("<nil>", &Value::Null, CEL_SKIPPED));
+            } else {
+                evaluate_rules(object, &self.root, old, "", &mut errors);
+            }
         }
 
         if errors.is_empty() {

@@ -110,6 +110,15 @@ pub(crate) struct Node {
 }
 
 impl Node {
+    /// Whether this node or any below it has `x-kubernetes-validations` rules.
+    pub(crate) fn has_rules(&self) -> bool {
+        !self.rules.is_empty()
+            || self.properties.values().any(Node::has_rules)
+            || matches!(&self.additional_properties, AdditionalProperties::Schema(s) if s.has_rules())
+            || self.items.as_deref().is_some_and(Node::has_rules)
+            || self.all_of.iter().any(Node::has_rules)
+    }
+
     /// Compiles a schema node; `path` names it in errors (`openAPIV3Schema.properties[spec]`).
     pub(crate) fn compile(schema: &Value, path: &str) -> Result<Node, String> {
         let obj = schema

@@ -57,10 +57,20 @@ async fn the_sample_subscriptions_become_active_with_their_quotas() -> anyhow::R
             .unwrap_or_default()
             .to_owned();
         sample["spec"]["plan"] = env.name(&plan).into();
-        if let Some(namespaces) = sample["spec"]["namespaces"].as_array_mut() {
-            for namespace in namespaces {
-                *namespace = env.name(namespace.as_str().unwrap_or_default()).into();
-            }
+        // Read through a pointer: indexing `sample["spec"]["namespaces"]` mutably would insert
+        // `"namespaces": null` into a sample without namespaces, and server-side apply refuses
+        // a null in a non-nullable field (422), on a real cluster as in the sandbox.
+        let renamed: Option<Vec<serde_json::Value>> = sample
+            .pointer("/spec/namespaces")
+            .and_then(serde_json::Value::as_array)
+            .map(|namespaces| {
+                namespaces
+                    .iter()
+                    .map(|namespace| env.name(namespace.as_str().unwrap_or_default()).into())
+                    .collect()
+            });
+        if let Some(renamed) = renamed {
+            sample["spec"]["namespaces"] = serde_json::Value::Array(renamed);
         }
         subscriptions.push(env.apply::<Subscription>(&sample).await?);
     }
