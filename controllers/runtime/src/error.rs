@@ -74,6 +74,12 @@ pub trait ControllerError: std::error::Error + Send + Sync + 'static {
     fn retry_after(&self) -> Option<Duration> {
         None
     }
+
+    /// The note of the Warning Event about this failure, for the person who reads `kubectl
+    /// describe`; the error's text unless a variant says it better.
+    fn event_note(&self) -> String {
+        self.to_string()
+    }
 }
 
 /// Classifies an error from the Kubernetes API.

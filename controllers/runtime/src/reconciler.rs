@@ -70,7 +70,7 @@ where
                         EventType::Warning,
                         error.reason(),
                         "Reconcile",
-                        error.to_string(),
+                        error.event_note(),
                     )
                     .await;
                 }

@@ -1612,6 +1612,89 @@ async fn injected_faults_reach_the_controller_and_do_not_stop_convergence() {
 }
 
 #[tokio::test]
+async fn a_quota_refusing_a_child_is_reported_on_the_subscription() {
+    let (h, _clock) = harness().await;
+    h.ready().await;
+    // A cluster admin's ResourceQuota in the tenant namespace allows no more ConfigMaps: the
+    // API server's quota admission refuses Flotilla's entitlements twice, then usage drops.
+    // (The sandbox has no quota admission, so the client gives the API server's answer.)
+    let message = r#"configmaps "flotilla-entitlements" is forbidden: exceeded quota: tenant-limits, requested: count/configmaps=1, used: count/configmaps=2, limited: count/configmaps=2"#;
+    let refusal = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": "Forbidden",
+        "details": {"name": "flotilla-entitlements", "kind": "configmaps"}, "code": 403,
+    });
+    let path = "/namespaces/acme/configmaps/flotilla-entitlements";
+    h.log.respond(Method::PATCH, path, 403, refusal, 2);
+    h.create::<Plan>(team_plan("team")).await;
+    h.create::<Subscription>(subscription("acme", "team", json!({})))
+        .await;
+
+    let refused = wait_for_subscription(&h, "acme", "Provisioned=False QuotaExceeded", |s| {
+        state_of(s, types::PROVISIONED)
+            .is_some_and(|c| c == ("False".to_owned(), "QuotaExceeded".to_owned()))
+    })
+    .await;
+    let provisioned = condition(&refused, types::PROVISIONED).expect("Provisioned");
+    assert!(
+        provisioned
+            .message
+            .starts_with("applying ConfigMap acme/flotilla-entitlements was refused"),
+        "{}",
+        provisioned.message
+    );
+    assert!(
+        provisioned.message.contains(message),
+        "{}",
+        provisioned.message
+    );
+    assert_eq!(
+        state_of(&refused, types::READY),
+        Some(("False".to_owned(), "QuotaExceeded".to_owned()))
+    );
+    let warning = wait_for_event(&h, "acme", "QuotaExceeded").await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    assert!(
+        warning.note.as_deref().unwrap_or("").contains(message),
+        "{:?}",
+        warning.note
+    );
+
+    // Retried (slowly by the error policy — its delay is pinned by the Plan tests — and
+    // sooner when a watch event of the tenant arrives), and once the quota lets the
+    // ConfigMap in, provisioned and Ready.
+    let active = wait_for_phase(&h, "acme", SubscriptionPhase::Active).await;
+    assert_eq!(
+        state_of(&active, types::PROVISIONED).map(|c| c.0),
+        Some("True".to_owned())
+    );
+    assert_eq!(
+        state_of(&active, types::READY).map(|c| c.0),
+        Some("True".to_owned())
+    );
+    assert_eq!(h.log.canned_pending(), 0);
+    let applies = h.log.requests(&Method::PATCH, path);
+    let statuses: Vec<_> = applies.iter().map(|a| a.status).collect();
+    assert_eq!(
+        statuses[..3],
+        [Some(403), Some(403), Some(201)],
+        "{applies:?}"
+    );
+    assert_eq!(
+        h.metric(r#"flotilla_reconcile_errors_total{class="forbidden",controller="subscription"}"#),
+        2.0
+    );
+    let warnings = h
+        .events_about("Subscription", "acme")
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("QuotaExceeded"))
+        .count();
+    assert_eq!(warnings, 1, "one Warning for the streak");
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn a_child_deleted_while_its_watch_was_down_is_found_by_the_re_list() {
     let (h, _clock) = steady_subscription().await;
     // The LimitRange watch goes down and stays down (every re-watch fails); every other
