@@ -12,6 +12,10 @@ pub struct Config {
     pub backoff_base: Duration,
     /// Longest retry delay after repeated transient errors, jitter included.
     pub backoff_cap: Duration,
+    /// Shortest retry delay after a `403 Forbidden` (missing RBAC, a ResourceQuota refusal):
+    /// such errors heal only when someone acts, so they are retried slowly; later retries grow
+    /// with the same per-object backoff, up to `backoff_cap`.
+    pub forbidden_backoff: Duration,
     /// How often an object that is in shape is reconciled again even without a watch event: a
     /// safety net against missed events, not a polling loop.
     pub resync_interval: Duration,
@@ -29,6 +33,7 @@ impl Default for Config {
             concurrency: 16,
             backoff_base: Duration::from_millis(500),
             backoff_cap: Duration::from_secs(300),
+            forbidden_backoff: Duration::from_secs(30),
             resync_interval: Duration::from_secs(3600),
             watch_page_size: 500,
             reporting_controller: "flotilla.dev/operator".to_owned(),

@@ -12,6 +12,7 @@ use super::backoff::ErrorBackoff;
 use super::clock::SharedClock;
 use super::config::Config;
 use super::metrics::{ControllerMetrics, Metrics};
+use super::queue::{ReconcileQueue, ReconcileQueues};
 use super::readiness::Readiness;
 use super::shutdown::Shutdown;
 
@@ -32,6 +33,8 @@ pub struct Operator {
     pub shutdown: Shutdown,
     /// Publishes Events (deduplicated into series by kube-runtime).
     pub recorder: Recorder,
+    /// What each controller has queued and not started yet.
+    pub queues: ReconcileQueues,
 }
 
 impl Operator {
@@ -47,14 +50,18 @@ impl Operator {
             reporter.instance = Some(instance.clone());
         }
         let recorder = Recorder::new(client.clone(), reporter);
+        let metrics = Metrics::new()?;
+        let queues = ReconcileQueues::default();
+        metrics.registry().register(Box::new(queues.collector()?))?;
         Ok(Self {
             client,
             config: Arc::new(config),
             clock,
-            metrics: Metrics::new()?,
+            metrics,
             readiness: Readiness::new(),
             shutdown,
             recorder,
+            queues,
         })
     }
 
@@ -67,6 +74,7 @@ impl Operator {
             clock: self.clock.clone(),
             recorder: self.recorder.clone(),
             metrics: self.metrics.controller(controller),
+            queue: self.queues.of(controller),
             backoff: ErrorBackoff::new(
                 self.config.backoff_base,
                 self.config.backoff_cap,
@@ -110,6 +118,9 @@ pub struct Context<S> {
     pub metrics: ControllerMetrics,
     /// Per-object retry delays for transient errors.
     pub backoff: ErrorBackoff,
+    /// The reconciles this controller has been asked for and not started; the controller's
+    /// trigger streams go through it (see [`crate::queue`]).
+    pub queue: ReconcileQueue,
     /// Controller-specific state.
     pub state: S,
     controller: &'static str,

@@ -1,9 +1,11 @@
 //! How every controller error is classified.
 //!
 //! Each controller has its own `thiserror` enum; every variant answers one question through
-//! [`ControllerError::class`]: is retrying going to help? The answer drives the error policy
-//! ([`crate::backoff`]), the `class` label of `flotilla_reconcile_errors_total`, and
-//! whether an Event is published.
+//! [`ControllerError::class`]: is retrying going to help, and how soon? The answer drives the
+//! error policy ([`crate::reconciler::error_policy`], [`crate::backoff`]), the `class` label of
+//! `flotilla_reconcile_errors_total`, and whether an Event is published.
+//!
+//! Which layer retries what in production is in `docs/architecture.md` ("Who retries what").
 
 use std::fmt;
 use std::time::Duration;
@@ -16,20 +18,25 @@ pub enum ErrorClass {
     /// The world may heal by itself (API server unavailable, conflict, throttling, a cache that
     /// is behind): retry with per-object exponential backoff and jitter.
     Transient,
+    /// The API server refused with `403 Forbidden`: the operator's RBAC is not in place yet
+    /// (it is often applied after the operator starts) or lacks a rule, or an admission rule
+    /// such as a ResourceQuota refused a child. Someone has to act, and nothing about the object
+    /// changes when they do, so waiting for a change could wait forever: retry, but slowly (at
+    /// least `Config::forbidden_backoff`), with a Warning Event when a streak begins.
+    Forbidden,
     /// Retrying the same input cannot succeed (the API server rejects what we send, an illegal
-    /// phase transition): publish a Warning Event and wait for the object to change.
+    /// phase transition): publish a Warning Event and wait for the object to change. (A spec the
+    /// schema cannot check is not an error at all: controllers report it in `Ready=False` and
+    /// succeed.)
     Permanent,
-    /// The object's spec is wrong in a way the schema could not catch: report it in the
-    /// `Ready=False` condition and wait for a new `metadata.generation`.
-    InvalidSpec,
 }
 
 impl ErrorClass {
     /// Every class, for exhaustive tests and for initialising metric series.
     pub const ALL: [ErrorClass; 3] = [
         ErrorClass::Transient,
+        ErrorClass::Forbidden,
         ErrorClass::Permanent,
-        ErrorClass::InvalidSpec,
     ];
 
     /// The stable `class` label value in metrics. Dashboards and alerts depend on these strings;
@@ -37,14 +44,14 @@ impl ErrorClass {
     pub const fn metric_label(self) -> &'static str {
         match self {
             ErrorClass::Transient => "transient",
+            ErrorClass::Forbidden => "forbidden",
             ErrorClass::Permanent => "permanent",
-            ErrorClass::InvalidSpec => "invalid_spec",
         }
     }
 
-    /// Whether the error policy retries on a timer (only transient errors do).
+    /// Whether the error policy retries on a timer (transient and forbidden errors are).
     pub const fn is_retried(self) -> bool {
-        matches!(self, ErrorClass::Transient)
+        matches!(self, ErrorClass::Transient | ErrorClass::Forbidden)
     }
 }
 
@@ -67,14 +74,22 @@ pub trait ControllerError: std::error::Error + Send + Sync + 'static {
     fn retry_after(&self) -> Option<Duration> {
         None
     }
+
+    /// The note of the Warning Event about this failure, for the person who reads `kubectl
+    /// describe`; the error's text unless a variant says it better.
+    fn event_note(&self) -> String {
+        self.to_string()
+    }
 }
 
 /// Classifies an error from the Kubernetes API.
 ///
 /// Server errors, throttling, conflicts, timeouts and transport failures are transient: the same
 /// request can succeed later. `404 Not Found` is transient too: in a reconcile it means the
-/// local cache is behind the server, and the next watch event settles it. Other client errors
-/// (`400`, `403`, `422`, ...) are permanent: the server rejected what we sent and will again.
+/// local cache is behind the server, and the next watch event settles it. `403 Forbidden` is
+/// [`ErrorClass::Forbidden`]: it heals when someone grants the permission or frees quota.
+/// Other client errors (`400`, `422`, ...) are permanent: the server rejected what we sent and
+/// will again.
 pub fn classify_kube_error(error: &kube::Error) -> ErrorClass {
     match error {
         kube::Error::Api(status) => classify_status_code(status.code),
@@ -93,9 +108,30 @@ pub const fn classify_status_code(code: u16) -> ErrorClass {
     match code {
         404 | 408 | 409 | 429 => ErrorClass::Transient,
         500..=599 => ErrorClass::Transient,
+        403 => ErrorClass::Forbidden,
         // `0` means the server did not say; treat it like a transport failure.
         0 => ErrorClass::Transient,
         _ => ErrorClass::Permanent,
+    }
+}
+
+/// Whether the API server refused a write because a ResourceQuota would be exceeded: the
+/// ResourceQuota admission plugin answers `403 Forbidden` with a message containing
+/// `exceeded quota: <quota>, requested: ..., used: ..., limited: ...`. A person can act on it
+/// (free usage, or raise the quota), so controllers report it on the object, not only in logs.
+pub fn is_quota_exceeded(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => status.code == 403 && status.message.contains("exceeded quota"),
+        _ => false,
+    }
+}
+
+/// The API server's own message for an API error (without kube's debug rendering of the whole
+/// `Status`), for condition messages a person reads; other errors as they display.
+pub fn api_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -165,15 +201,15 @@ mod tests {
     #[test]
     fn metric_labels_are_stable_and_distinct() {
         let labels: Vec<_> = ErrorClass::ALL.iter().map(|c| c.metric_label()).collect();
-        assert_eq!(labels, ["transient", "permanent", "invalid_spec"]);
+        assert_eq!(labels, ["transient", "forbidden", "permanent"]);
         assert_eq!(ErrorClass::Transient.to_string(), "transient");
     }
 
     #[test]
-    fn only_transient_errors_are_retried() {
+    fn transient_and_forbidden_errors_are_retried() {
         assert!(ErrorClass::Transient.is_retried());
+        assert!(ErrorClass::Forbidden.is_retried());
         assert!(!ErrorClass::Permanent.is_retried());
-        assert!(!ErrorClass::InvalidSpec.is_retried());
     }
 
     #[test]
@@ -185,7 +221,11 @@ mod tests {
                 "{code}"
             );
         }
-        for code in [400, 401, 403, 405, 410, 413, 415, 422] {
+        assert_eq!(
+            classify_kube_error(&api_error(403, 0)),
+            ErrorClass::Forbidden
+        );
+        for code in [400, 401, 405, 410, 413, 415, 422] {
             assert_eq!(
                 classify_kube_error(&api_error(code, 0)),
                 ErrorClass::Permanent,
@@ -200,6 +240,35 @@ mod tests {
         assert_eq!(classify_kube_error(&transport), ErrorClass::Transient);
         let decode = kube::Error::SerdeError(serde_json::from_str::<u8>("x").unwrap_err());
         assert_eq!(classify_kube_error(&decode), ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn a_quota_refusal_is_told_from_other_forbidden_errors() {
+        let quota = kube::Error::Api(
+            Status::failure(
+                r#"configmaps "flotilla-entitlements" is forbidden: exceeded quota: tenant-limits, requested: count/configmaps=1, used: count/configmaps=2, limited: count/configmaps=2"#,
+                "Forbidden",
+            )
+            .with_code(403)
+            .boxed(),
+        );
+        assert!(is_quota_exceeded(&quota));
+        assert_eq!(classify_kube_error(&quota), ErrorClass::Forbidden);
+        assert!(
+            api_message(&quota)
+                .starts_with(r#"configmaps "flotilla-entitlements" is forbidden: exceeded quota"#)
+        );
+        let rbac = kube::Error::Api(
+            Status::failure(
+                r#"configmaps "x" is forbidden: User "system:serviceaccount:flotilla-system:flotilla" cannot patch resource "configmaps""#,
+                "Forbidden",
+            )
+            .with_code(403)
+            .boxed(),
+        );
+        assert!(!is_quota_exceeded(&rbac));
+        assert!(!is_quota_exceeded(&api_error(422, 0)));
+        assert!(!is_quota_exceeded(&kube::Error::Service("x".into())));
     }
 
     #[test]
@@ -227,8 +296,8 @@ mod tests {
 
     #[test]
     fn finalizer_errors_keep_the_inner_class() {
-        let apply = finalizer::Error::ApplyFailed(Inner(ErrorClass::InvalidSpec));
-        assert_eq!(classify_finalizer_error(&apply), ErrorClass::InvalidSpec);
+        let apply = finalizer::Error::ApplyFailed(Inner(ErrorClass::Forbidden));
+        assert_eq!(classify_finalizer_error(&apply), ErrorClass::Forbidden);
         let cleanup = finalizer::Error::CleanupFailed(Inner(ErrorClass::Transient));
         assert_eq!(classify_finalizer_error(&cleanup), ErrorClass::Transient);
         let add = finalizer::Error::<Inner>::AddFinalizer(api_error(409, 0));

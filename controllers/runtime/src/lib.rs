@@ -4,6 +4,7 @@
 //! |---|---|
 //! | shared state: client, config, clock, metrics, Events, readiness, shutdown | [`context`], [`config`], [`clock`] |
 //! | error classes and the error policy (per-object backoff with jitter) | [`error`], [`backoff`], [`reconciler`] |
+//! | what each controller has queued and not started | [`queue`] |
 //! | phase state machines | [`phase`] |
 //! | conditions and status writes (server-side apply on `/status`) | [`conditions`], [`status`] |
 //! | cleanup before deletion | [`finalizer`] |
@@ -29,6 +30,7 @@ pub mod finalizer;
 pub mod leadership;
 pub mod metrics;
 pub mod phase;
+pub mod queue;
 pub mod readiness;
 pub mod reconciler;
 pub mod shutdown;

@@ -50,7 +50,7 @@ impl Metrics {
         let errors = IntCounterVec::new(
             Opts::new(
                 "flotilla_reconcile_errors_total",
-                "Reconcile attempts that failed, by controller and error class (transient, permanent, invalid_spec).",
+                "Reconcile attempts that failed, by controller and error class (transient, forbidden, permanent).",
             ),
             &["controller", "class"],
         )?;

@@ -14,9 +14,11 @@ use super::error::{ControllerError, ErrorClass};
 use super::events;
 
 /// Runs one reconcile of `object` with what every reconcile needs: a span carrying the object
-/// reference (kind, namespace, name), the reconcile counter and duration histogram, a backoff
-/// reset on success, and on failure the error counter by class, a log line, and — for failures
-/// retrying will not fix — a Warning Event on the object.
+/// reference (kind, namespace, name), the object taken off the queue, the reconcile counter
+/// and duration histogram, a backoff reset on success, and on failure the error counter by
+/// class, a log line, and a Warning Event on the object for failures a person must act on —
+/// permanent ones, and the first forbidden one of a streak (the retries that follow would
+/// only repeat it).
 pub async fn observe<K, S, E>(
     ctx: &Context<S>,
     object: &K,
@@ -34,6 +36,7 @@ where
         name = %object.name_any(),
     );
     async move {
+        ctx.queue.started(object);
         let _timer = ctx.metrics.reconcile_started();
         let result = reconcile.await;
         match &result {
@@ -44,22 +47,32 @@ where
             Err(error) => {
                 let class = error.class();
                 ctx.metrics.record_error(class);
-                match class {
+                let warn = match class {
                     ErrorClass::Transient => {
-                        tracing::warn!(%error, class = class.metric_label(), "reconcile failed; will retry");
+                        tracing::warn!(%error, class = class.metric_label(), reason = error.reason(), "reconcile failed; will retry");
+                        false
                     }
-                    ErrorClass::Permanent | ErrorClass::InvalidSpec => {
-                        tracing::error!(%error, class = class.metric_label(), "reconcile failed; waiting for a change");
-                        events::publish(
-                            &ctx.recorder,
-                            object,
-                            EventType::Warning,
-                            error.reason(),
-                            "Reconcile",
-                            error.to_string(),
-                        )
-                        .await;
+                    ErrorClass::Forbidden => {
+                        tracing::error!(%error, class = class.metric_label(), reason = error.reason(), "reconcile forbidden; will retry slowly");
+                        // The error policy has not counted this failure yet: no attempts
+                        // means the streak begins here.
+                        ctx.backoff.attempts(&backoff_key(object)) == 0
                     }
+                    ErrorClass::Permanent => {
+                        tracing::error!(%error, class = class.metric_label(), reason = error.reason(), "reconcile failed; waiting for a change");
+                        true
+                    }
+                };
+                if warn {
+                    events::publish(
+                        &ctx.recorder,
+                        object,
+                        EventType::Warning,
+                        error.reason(),
+                        "Reconcile",
+                        error.event_note(),
+                    )
+                    .await;
                 }
             }
         }
@@ -70,25 +83,30 @@ where
 }
 
 /// The error policy of every controller: transient errors retry after the object's next
-/// backoff delay (never sooner than a `Retry-After` the server sent); permanent and
-/// invalid-spec errors wait for the object to change.
+/// backoff delay, never sooner than a `Retry-After` the server sent; forbidden errors the same,
+/// but never sooner than `Config::forbidden_backoff`; permanent errors wait for the object to
+/// change. Retries are put on the controller's [`crate::queue`].
 pub fn error_policy<K, S, E>(object: Arc<K>, error: &E, ctx: Arc<Context<S>>) -> Action
 where
     K: Resource,
     E: ControllerError,
 {
     let key = backoff_key(object.as_ref());
-    match error.class() {
-        ErrorClass::Transient => {
-            let delay = ctx.backoff.next_delay(&key);
-            let delay = delay.max(error.retry_after().unwrap_or(Duration::ZERO));
-            Action::requeue(delay)
-        }
-        ErrorClass::Permanent | ErrorClass::InvalidSpec => {
+    let floor = match error.class() {
+        ErrorClass::Transient => Duration::ZERO,
+        ErrorClass::Forbidden => ctx.config.forbidden_backoff,
+        ErrorClass::Permanent => {
             ctx.backoff.reset(&key);
-            Action::await_change()
+            return Action::await_change();
         }
-    }
+    };
+    let delay = ctx
+        .backoff
+        .next_delay(&key)
+        .max(floor)
+        .max(error.retry_after().unwrap_or(Duration::ZERO));
+    ctx.queue.retry(object.as_ref(), delay);
+    Action::requeue(delay)
 }
 
 /// Backoff state is per object: the UID, so that a deleted and re-created object starts
@@ -168,6 +186,7 @@ mod tests {
         assert_eq!(action, Action::requeue(Duration::from_secs(1)));
         error_policy(object(), &Failure(ErrorClass::Transient, None), ctx.clone());
         assert_eq!(ctx.backoff.attempts("uid-1"), 2);
+        assert_eq!(ctx.queue.retries_scheduled(), 1, "one slot per object");
     }
 
     #[tokio::test]
@@ -181,17 +200,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn permanent_and_invalid_spec_errors_wait_for_a_change() {
+    async fn permanent_errors_wait_for_a_change() {
         let ctx = context();
         error_policy(object(), &Failure(ErrorClass::Transient, None), ctx.clone());
-        for class in [ErrorClass::Permanent, ErrorClass::InvalidSpec] {
-            let action = error_policy(object(), &Failure(class, None), ctx.clone());
-            assert_eq!(action, Action::await_change());
-        }
+        // The retry runs (and leaves the queue), and fails for good.
+        ctx.queue.started(object().as_ref());
+        let action = error_policy(object(), &Failure(ErrorClass::Permanent, None), ctx.clone());
+        assert_eq!(action, Action::await_change());
         assert_eq!(
             ctx.backoff.attempts("uid-1"),
             0,
             "a streak ends with a non-retried error"
+        );
+        assert!(ctx.queue.is_empty(), "nothing is scheduled");
+    }
+
+    #[tokio::test]
+    async fn forbidden_errors_retry_no_sooner_than_the_forbidden_backoff() {
+        let ctx = context();
+        let action = error_policy(object(), &Failure(ErrorClass::Forbidden, None), ctx.clone());
+        assert_eq!(action, Action::requeue(Config::default().forbidden_backoff));
+        assert_eq!(ctx.backoff.attempts("uid-1"), 1, "the streak is counted");
+        assert_eq!(
+            ctx.queue.retries_scheduled(),
+            1,
+            "the retry is on the queue"
         );
     }
 

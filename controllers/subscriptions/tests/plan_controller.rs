@@ -5,13 +5,15 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Harness, WAIT, invalid_plan, plan, subscription};
+use common::client::SentRequest;
+use common::{BACKOFF_BASE, FORBIDDEN_BACKOFF, Harness, WAIT, invalid_plan, plan, subscription};
 use flotilla_crds::condition::{find_condition, reasons, types};
 use flotilla_crds::{Plan, PlanPhase, Subscription};
 use flotilla_runtime::ManualClock;
 use flotilla_runtime::finalizer::FINALIZER;
 use flotilla_runtime::testing::wait_for;
 use flotilla_sandbox::{FaultRule, Verb};
+use http::Method;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
@@ -306,35 +308,43 @@ async fn a_steady_plan_costs_no_writes() {
     h.ready().await;
 
     // Touch the Plan without changing its spec: it is reconciled again, and writes nothing.
-    // Reconciles triggered by the controller's own writes must have finished first.
+    // Reconciles triggered by the controller's own writes (running or still queued) must
+    // have finished first.
+    h.quiet("plan").await;
     let finished = r#"flotilla_reconcile_duration_seconds_count{controller="plan"}"#;
-    wait_for("no reconcile in flight", WAIT, || async {
-        let started = h.metric(r#"flotilla_reconciliations_total{controller="plan"}"#);
-        (started == h.metric(finished)).then_some(())
-    })
-    .await
-    .expect("idle");
     let before = h.metric(finished);
     h.sandbox().requests().reset();
     let plans: Api<Plan> = Api::all(h.client.clone());
     let label = serde_json::json!({"metadata": {"labels": {"tier": "gold"}}});
-    plans
+    let touched = plans
         .patch("team", &PatchParams::default(), &Patch::Merge(&label))
         .await
         .expect("label");
-    // The duration is recorded when a reconcile ends, so its write (if any) has been sent.
-    wait_for("another reconcile to finish", WAIT, || async {
-        (h.metric(finished) > before).then_some(())
-    })
-    .await
-    .expect("reconciled");
+    // The controller has been handed the touched Plan, and nothing runs or waits any more: the
+    // reconcile it triggered has finished, and so has anything that reconcile queued.
+    h.settled_after("plan", "", "team", &touched.resource_version().expect("rv"))
+        .await;
+    assert!(h.metric(finished) > before, "the touch was reconciled");
     assert_eq!(h.sandbox().requests().count(Verb::Patch, "plans/status"), 0);
     h.stop().await;
 }
 
+/// The time between consecutive requests.
+fn gaps(requests: &[SentRequest]) -> Vec<Duration> {
+    requests
+        .windows(2)
+        .map(|pair| pair[1].sent - pair[0].sent)
+        .collect()
+}
+
+const TRANSIENT: &str = r#"flotilla_reconcile_errors_total{class="transient",controller="plan"}"#;
+const FORBIDDEN: &str = r#"flotilla_reconcile_errors_total{class="forbidden",controller="plan"}"#;
+const PERMANENT: &str = r#"flotilla_reconcile_errors_total{class="permanent",controller="plan"}"#;
+
 #[tokio::test]
-async fn a_failed_status_write_is_retried() {
+async fn a_failed_status_write_is_retried_after_a_backoff() {
     let h = Harness::start().await;
+    h.ready().await;
     h.sandbox().faults().inject(
         FaultRule::new(Verb::Patch, "plans")
             .subresource("status")
@@ -346,13 +356,14 @@ async fn a_failed_status_write_is_retried() {
         phase(p) == Some(PlanPhase::Ready)
     })
     .await;
-    assert!(
-        h.sandbox().requests().count(Verb::Patch, "plans/status") >= 2,
-        "the write was retried"
-    );
-    assert!(
-        h.metric(r#"flotilla_reconcile_errors_total{class="transient",controller="plan"}"#) >= 1.0
-    );
+    // The 500 reached the controller (the client does not retry it), which counted a
+    // transient failure and retried after its backoff.
+    let writes = h.log.requests(&Method::PATCH, "/plans/team/status");
+    let statuses: Vec<_> = writes.iter().map(|w| w.status).collect();
+    assert_eq!(statuses[..2], [Some(500), Some(200)], "{writes:?}");
+    assert_eq!(h.metric(TRANSIENT), 1.0);
+    assert_eq!(h.metric(PERMANENT), 0.0);
+    assert!(gaps(&writes)[0] >= BACKOFF_BASE, "{:?}", gaps(&writes));
     h.stop().await;
 }
 
@@ -367,61 +378,176 @@ async fn throttling_with_retry_after_is_honoured() {
             .retry_after(1)
             .times(2),
     );
-    let started = tokio::time::Instant::now();
     h.create::<Plan>(plan("team")).await;
     wait_for_plan(&h, "team", "Ready despite 429s", |p| {
         phase(p) == Some(PlanPhase::Ready)
     })
     .await;
-    // kube's client does not retry by itself; the error policy waited at least Retry-After
-    // after each of the two throttled writes.
-    assert!(
-        started.elapsed() >= Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
+    // Both 429s reached the controller, and each retry waited for the Retry-After (1 s),
+    // longer than any backoff of the harness (at most BACKOFF_CAP).
+    let writes = h.log.requests(&Method::PATCH, "/plans/team/status");
+    let statuses: Vec<_> = writes.iter().map(|w| w.status).collect();
+    assert_eq!(
+        statuses[..3],
+        [Some(429), Some(429), Some(200)],
+        "{writes:?}"
+    );
+    assert_eq!(h.metric(TRANSIENT), 2.0);
+    for gap in &gaps(&writes)[..2] {
+        assert!(*gap >= Duration::from_secs(1), "{:?}", gaps(&writes));
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_forbidden_write_is_retried_slowly_with_one_warning() {
+    let h = Harness::start().await;
+    h.ready().await;
+    // RBAC applied after the operator started: the first status writes are refused.
+    h.sandbox().faults().inject(
+        FaultRule::new(Verb::Patch, "plans")
+            .subresource("status")
+            .status(403)
+            .times(2),
+    );
+    h.create::<Plan>(plan("team")).await;
+    wait_for(
+        "Ready once the writes are allowed",
+        WAIT + FORBIDDEN_BACKOFF * 2,
+        || async {
+            Api::<Plan>::all(h.client.clone())
+                .get_opt("team")
+                .await
+                .ok()
+                .flatten()
+                .filter(|p| phase(p) == Some(PlanPhase::Ready))
+        },
+    )
+    .await
+    .expect("Ready");
+    let writes = h.log.requests(&Method::PATCH, "/plans/team/status");
+    let statuses: Vec<_> = writes.iter().map(|w| w.status).collect();
+    assert_eq!(
+        statuses[..3],
+        [Some(403), Some(403), Some(200)],
+        "{writes:?}"
+    );
+    assert_eq!(h.metric(FORBIDDEN), 2.0);
+    assert_eq!(h.metric(PERMANENT), 0.0, "a 403 is not given up on");
+    // Retried, but never sooner than the forbidden backoff (above any transient delay).
+    for gap in &gaps(&writes)[..2] {
+        assert!(*gap >= FORBIDDEN_BACKOFF, "{:?}", gaps(&writes));
+    }
+    // One Warning for the streak, not one per retry.
+    let warnings: Vec<_> = h
+        .events_about("Plan", "team")
+        .await
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].reason.as_deref(), Some("StatusWriteFailed"));
+    assert_eq!(
+        warnings[0].series.as_ref().map(|s| s.count),
+        None,
+        "not repeated"
     );
     h.stop().await;
 }
 
 #[tokio::test]
-async fn cut_and_expired_watches_are_resumed() {
+async fn a_cut_watch_is_resumed() {
     let h = Harness::start().await;
     h.create::<Plan>(plan("team")).await;
     wait_for_plan(&h, "team", "Ready", |p| phase(p) == Some(PlanPhase::Ready)).await;
     h.ready().await;
 
+    let before = h.watches_served();
     h.sandbox().faults().cut_watches();
+    h.wait_for_rewatches(&before, &[("subscriptions", 2), ("plans", 2)])
+        .await;
     h.create::<Subscription>(subscription("acme", "team")).await;
     wait_for_plan(&h, "team", "1 subscription after a cut watch", |p| {
         subscriptions(p) == Some(1)
     })
     .await;
-
-    // History compacted: re-watches get 410 Gone and the watchers re-list. The Subscription
-    // deleted meanwhile is found by comparing the re-list with what was known.
-    h.sandbox().expire_watches();
-    let subs: Api<Subscription> = Api::all(h.client.clone());
-    subs.delete("acme", &DeleteParams::default())
-        .await
-        .expect("delete");
-    wait_for_plan(&h, "team", "0 subscriptions after a re-list", |p| {
-        subscriptions(p) == Some(0)
-    })
-    .await;
     h.stop().await;
 }
 
 #[tokio::test]
-async fn a_failed_list_during_deletion_is_retried() {
+async fn a_subscription_deleted_while_the_watch_was_down_is_found_by_the_re_list() {
+    let h = Harness::start().await;
+    h.create::<Plan>(plan("team")).await;
+    h.create::<Subscription>(subscription("acme", "team")).await;
+    wait_for_plan(&h, "team", "1 subscription", |p| {
+        subscriptions(p) == Some(1)
+    })
+    .await;
+    h.ready().await;
+
+    // The Subscription watches go down and stay down (every re-watch fails); the other
+    // watches resume at once.
+    let faults = h.sandbox().faults();
+    faults.inject(
+        FaultRule::new(Verb::Watch, "subscriptions")
+            .status(503)
+            .times(1_000),
+    );
+    let before = h.watches_served();
+    faults.cut_watches();
+    h.wait_for_rewatches(&before, &[("plans", 2), ("namespaces", 1)])
+        .await;
+
+    // Meanwhile the Subscription goes for good (its finalizer removed by hand), and the
+    // history is compacted: resuming the Subscription watches now gets 410 Gone.
+    let subs: Api<Subscription> = Api::all(h.client.clone());
+    let unfinalized = serde_json::json!({"metadata": {"finalizers": null}});
+    subs.patch("acme", &PatchParams::default(), &Patch::Merge(&unfinalized))
+        .await
+        .expect("remove the finalizer");
+    subs.delete("acme", &DeleteParams::default())
+        .await
+        .expect("delete");
+    assert!(subs.get_opt("acme").await.expect("get").is_none(), "gone");
+    h.sandbox().store().compact();
+    let lists_before = h.sandbox().requests().count(Verb::List, "subscriptions");
+    assert_eq!(
+        subscriptions(
+            &Api::<Plan>::all(h.client.clone())
+                .get("team")
+                .await
+                .expect("get")
+        ),
+        Some(1),
+        "nothing told the Plan controller yet"
+    );
+
+    // The watches resume, get 410 Gone, re-list, and the index finds what the re-list lacks.
+    faults.clear();
+    wait_for_plan(&h, "team", "0 subscriptions after a re-list", |p| {
+        subscriptions(p) == Some(0)
+    })
+    .await;
+    assert!(
+        h.sandbox().requests().count(Verb::List, "subscriptions") > lists_before,
+        "the watchers re-listed"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_list_during_deletion_is_retried_with_growing_delays() {
     let h = Harness::start().await;
     h.create::<Plan>(plan("team")).await;
     wait_for_plan(&h, "team", "Ready", |p| phase(p) == Some(PlanPhase::Ready)).await;
     h.ready().await;
+    h.quiet("plan").await;
     h.sandbox().faults().inject(
         FaultRule::new(Verb::List, "subscriptions")
             .status(503)
             .times(2),
     );
+    let deleted_at = tokio::time::Instant::now();
     let plans: Api<Plan> = Api::all(h.client.clone());
     plans
         .delete("team", &DeleteParams::default())
@@ -432,6 +558,20 @@ async fn a_failed_list_during_deletion_is_retried() {
     })
     .await
     .expect("released after the list recovered");
+    // Both 503s reached the controller (kube's client would have retried them itself), and
+    // each retry waited longer than the one before: d·(1+U) with d = 50 ms, then 100 ms.
+    let lists: Vec<_> = h
+        .log
+        .requests(&Method::GET, "/apis/flotilla.dev/v1alpha1/subscriptions")
+        .into_iter()
+        .filter(|r| r.sent >= deleted_at)
+        .collect();
+    let statuses: Vec<_> = lists.iter().map(|l| l.status).collect();
+    assert_eq!(statuses, [Some(503), Some(503), Some(200)], "{lists:?}");
+    assert_eq!(h.metric(TRANSIENT), 2.0);
+    let gaps = gaps(&lists);
+    assert!(gaps[0] >= BACKOFF_BASE, "{gaps:?}");
+    assert!(gaps[1] >= BACKOFF_BASE * 2, "{gaps:?}");
     h.stop().await;
 }
 

@@ -17,6 +17,7 @@ use flotilla_runtime::testing::wait_for;
 use flotilla_sandbox::registry::ResourceKey;
 use flotilla_sandbox::store::{ChangeType, DeleteOptions, WatchStart};
 use flotilla_sandbox::{FaultRule, Verb};
+use http::Method;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -271,31 +272,24 @@ async fn merge_patch_subscription(h: &Harness, name: &str, patch: Value) -> Subs
         .unwrap_or_else(|error| panic!("patch Subscription {name}: {error}"))
 }
 
-const STARTED: &str = r#"flotilla_reconciliations_total{controller="subscription"}"#;
 const FINISHED: &str = r#"flotilla_reconcile_duration_seconds_count{controller="subscription"}"#;
 
-/// Waits until no Subscription reconcile is running.
+/// Waits until the Subscription controller has nothing running, queued or scheduled.
 async fn wait_until_idle(h: &Harness) {
-    wait_for("no reconcile in flight", WAIT, || async {
-        (h.metric(STARTED) == h.metric(FINISHED)).then_some(())
-    })
-    .await
-    .expect("idle");
+    h.quiet("subscription").await;
 }
 
 /// Makes the controller reconcile `name` once more (by touching a label) and waits until that
-/// reconcile has finished: for asserting that something did *not* happen.
+/// reconcile, and anything it queued, has finished: for asserting that something did *not*
+/// happen.
 async fn reconcile_once_more(h: &Harness, name: &str) {
-    // Once idle, the next reconcile to finish is one the touch started.
     wait_until_idle(h).await;
     let before = h.metric(FINISHED);
     let touch = json!({"metadata": {"labels": {"test.flotilla.dev/touched": before.to_string()}}});
-    merge_patch_subscription(h, name, touch).await;
-    wait_for("a reconcile after the touch", WAIT, || async {
-        (h.metric(FINISHED) > before).then_some(())
-    })
-    .await
-    .expect("reconciled");
+    let touched = merge_patch_subscription(h, name, touch).await;
+    let version = touched.resource_version().expect("resourceVersion");
+    h.settled_after("subscription", "", name, &version).await;
+    assert!(h.metric(FINISHED) > before, "the touch was reconciled");
 }
 
 #[tokio::test]
@@ -1550,31 +1544,28 @@ async fn a_steady_subscription_costs_no_child_writes() {
 }
 
 #[tokio::test]
-async fn injected_faults_do_not_stop_convergence() {
+async fn injected_faults_reach_the_controller_and_do_not_stop_convergence() {
     let (h, _clock) = harness().await;
     h.ready().await;
     let faults = h.sandbox().faults();
-    faults.inject(
-        FaultRule::new(Verb::Patch, "subscriptions")
-            .subresource("status")
-            .status(500)
-            .times(2),
-    );
-    faults.inject(
-        FaultRule::new(Verb::Patch, "resourcequotas")
-            .status(409)
-            .times(1),
-    );
-    faults.inject(
-        FaultRule::new(Verb::Patch, "configmaps")
-            .status(503)
-            .times(1),
-    );
-    faults.inject(
-        FaultRule::new(Verb::Create, "namespaces")
-            .status(500)
-            .times(1),
-    );
+    // Each fault is one the controller must handle itself: the test client, unlike kube's
+    // default one, does not retry 429, 503 or 504. At most one fault per group of requests
+    // sent together (the children of a namespace are applied concurrently, and the first
+    // failure abandons the others' requests).
+    let injected = [
+        (Verb::Patch, "subscriptions", Some("status"), 500, 1),
+        (Verb::Patch, "subscriptions", Some("status"), 504, 1),
+        (Verb::Patch, "resourcequotas", None, 409, 1),
+        (Verb::Patch, "configmaps", None, 503, 1),
+        (Verb::Create, "namespaces", None, 500, 1),
+    ];
+    for (verb, resource, subresource, status, times) in injected {
+        let mut rule = FaultRule::new(verb, resource).status(status).times(times);
+        if let Some(subresource) = subresource {
+            rule = rule.subresource(subresource);
+        }
+        faults.inject(rule);
+    }
     h.create::<Plan>(team_plan("team")).await;
     h.create::<Subscription>(subscription(
         "acme",
@@ -1593,25 +1584,175 @@ async fn injected_faults_do_not_stop_convergence() {
         wait_for_child::<ConfigMap>(&h, ns, "flotilla-entitlements", "applied", |_| true).await;
     }
     assert_eq!(faults.pending(), 0, "every injected fault was hit");
+
+    // Every failure came back to the controller, which retried the request later.
+    let sent = [
+        (Method::PATCH, "/subscriptions/acme/status", 500),
+        (Method::PATCH, "/subscriptions/acme/status", 504),
+        (Method::PATCH, "/resourcequotas/flotilla-quota", 409),
+        (Method::PATCH, "/configmaps/flotilla-entitlements", 503),
+        (Method::POST, "/api/v1/namespaces", 500),
+    ];
+    for (method, path, failure) in sent {
+        let statuses = h.log.statuses(&method, path);
+        let failed_at = statuses.iter().position(|s| *s == failure);
+        let retried = failed_at.is_some_and(|at| statuses[at + 1..].iter().any(|s| *s < 300));
+        assert!(retried, "{method} …{path}: {statuses:?}");
+    }
     assert!(
         h.metric(r#"flotilla_reconcile_errors_total{class="transient",controller="subscription"}"#)
-            >= 4.0
+            >= 5.0,
+        "one failed reconcile per fault"
+    );
+    assert_eq!(
+        h.metric(r#"flotilla_reconcile_errors_total{class="permanent",controller="subscription"}"#),
+        0.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_quota_refusing_a_child_is_reported_on_the_subscription() {
+    let (h, _clock) = harness().await;
+    h.ready().await;
+    // A cluster admin's ResourceQuota in the tenant namespace allows no more ConfigMaps: the
+    // API server's quota admission refuses Flotilla's entitlements twice, then usage drops.
+    // (The sandbox has no quota admission, so the client gives the API server's answer.)
+    let message = r#"configmaps "flotilla-entitlements" is forbidden: exceeded quota: tenant-limits, requested: count/configmaps=1, used: count/configmaps=2, limited: count/configmaps=2"#;
+    let refusal = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": "Forbidden",
+        "details": {"name": "flotilla-entitlements", "kind": "configmaps"}, "code": 403,
+    });
+    let path = "/namespaces/acme/configmaps/flotilla-entitlements";
+    h.log.respond(Method::PATCH, path, 403, refusal, 2);
+    h.create::<Plan>(team_plan("team")).await;
+    h.create::<Subscription>(subscription("acme", "team", json!({})))
+        .await;
+
+    let refused = wait_for_subscription(&h, "acme", "Provisioned=False QuotaExceeded", |s| {
+        state_of(s, types::PROVISIONED)
+            .is_some_and(|c| c == ("False".to_owned(), "QuotaExceeded".to_owned()))
+    })
+    .await;
+    let provisioned = condition(&refused, types::PROVISIONED).expect("Provisioned");
+    assert!(
+        provisioned
+            .message
+            .starts_with("applying ConfigMap acme/flotilla-entitlements was refused"),
+        "{}",
+        provisioned.message
+    );
+    assert!(
+        provisioned.message.contains(message),
+        "{}",
+        provisioned.message
+    );
+    assert_eq!(
+        state_of(&refused, types::READY),
+        Some(("False".to_owned(), "QuotaExceeded".to_owned()))
+    );
+    let warning = wait_for_event(&h, "acme", "QuotaExceeded").await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    assert!(
+        warning.note.as_deref().unwrap_or("").contains(message),
+        "{:?}",
+        warning.note
     );
 
-    // Watches cut and history compacted while the tenant drifts: the re-list finds it.
-    h.sandbox().expire_watches();
-    namespaced::<LimitRange>(&h, "acme-dev")
+    // Retried (slowly by the error policy — its delay is pinned by the Plan tests — and
+    // sooner when a watch event of the tenant arrives), and once the quota lets the
+    // ConfigMap in, provisioned and Ready.
+    let active = wait_for_phase(&h, "acme", SubscriptionPhase::Active).await;
+    assert_eq!(
+        state_of(&active, types::PROVISIONED).map(|c| c.0),
+        Some("True".to_owned())
+    );
+    assert_eq!(
+        state_of(&active, types::READY).map(|c| c.0),
+        Some("True".to_owned())
+    );
+    assert_eq!(h.log.canned_pending(), 0);
+    let applies = h.log.requests(&Method::PATCH, path);
+    let statuses: Vec<_> = applies.iter().map(|a| a.status).collect();
+    assert_eq!(
+        statuses[..3],
+        [Some(403), Some(403), Some(201)],
+        "{applies:?}"
+    );
+    assert_eq!(
+        h.metric(r#"flotilla_reconcile_errors_total{class="forbidden",controller="subscription"}"#),
+        2.0
+    );
+    let warnings = h
+        .events_about("Subscription", "acme")
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("QuotaExceeded"))
+        .count();
+    assert_eq!(warnings, 1, "one Warning for the streak");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_child_deleted_while_its_watch_was_down_is_found_by_the_re_list() {
+    let (h, _clock) = steady_subscription().await;
+    // The LimitRange watch goes down and stays down (every re-watch fails); every other
+    // watch resumes at once.
+    let faults = h.sandbox().faults();
+    faults.inject(
+        FaultRule::new(Verb::Watch, "limitranges")
+            .status(503)
+            .times(1_000),
+    );
+    let before = h.watches_served();
+    faults.cut_watches();
+    h.wait_for_rewatches(
+        &before,
+        &[
+            ("subscriptions", 2),
+            ("plans", 2),
+            ("namespaces", 1),
+            ("resourcequotas", 1),
+            ("rolebindings", 1),
+            ("networkpolicies", 1),
+            ("configmaps", 1),
+        ],
+    )
+    .await;
+
+    // Meanwhile the tenant drifts, and the history is compacted: resuming the LimitRange
+    // watch gets 410 Gone.
+    namespaced::<LimitRange>(&h, "acme")
         .delete("flotilla-limits", &DeleteParams::default())
         .await
         .expect("delete limits");
+    h.sandbox().store().compact();
+    let lists_before = h.sandbox().requests().count(Verb::List, "limitranges");
+    wait_until_idle(&h).await;
+    assert!(
+        namespaced::<LimitRange>(&h, "acme")
+            .get_opt("flotilla-limits")
+            .await
+            .expect("get")
+            .is_none(),
+        "nothing told the controller yet"
+    );
+
+    // The watch resumes, gets 410 Gone and re-lists; the index finds the missing child.
+    faults.clear();
     wait_for_child::<LimitRange>(
         &h,
-        "acme-dev",
+        "acme",
         "flotilla-limits",
         "re-created after a re-list",
         |_| true,
     )
     .await;
+    assert!(
+        h.sandbox().requests().count(Verb::List, "limitranges") > lists_before,
+        "the watcher re-listed"
+    );
     h.stop().await;
 }
 

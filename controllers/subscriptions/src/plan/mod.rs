@@ -59,9 +59,12 @@ pub async fn run(operator: &Operator) {
 
     let state = PlanState::new(client, subscriptions.store, subscriptions.synced);
     let ctx = operator.context(CONTROLLER, state);
-    Controller::for_stream(plans.events.applied_objects(), plans.store)
+    // Every trigger goes through the queue, which counts what waits (runtime::queue).
+    let queue = ctx.queue.clone();
+    let own = queue.own_objects(plans.events.applied_objects(), &plans.store);
+    Controller::for_stream(own, plans.store)
         .with_config(controller::Config::default().concurrency(operator.config.concurrency))
-        .reconcile_on(plans_to_wake(subscriptions.events))
+        .reconcile_on(queue.triggers(plans_to_wake(subscriptions.events)))
         .graceful_shutdown_on(operator.shutdown.signalled())
         .run(
             reconcile::reconcile,

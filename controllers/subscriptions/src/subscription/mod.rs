@@ -151,9 +151,12 @@ pub async fn run(operator: &Operator) {
 
     let on_plan = subscriptions.store.clone();
     let in_namespace = subscriptions.store.clone();
-    Controller::for_stream(subscriptions.events.applied_objects(), subscriptions.store)
+    // Every trigger goes through the queue, which counts what waits (runtime::queue).
+    let queue = ctx.queue.clone();
+    let own = queue.own_objects(subscriptions.events.applied_objects(), &subscriptions.store);
+    Controller::for_stream(own, subscriptions.store)
         .with_config(controller::Config::default().concurrency(operator.config.concurrency))
-        .reconcile_on(to_wake(
+        .reconcile_on(queue.triggers(to_wake(
             "Plan",
             plans.events,
             WatchIndex::new(
@@ -162,8 +165,8 @@ pub async fn run(operator: &Operator) {
                     triggers::subscriptions_on_plan(&on_plan, &plan.name_any())
                 },
             ),
-        ))
-        .reconcile_on(to_wake(
+        )))
+        .reconcile_on(queue.triggers(to_wake(
             "Namespace",
             forgetting_deleted(namespaces.events, &applied),
             WatchIndex::new(
@@ -172,33 +175,33 @@ pub async fn run(operator: &Operator) {
                     triggers::namespace_claimants(&in_namespace, &namespace.metadata)
                 },
             ),
-        ))
-        .reconcile_on(to_wake(
+        )))
+        .reconcile_on(queue.triggers(to_wake(
             "ResourceQuota",
             forgetting_deleted(quotas.events, &applied),
             children(),
-        ))
-        .reconcile_on(to_wake(
+        )))
+        .reconcile_on(queue.triggers(to_wake(
             "LimitRange",
             forgetting_deleted(limit_ranges.events, &applied),
             children(),
-        ))
-        .reconcile_on(to_wake(
+        )))
+        .reconcile_on(queue.triggers(to_wake(
             "RoleBinding",
             forgetting_deleted(role_bindings.events, &applied),
             children(),
-        ))
-        .reconcile_on(to_wake(
+        )))
+        .reconcile_on(queue.triggers(to_wake(
             "NetworkPolicy",
             forgetting_deleted(network_policies.events, &applied),
             children(),
-        ))
-        .reconcile_on(to_wake(
+        )))
+        .reconcile_on(queue.triggers(to_wake(
             "ConfigMap",
             forgetting_deleted(config_maps.events, &applied),
             children(),
-        ))
-        .reconcile_on(wakeups.due())
+        )))
+        .reconcile_on(queue.triggers(wakeups.due()))
         .graceful_shutdown_on(operator.shutdown.signalled())
         .run(
             reconcile::reconcile,

@@ -31,8 +31,8 @@ use super::usage::{self, UsageReport};
 use flotilla_runtime::applied::AppliedChildren;
 use flotilla_runtime::context::Context;
 use flotilla_runtime::error::{
-    ControllerError, ErrorClass, classify_finalizer_error, classify_kube_error,
-    finalizer_retry_after, kube_retry_after,
+    ControllerError, ErrorClass, api_message, classify_finalizer_error, classify_kube_error,
+    finalizer_retry_after, is_quota_exceeded, kube_retry_after,
 };
 use flotilla_runtime::finalizer::{Cleanup, FinalizerError, reconcile_with_finalizer};
 use flotilla_runtime::phase::IllegalTransition;
@@ -284,6 +284,9 @@ impl ControllerError for SubscriptionError {
             SubscriptionError::CacheNotSynced(_) => "CacheNotSynced",
             SubscriptionError::PlanUnavailable { .. } => "PlanUnavailable",
             SubscriptionError::NamespaceTaken { .. } => "NamespaceTaken",
+            SubscriptionError::Child { source, .. } if is_quota_exceeded(source) => {
+                status::subscription_reasons::QUOTA_EXCEEDED
+            }
             SubscriptionError::Child { operation, .. } => operation.reason(),
             SubscriptionError::ListNamespaces { .. } => "ListNamespacesFailed",
             SubscriptionError::StatusWrite { .. } => "StatusWriteFailed",
@@ -302,6 +305,36 @@ impl ControllerError for SubscriptionError {
             | SubscriptionError::ListNamespaces { source, .. }
             | SubscriptionError::StatusWrite { source, .. } => kube_retry_after(source),
             SubscriptionError::Finalizer { source, .. } => finalizer_retry_after(source),
+            _ => None,
+        }
+    }
+
+    fn event_note(&self) -> String {
+        self.quota_refusal().unwrap_or_else(|| self.to_string())
+    }
+}
+
+impl SubscriptionError {
+    /// What a ResourceQuota refused, in words for the Subscription's conditions and Event,
+    /// if this is such a refusal (see [`is_quota_exceeded`]).
+    pub fn quota_refusal(&self) -> Option<String> {
+        match self {
+            SubscriptionError::Finalizer { source, .. } => match source.as_ref() {
+                FinalizerError::ApplyFailed(inner) | FinalizerError::CleanupFailed(inner) => {
+                    inner.quota_refusal()
+                }
+                _ => None,
+            },
+            SubscriptionError::Child {
+                operation,
+                object,
+                source,
+                ..
+            } if is_quota_exceeded(source) => Some(status::quota_refusal_message(
+                &operation.to_string(),
+                object,
+                &api_message(source),
+            )),
             _ => None,
         }
     }
@@ -492,9 +525,18 @@ async fn converge(
             } else {
                 NamespaceOrigin::Created
             };
-            let provisioned = tenant
+            let provisioned = match tenant
                 .provision(&build::tenant_objects(&blueprint, namespace, origin))
-                .await?;
+                .await
+            {
+                Ok(provisioned) => provisioned,
+                Err(error) => {
+                    if let Some(refusal) = error.quota_refusal() {
+                        report_quota_refusal(subscription, &refusal, ctx).await;
+                    }
+                    return Err(error);
+                }
+            };
             if provisioned.quota_applied {
                 quotas_written.push(namespace.clone());
             }
@@ -645,6 +687,29 @@ fn tenant_quotas(store: &Store<ResourceQuota>, namespaces: &[String]) -> Vec<Res
         .filter_map(|namespace| store.get(&ObjectRef::new(QUOTA_NAME).within(namespace)))
         .map(|quota| quota.as_ref().clone())
         .collect()
+}
+
+/// Records in the conditions that a ResourceQuota refused a child, so the person who can act
+/// (free usage, raise the quota) sees it on the Subscription; the phase stays as recorded.
+/// The Warning Event comes from the failed reconcile (`reconciler::observe`, once per
+/// streak), and the error policy retries slowly. Best effort: the refusal is the error that
+/// counts, so a failed status write is only logged.
+async fn report_quota_refusal(
+    subscription: &Subscription,
+    refusal: &str,
+    ctx: &Context<SubscriptionState>,
+) {
+    let name = subscription.name_any();
+    let current = subscription.status.as_ref();
+    let desired = status::quota_refused(
+        current,
+        refusal,
+        subscription.metadata.generation,
+        ctx.now(),
+    );
+    if let Err(error) = write_status(&ctx.state.subscriptions, &name, current, &desired).await {
+        tracing::warn!(%error, "could not record the quota refusal in the status");
+    }
 }
 
 /// Writes the status (if it changed) and publishes the Events the change deserves.

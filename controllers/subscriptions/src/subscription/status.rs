@@ -2,9 +2,9 @@
 //!
 //! | Condition | True | False / Unknown |
 //! |---|---|---|
-//! | `Ready` | `Reconciled` (Trialing, Active, PastDue with every namespace in shape) | `InvalidSpec`, `NotFound`, `NotReady` (plan), `Provisioning`, `NamespaceConflict`, `Suspended`, `Cancelling`, `Cancelled` |
+//! | `Ready` | `Reconciled` (Trialing, Active, PastDue with every namespace in shape) | `InvalidSpec`, `NotFound`, `NotReady` (plan), `Provisioning`, `NamespaceConflict`, `QuotaExceeded`, `Suspended`, `Cancelling`, `Cancelled` |
 //! | `PlanFound` | `Reconciled` | `NotFound`, `NotReady` (invalid, or being deleted for a new subscription) |
-//! | `Provisioned` | `Reconciled` | `Provisioning`, `NamespaceConflict`, `InvalidSpec`, `NotFound`, `NotReady`, `Cancelling`, `Cancelled` |
+//! | `Provisioned` | `Reconciled` | `Provisioning`, `NamespaceConflict`, `QuotaExceeded` (a ResourceQuota refused a child: [`quota_refused`]), `InvalidSpec`, `NotFound`, `NotReady`, `Cancelling`, `Cancelled` |
 //! | `QuotaApplied` | `Reconciled`, `Suspended` (`pods: 0` in force) | as `Provisioned` |
 //! | `OverQuota` | `UsageExceedsQuota` | `WithinQuota`; Unknown `Pending` until a quota reports usage; absent before provisioning and once cancelling |
 //!
@@ -38,6 +38,9 @@ pub mod subscription_reasons {
     pub const CANCELLING: &str = "Cancelling";
     /// The subscription is cancelled; nothing is provisioned any more.
     pub const CANCELLED: &str = "Cancelled";
+    /// A ResourceQuota in a tenant namespace (the API server's quota admission) refused one of
+    /// Flotilla's children; also the reason of the Warning Event.
+    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
 }
 
 /// Event reasons of the Subscription controller.
@@ -128,6 +131,43 @@ pub fn desired_status(
         usage: usage_now,
         entitlements,
     }
+}
+
+/// The words for a ResourceQuota refusing a child: what was being done to which object,
+/// the API server's message (which names the quota and the amounts), and what to do.
+pub fn quota_refusal_message(operation: &str, object: &str, api_message: &str) -> String {
+    format!(
+        "{operation} {object} was refused: {api_message}; free usage in that namespace or raise \
+         the quota, and Flotilla retries"
+    )
+}
+
+/// The status after a ResourceQuota refused a child: the recorded status (phase, usage,
+/// other conditions, `observedGeneration`: the decision for this generation was not carried
+/// out) kept, `Provisioned` and `Ready` False with reason `QuotaExceeded`. The next pass that
+/// provisions everything replaces both.
+pub fn quota_refused(
+    current: Option<&SubscriptionStatus>,
+    refusal: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> SubscriptionStatus {
+    let mut status = current.cloned().unwrap_or_default();
+    status.phase = status.phase.or(Some(SubscriptionPhase::Pending));
+    for type_ in [types::PROVISIONED, types::READY] {
+        set_condition(
+            &mut status.conditions,
+            ConditionUpdate::new(
+                type_,
+                ConditionStatus::False,
+                subscription_reasons::QUOTA_EXCEEDED,
+                refusal,
+            ),
+            generation,
+            now,
+        );
+    }
+    status
 }
 
 /// What to do with one condition.
@@ -1105,5 +1145,32 @@ mod tests {
             "Provisioning → Trialing: the trial ends at 2025-03-15T12:00:00Z"
         );
         assert_eq!(status.trial_ends_at, Some(Time(at("2025-03-15T12:00:00Z"))));
+    }
+
+    #[test]
+    fn a_quota_refusal_keeps_the_phase_and_says_what_to_do() {
+        let sub = subscription("acme", serde_json::json!({"plan": "team"}));
+        let plan = plan();
+        let (_, active) = status_of(&sub, PlanLookup::Valid(&plan), &[], Some(&within("3")));
+        let refusal = quota_refusal_message(
+            "applying",
+            "ConfigMap acme/flotilla-entitlements",
+            "configmaps \"flotilla-entitlements\" is forbidden: exceeded quota: tenant-limits",
+        );
+        let refused = quota_refused(Some(&active), &refusal, Some(4), at(NOW));
+        assert_eq!(refused.phase, active.phase, "the phase stays");
+        assert_eq!(refused.observed_generation, active.observed_generation);
+        for type_ in [types::PROVISIONED, types::READY] {
+            let condition = find_condition(&refused.conditions, type_).expect(type_);
+            assert_eq!(
+                (condition.status.as_str(), condition.reason.as_str()),
+                ("False", subscription_reasons::QUOTA_EXCEEDED)
+            );
+            assert!(condition.message.contains("exceeded quota: tenant-limits"));
+            assert!(condition.message.contains("raise the quota"));
+            assert_eq!(condition.observed_generation, Some(4));
+        }
+        let fresh = quota_refused(None, &refusal, Some(1), at(NOW));
+        assert_eq!(fresh.phase, Some(SubscriptionPhase::Pending));
     }
 }

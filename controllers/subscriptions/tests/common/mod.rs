@@ -3,25 +3,44 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod client;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flotilla_runtime::queue::ReconcileQueue;
 use flotilla_runtime::testing::wait_for;
 use flotilla_runtime::{Config, Operator, SharedClock, Shutdown, SystemClock};
-use flotilla_sandbox::Sandbox;
+use flotilla_sandbox::{Sandbox, Verb};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
+use client::ClientLog;
+
 /// How long any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The operator's backoff in tests: short, so that fault tests converge quickly, and far
+/// apart, so that a test can tell which one the controller used.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(50);
+/// The longest transient retry delay in tests.
+pub const BACKOFF_CAP: Duration = Duration::from_millis(800);
+/// The shortest retry delay after a `403` in tests: above [`BACKOFF_CAP`], so a retry that
+/// waited this long was not an ordinary transient retry.
+pub const FORBIDDEN_BACKOFF: Duration = Duration::from_millis(1200);
 
 /// A running sandbox and operator.
 pub struct Harness {
     sandbox: Option<Sandbox>,
+    /// The operator's client (kube's stack without its retry layer; see [`client`]), which
+    /// the tests use too.
     pub client: Client,
+    /// Every request `client` sent, as the controller saw it; canned responses.
+    pub log: ClientLog,
     pub operator: Operator,
     controllers: Option<JoinHandle<()>>,
 }
@@ -48,10 +67,12 @@ impl Harness {
             .start()
             .await
             .expect("sandbox starts");
-        let client = sandbox.client();
+        let log = ClientLog::default();
+        let client = client::client(sandbox.kube_config(), &log);
         let config = Config {
-            backoff_base: Duration::from_millis(50),
-            backoff_cap: Duration::from_millis(800),
+            backoff_base: BACKOFF_BASE,
+            backoff_cap: BACKOFF_CAP,
+            forbidden_backoff: FORBIDDEN_BACKOFF,
             concurrency: 4,
             ..Config::default()
         };
@@ -62,6 +83,7 @@ impl Harness {
         Self {
             sandbox: Some(sandbox),
             client,
+            log,
             operator,
             controllers: Some(controllers),
         }
@@ -83,6 +105,88 @@ impl Harness {
         })
         .await
         .unwrap_or_else(|error| panic!("{error}: {:?}", self.operator.readiness.report()));
+    }
+
+    /// The reconcile queue of `controller` (`plan`, `subscription`).
+    pub fn queue(&self, controller: &'static str) -> ReconcileQueue {
+        self.operator.queues.of(controller)
+    }
+
+    /// Waits until `controller` has nothing to do: no reconcile running, none queued, no
+    /// retry scheduled. What a test waits for before asserting that nothing (more) happens.
+    pub async fn quiet(&self, controller: &'static str) {
+        let queue = self.queue(controller);
+        let started = format!(r#"flotilla_reconciliations_total{{controller="{controller}"}}"#);
+        let finished =
+            format!(r#"flotilla_reconcile_duration_seconds_count{{controller="{controller}"}}"#);
+        wait_for(
+            format!("the {controller} controller to be quiet"),
+            WAIT,
+            || {
+                let quiet = queue.is_empty() && self.metric(&started) == self.metric(&finished);
+                async move { quiet.then_some(()) }
+            },
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{error}: {queue:?}"));
+    }
+
+    /// Waits until the watch of `controller` has handed it the object `namespace/name` at
+    /// `resource_version` or later (a write a test made), and the controller is quiet again:
+    /// the reconcile that write triggered has finished, and nothing else is queued.
+    pub async fn settled_after(
+        &self,
+        controller: &'static str,
+        namespace: &str,
+        name: &str,
+        resource_version: &str,
+    ) {
+        let queue = self.queue(controller);
+        wait_for(
+            format!("the {controller} controller to be told of {name} at {resource_version}"),
+            WAIT,
+            || {
+                // The sandbox's resourceVersions come from one counter, so they compare as
+                // numbers (later writes of the object may have been handed over already).
+                let version = |v: &str| v.parse::<u64>().expect("a sandbox resourceVersion");
+                let seen = queue.handed_over(namespace, name);
+                let told = seen.is_some_and(|seen| version(&seen) >= version(resource_version));
+                async move { told.then_some(()) }
+            },
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+        self.quiet(controller).await;
+    }
+
+    /// Watch requests the sandbox has served (status 200) by resource plural.
+    pub fn watches_served(&self) -> BTreeMap<String, usize> {
+        let mut served = BTreeMap::new();
+        for record in self.sandbox().requests().snapshot() {
+            if record.verb == Verb::Watch && record.status == 200 {
+                *served.entry(record.resource).or_insert(0) += 1;
+            }
+        }
+        served
+    }
+
+    /// Waits until the sandbox has served at least `more` further watches of each resource
+    /// than `before` (from [`Harness::watches_served`]): the watchers have resumed after a cut.
+    pub async fn wait_for_rewatches(
+        &self,
+        before: &BTreeMap<String, usize>,
+        more: &[(&str, usize)],
+    ) {
+        wait_for("the watches to resume", WAIT, || {
+            let now = self.watches_served();
+            let resumed = more.iter().all(|(resource, more)| {
+                now.get(*resource).copied().unwrap_or(0)
+                    >= before.get(*resource).copied().unwrap_or(0) + more
+            });
+            async move { resumed.then_some(()) }
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}: {:?}", self.watches_served()));
     }
 
     /// Trips the shutdown signal and waits for the controllers to drain.
