@@ -302,33 +302,55 @@ async fn an_unused_plan_is_deleted_at_once() {
 async fn a_steady_plan_costs_no_writes() {
     let h = Harness::start().await;
     h.create::<Plan>(plan("team")).await;
+    h.create::<Plan>(plan("barrier")).await;
     wait_for_plan(&h, "team", "Ready", |p| phase(p) == Some(PlanPhase::Ready)).await;
+    wait_for_plan(&h, "barrier", "Ready", |p| {
+        phase(p) == Some(PlanPhase::Ready)
+    })
+    .await;
     h.ready().await;
 
-    // Touch the Plan without changing its spec: it is reconciled again, and writes nothing.
     // Reconciles triggered by the controller's own writes must have finished first.
+    let started = r#"flotilla_reconciliations_total{controller="plan"}"#;
     let finished = r#"flotilla_reconcile_duration_seconds_count{controller="plan"}"#;
     wait_for("no reconcile in flight", WAIT, || async {
-        let started = h.metric(r#"flotilla_reconciliations_total{controller="plan"}"#);
-        (started == h.metric(finished)).then_some(())
+        (h.metric(started) == h.metric(finished)).then_some(())
     })
     .await
     .expect("idle");
-    let before = h.metric(finished);
+    let before = h.metric(started);
     h.sandbox().requests().reset();
+    // Touch the Plan without changing what its reconcile reads: nothing happens.
     let plans: Api<Plan> = Api::all(h.client.clone());
     let label = serde_json::json!({"metadata": {"labels": {"tier": "gold"}}});
     plans
         .patch("team", &PatchParams::default(), &Patch::Merge(&label))
         .await
         .expect("label");
-    // The duration is recorded when a reconcile ends, so its write (if any) has been sent.
-    wait_for("another reconcile to finish", WAIT, || async {
-        (h.metric(finished) > before).then_some(())
+    // A change of another Plan's spec, later on the same watch, is reconciled: by the time it
+    // is, a reconcile the touch had caused would have started.
+    let spec = serde_json::json!({"spec": {"displayName": "Barrier"}});
+    plans
+        .patch("barrier", &PatchParams::default(), &Patch::Merge(&spec))
+        .await
+        .expect("spec");
+    wait_for_plan(&h, "barrier", "its new spec observed", |p| {
+        p.status.as_ref().and_then(|s| s.observed_generation) == p.metadata.generation
     })
-    .await
-    .expect("reconciled");
-    assert_eq!(h.sandbox().requests().count(Verb::Patch, "plans/status"), 0);
+    .await;
+    assert_eq!(
+        h.metric(started),
+        before + 1.0,
+        "only the barrier was reconciled"
+    );
+    let team_writes = h
+        .sandbox()
+        .requests()
+        .snapshot()
+        .into_iter()
+        .filter(|r| r.verb == Verb::Patch && r.name.as_deref() == Some("team"))
+        .count();
+    assert_eq!(team_writes, 1, "the touch itself, nothing else");
     h.stop().await;
 }
 
