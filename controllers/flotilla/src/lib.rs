@@ -36,17 +36,13 @@ pub async fn run_controllers(operator: &Operator) {
     run_selected(operator, ControllerName::ALL).await;
 }
 
-/// Runs the `selected` controllers side by side until the operator's shutdown signal trips.
+/// Runs the `selected` controllers side by side until the operator's shutdown signal trips. A
+/// controller that is not selected does not run; the watches it would share with a selected
+/// one still feed that one.
 pub async fn run_selected(operator: &Operator, selected: &[ControllerName]) {
-    let running = selected
-        .iter()
-        .map(|name| -> futures::future::BoxFuture<'_, ()> {
-            match name {
-                ControllerName::Plan => Box::pin(subscriptions::plan::run(operator)),
-                ControllerName::Subscription => {
-                    Box::pin(subscriptions::subscription::run(operator))
-                }
-            }
-        });
-    futures::future::join_all(running).await;
+    let selection = subscriptions::Selection {
+        plan: selected.contains(&ControllerName::Plan),
+        subscription: selected.contains(&ControllerName::Subscription),
+    };
+    subscriptions::run_selected(operator, selection).await;
 }

@@ -39,9 +39,15 @@ pub async fn publish<K>(
 /// name the objects involved without growing with their number.
 pub fn bounded_list(names: &[String], max: usize) -> String {
     let shown = names.len().min(max);
-    let mut text = names[..shown].join(", ");
-    if names.len() > shown {
-        text.push_str(&format!(" and {} more", names.len() - shown));
+    bounded_count(&names[..shown], names.len())
+}
+
+/// Like [`bounded_list`], from the names to show and the total count of names (for callers
+/// that only hold the first few).
+pub fn bounded_count(shown: &[String], total: usize) -> String {
+    let mut text = shown.join(", ");
+    if total > shown.len() {
+        text.push_str(&format!(" and {} more", total - shown.len()));
     }
     text
 }
@@ -77,6 +83,7 @@ mod tests {
     #[test]
     fn long_lists_say_how_many_are_left_out() {
         assert_eq!(bounded_list(&names(7), 3), "s1, s2, s3 and 4 more");
+        assert_eq!(bounded_count(&names(2), 9), "s1, s2 and 7 more");
     }
 
     #[test]

@@ -1,15 +1,20 @@
 //! Cleanup before deletion, through `kube::runtime::finalizer`.
 //!
-//! kube-runtime's helper owns the finalizer bookkeeping (adding it before the first apply,
-//! removing it only after a successful cleanup, with JSON-patch tests so a concurrent writer is
-//! never overwritten). On top of it this module adds one thing every Flotilla kind needs: a
-//! cleanup that has to *wait* (a Plan still used by Subscriptions, a Subscription whose
-//! namespaces are still terminating) without that wait being counted as an error.
+//! kube-runtime's helper owns the finalizer bookkeeping (removing it only after a successful
+//! cleanup, with JSON-patch tests so a concurrent writer is never overwritten). On top of it
+//! this module adds two things every Flotilla kind needs:
+//!
+//! - the finalizer is added with the same guarded patch, and the same pass goes on with the
+//!   object the API server returned — kube-runtime's helper returns instead and leaves the work
+//!   to the reconcile the patch's watch event brings, one more reconcile per object;
+//! - a cleanup that has to *wait* (a Plan still used by Subscriptions, a Subscription whose
+//!   namespaces are still terminating) without that wait being counted as an error.
 
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, Event};
 use kube::{Api, Resource, ResourceExt};
@@ -57,6 +62,15 @@ where
     ApplyFut: Future<Output = Result<Action, E>>,
     CleanupFut: Future<Output = Result<Cleanup, E>>,
 {
+    let object = if needs_finalizer(object.as_ref()) {
+        Arc::new(
+            add_finalizer(api, object.as_ref())
+                .await
+                .map_err(FinalizerError::AddFinalizer)?,
+        )
+    } else {
+        object
+    };
     let outcome = finalizer::finalizer(api, FINALIZER, object, |event| async move {
         match event {
             Event::Apply(object) => apply(object).await.map_err(Step::Failed),
@@ -73,6 +87,43 @@ where
         Err(finalizer::Error::CleanupFailed(Step::Wait(retry))) => Ok(retry),
         Err(error) => Err(unwrap_step(error)),
     }
+}
+
+/// Whether `object` lives and lacks Flotilla's finalizer.
+fn needs_finalizer<K: Resource>(object: &K) -> bool {
+    object.meta().deletion_timestamp.is_none()
+        && !object.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+/// The JSON patch that adds Flotilla's finalizer to `finalizers`, failing (with a `422`) if
+/// the list changed meanwhile — the patch kube-runtime's helper sends.
+fn add_finalizer_patch(finalizers: &[String]) -> json_patch::Patch {
+    let operations = if finalizers.is_empty() {
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+        ])
+    } else {
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+        ])
+    };
+    serde_json::from_value(operations).expect("a well-formed JSON patch")
+}
+
+/// Adds Flotilla's finalizer; returns the object as the API server stored it.
+async fn add_finalizer<K>(api: &Api<K>, object: &K) -> Result<K, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
+{
+    let name = object.meta().name.as_deref().unwrap_or_default();
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Json::<()>(add_finalizer_patch(object.finalizers())),
+    )
+    .await
 }
 
 fn unwrap_step<E: std::error::Error + 'static>(
@@ -132,6 +183,51 @@ mod tests {
         assert!(is_being_finalized(&plan));
         plan.metadata.finalizers = Some(vec!["someone.else/finalizer".to_owned()]);
         assert!(!is_being_finalized(&plan));
+    }
+
+    #[test]
+    fn the_finalizer_is_added_only_to_living_objects_without_it() {
+        let mut plan: Plan = serde_json::from_value(serde_json::json!({
+            "apiVersion": "flotilla.dev/v1alpha1", "kind": "Plan",
+            "metadata": {"name": "team"},
+            "spec": {"displayName": "Team"},
+        }))
+        .expect("plan");
+        assert!(needs_finalizer(&plan));
+        plan.metadata.finalizers = Some(vec!["someone.else/finalizer".to_owned()]);
+        assert!(needs_finalizer(&plan));
+        plan.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+        assert!(!needs_finalizer(&plan));
+        plan.metadata.finalizers = None;
+        plan.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+        assert!(
+            !needs_finalizer(&plan),
+            "a deleted object gets no finalizer"
+        );
+    }
+
+    #[test]
+    fn the_finalizer_patch_is_guarded_by_the_list_it_extends() {
+        // (The API server tests an absent list as `null`; the json-patch crate needs it spelt.)
+        let mut object = serde_json::json!({"metadata": {"name": "team", "finalizers": null}});
+        json_patch::patch(&mut object, &add_finalizer_patch(&[])).expect("applies");
+        assert_eq!(
+            object["metadata"]["finalizers"],
+            serde_json::json!([FINALIZER])
+        );
+
+        let others = vec!["a/b".to_owned()];
+        let mut object = serde_json::json!({"metadata": {"finalizers": ["a/b"]}});
+        json_patch::patch(&mut object, &add_finalizer_patch(&others)).expect("applies");
+        assert_eq!(
+            object["metadata"]["finalizers"],
+            serde_json::json!(["a/b", FINALIZER])
+        );
+        // Someone changed the list meanwhile: the test fails the patch.
+        let mut changed = serde_json::json!({"metadata": {"finalizers": ["c/d"]}});
+        assert!(json_patch::patch(&mut changed, &add_finalizer_patch(&others)).is_err());
+        let mut added = serde_json::json!({"metadata": {"finalizers": ["c/d"]}});
+        assert!(json_patch::patch(&mut added, &add_finalizer_patch(&[])).is_err());
     }
 
     #[test]

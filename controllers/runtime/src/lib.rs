@@ -10,7 +10,8 @@
 //! | cleanup before deletion | [`finalizer`] |
 //! | applying children only when they changed | [`applied`] |
 //! | reconciling again at a moment of the clock (trial end, grace end) | [`wakeups`] |
-//! | watches and caches | [`watch`] |
+//! | watches and caches, one per kind, shared by every controller | [`watch`] |
+//! | relations between objects, kept from watch events | [`index`] |
 //! | Events | [`events`] |
 //! | `/metrics`, `/healthz`, `/readyz` | [`metrics`], [`readiness`], [`admin`] |
 //! | SIGTERM/SIGINT | [`shutdown`] |
@@ -27,6 +28,7 @@ pub mod context;
 pub mod error;
 pub mod events;
 pub mod finalizer;
+pub mod index;
 pub mod leadership;
 pub mod metrics;
 pub mod phase;

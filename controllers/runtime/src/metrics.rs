@@ -17,6 +17,12 @@ const DURATION_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// Busy-time histogram buckets, in seconds: the operator's own work in one reconcile (waiting
+/// for the API server excluded) is expected in the tens of microseconds to a few milliseconds.
+const BUSY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+];
+
 /// Counts objects by phase for one controller, on demand (at scrape time).
 pub type PhaseCensus = Box<dyn Fn() -> Vec<(&'static str, i64)> + Send + Sync>;
 
@@ -27,6 +33,7 @@ pub struct Metrics {
     reconciliations: IntCounterVec,
     errors: IntCounterVec,
     duration: HistogramVec,
+    busy: HistogramVec,
     phases: PhaseCollector,
 }
 
@@ -62,16 +69,26 @@ impl Metrics {
             .buckets(DURATION_BUCKETS.to_vec()),
             &["controller"],
         )?;
+        let busy = HistogramVec::new(
+            HistogramOpts::new(
+                "flotilla_reconcile_busy_seconds",
+                "Time one reconcile attempt spent running on the operator's threads (waiting for the API server excluded), by controller.",
+            )
+            .buckets(BUSY_BUCKETS.to_vec()),
+            &["controller"],
+        )?;
         let phases = PhaseCollector::new()?;
         registry.register(Box::new(reconciliations.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(busy.clone()))?;
         registry.register(Box::new(phases.clone()))?;
         Ok(Self {
             registry,
             reconciliations,
             errors,
             duration,
+            busy,
             phases,
         })
     }
@@ -88,6 +105,7 @@ impl Metrics {
             reconciliations: self.reconciliations.with_label_values(&[controller]),
             errors: self.errors.clone(),
             duration: self.duration.with_label_values(&[controller]),
+            busy: self.busy.with_label_values(&[controller]),
         }
     }
 
@@ -122,6 +140,7 @@ pub struct ControllerMetrics {
     reconciliations: IntCounter,
     errors: IntCounterVec,
     duration: Histogram,
+    busy: Histogram,
 }
 
 impl ControllerMetrics {
@@ -132,6 +151,12 @@ impl ControllerMetrics {
         ReconcileTimer {
             _timer: self.duration.start_timer(),
         }
+    }
+
+    /// Records how long a reconcile attempt ran on the operator's threads: the time spent
+    /// polling its future, so waits for the API server (and for caches) are left out.
+    pub fn record_busy(&self, busy: std::time::Duration) {
+        self.busy.observe(busy.as_secs_f64());
     }
 
     /// Counts a failed reconcile attempt.
@@ -219,6 +244,7 @@ mod tests {
         let plan = metrics.controller("plan");
         drop(plan.reconcile_started());
         drop(plan.reconcile_started());
+        plan.record_busy(std::time::Duration::from_micros(300));
         plan.record_error(ErrorClass::Transient);
         let text = metrics.render().expect("render");
         assert_eq!(
@@ -249,6 +275,13 @@ mod tests {
                 r#"flotilla_reconcile_duration_seconds_count{controller="plan"}"#
             ),
             Some("2")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"flotilla_reconcile_busy_seconds_bucket{controller="plan",le="0.0005"}"#
+            ),
+            Some("1")
         );
     }
 

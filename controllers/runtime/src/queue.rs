@@ -120,6 +120,20 @@ impl ReconcileQueue {
         })
     }
 
+    /// Notes the version of an object the controller's own watch has shown (the watch hands
+    /// the controller only the changes its predicate lets through, so this is what "the
+    /// controller has been told of version N" means; see [`ReconcileQueue::handed_over`]).
+    pub fn saw<K: Resource>(&self, event: &kube::runtime::watcher::Event<K>) {
+        use kube::runtime::watcher::Event;
+        if let Event::Apply(object) | Event::InitApply(object) = event
+            && let Some(version) = &object.meta().resource_version
+        {
+            self.lock()
+                .handed_over
+                .insert(key_of(object), version.clone());
+        }
+    }
+
     /// Passes a `reconcile_on` stream through, marking each object it names as queued.
     pub fn triggers<K, S>(&self, triggers: S) -> impl Stream<Item = ObjectRef<K>> + Send + 'static
     where

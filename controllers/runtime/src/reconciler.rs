@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -38,7 +38,18 @@ where
     async move {
         ctx.queue.started(object);
         let _timer = ctx.metrics.reconcile_started();
-        let result = reconcile.await;
+        // The time spent polling the reconcile is the operator's own work; the time between
+        // polls is spent waiting (for the API server, for a cache).
+        let mut reconcile = std::pin::pin!(reconcile);
+        let mut busy = Duration::ZERO;
+        let result = std::future::poll_fn(|cx| {
+            let started = Instant::now();
+            let polled = reconcile.as_mut().poll(cx);
+            busy += started.elapsed();
+            polled
+        })
+        .await;
+        ctx.metrics.record_busy(busy);
         match &result {
             Ok(action) => {
                 ctx.backoff.reset(&backoff_key(object));

@@ -13,7 +13,7 @@
 //! Entries live in memory only. After a restart every object is reconciled once on the first
 //! list, which records its next moment again.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -23,6 +23,71 @@ use kube::runtime::reflector::{Lookup, ObjectRef};
 use tokio::sync::Notify;
 
 use super::clock::SharedClock;
+
+/// Each object's moment, and the objects in the order of their moments: every change and every
+/// wake-up is O(log n), whatever the number of objects scheduled.
+struct Schedule<K: Lookup>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    /// Each object's moment, with the sequence number that orders ties.
+    at: HashMap<ObjectRef<K>, (Timestamp, u64)>,
+    /// The same entries, earliest first.
+    by_time: BTreeMap<(Timestamp, u64), ObjectRef<K>>,
+    next: u64,
+}
+
+impl<K: Lookup> Schedule<K>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    fn new() -> Self {
+        Self {
+            at: HashMap::new(),
+            by_time: BTreeMap::new(),
+            next: 0,
+        }
+    }
+
+    /// Sets or clears `object`'s moment; returns whether anything changed.
+    fn set(&mut self, object: ObjectRef<K>, at: Option<Timestamp>) -> bool {
+        if at.is_some() && self.at.get(&object).map(|(t, _)| *t) == at {
+            return false;
+        }
+        let previous = self.at.remove(&object);
+        if let Some(slot) = previous {
+            self.by_time.remove(&slot);
+        }
+        match at {
+            Some(at) => {
+                let slot = (at, self.next);
+                self.next += 1;
+                self.at.insert(object.clone(), slot);
+                self.by_time.insert(slot, object);
+                true
+            }
+            None => previous.is_some(),
+        }
+    }
+
+    /// Removes the entries due at `now` into `ready`, earliest first; returns the earliest
+    /// moment still ahead.
+    fn take_due(
+        &mut self,
+        now: Timestamp,
+        ready: &mut VecDeque<ObjectRef<K>>,
+    ) -> Option<Timestamp> {
+        while let Some(entry) = self.by_time.first_entry() {
+            if entry.key().0 > now {
+                return Some(entry.key().0);
+            }
+            let object = entry.remove();
+            self.at.remove(&object);
+            ready.push_back(object);
+        }
+        None
+    }
+}
 
 /// The moments at which objects of kind `K` are due for another reconcile.
 pub struct Wakeups<K: Lookup>
@@ -37,7 +102,7 @@ where
     K::DynamicType: Eq + Hash + Clone,
 {
     clock: SharedClock,
-    due_at: Mutex<HashMap<ObjectRef<K>, Timestamp>>,
+    due_at: Mutex<Schedule<K>>,
     /// Wakes the [`Wakeups::due`] stream when an entry changes (it may be earlier than the
     /// moment the stream is waiting for).
     changed: Notify,
@@ -76,7 +141,7 @@ where
         Self {
             inner: Arc::new(Inner {
                 clock,
-                due_at: Mutex::new(HashMap::new()),
+                due_at: Mutex::new(Schedule::new()),
                 changed: Notify::new(),
             }),
         }
@@ -85,13 +150,7 @@ where
     /// Records that `object` is next due at `at`, replacing what was recorded before; `None`
     /// forgets it (nothing is due any more, or the object is gone).
     pub fn schedule(&self, object: ObjectRef<K>, at: Option<Timestamp>) {
-        let changed = {
-            let mut due_at = self.lock();
-            match at {
-                Some(at) => due_at.insert(object, at) != Some(at),
-                None => due_at.remove(&object).is_some(),
-            }
-        };
+        let changed = self.lock().set(object, at);
         if changed {
             // A stored permit wakes the stream even if it is not waiting yet.
             self.inner.changed.notify_one();
@@ -100,12 +159,12 @@ where
 
     /// When `object` is next due, if it is.
     pub fn scheduled(&self, object: &ObjectRef<K>) -> Option<Timestamp> {
-        self.lock().get(object).copied()
+        self.lock().at.get(object).map(|(at, _)| *at)
     }
 
     /// How many objects have a wake-up recorded.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().at.len()
     }
 
     /// Whether no object has a wake-up recorded.
@@ -144,22 +203,10 @@ where
     /// still ahead.
     fn take_due(&self, ready: &mut VecDeque<ObjectRef<K>>) -> Option<Timestamp> {
         let now = self.inner.clock.now();
-        let mut due_at = self.lock();
-        let mut due: Vec<(Timestamp, ObjectRef<K>)> = Vec::new();
-        due_at.retain(|object, at| {
-            if *at <= now {
-                due.push((*at, object.clone()));
-                false
-            } else {
-                true
-            }
-        });
-        due.sort_by_key(|(at, _)| *at);
-        ready.extend(due.into_iter().map(|(_, object)| object));
-        due_at.values().min().copied()
+        self.lock().take_due(now, ready)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<K>, Timestamp>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Schedule<K>> {
         self.inner
             .due_at
             .lock()
@@ -192,6 +239,40 @@ mod tests {
             .await
             .ok()
             .flatten()
+    }
+
+    #[test]
+    fn the_schedule_keeps_one_moment_per_object_in_time_order() {
+        let mut schedule = Schedule::<ConfigMap>::new();
+        assert!(schedule.set(named("b"), Some(ts("2030-01-02T00:00:00Z"))));
+        assert!(schedule.set(named("a"), Some(ts("2030-01-03T00:00:00Z"))));
+        assert!(schedule.set(named("c"), Some(ts("2030-01-02T00:00:00Z"))));
+        assert!(
+            !schedule.set(named("c"), Some(ts("2030-01-02T00:00:00Z"))),
+            "unchanged"
+        );
+        // Moved earlier: its old slot goes.
+        assert!(schedule.set(named("a"), Some(ts("2030-01-01T00:00:00Z"))));
+        assert!(schedule.set(named("d"), Some(ts("2030-02-01T00:00:00Z"))));
+        assert!(schedule.set(named("d"), None));
+        assert!(!schedule.set(named("d"), None), "already forgotten");
+        assert_eq!(schedule.at.len(), 3);
+        assert_eq!(schedule.by_time.len(), 3);
+
+        let mut ready = VecDeque::new();
+        let next = schedule.take_due(ts("2030-01-02T00:00:00Z"), &mut ready);
+        // Earliest first; equal moments in the order they were set.
+        assert_eq!(Vec::from(ready), [named("a"), named("b"), named("c")]);
+        assert_eq!(next, None);
+        assert!(schedule.at.is_empty() && schedule.by_time.is_empty());
+
+        schedule.set(named("e"), Some(ts("2030-03-01T00:00:00Z")));
+        let mut ready = VecDeque::new();
+        assert_eq!(
+            schedule.take_due(ts("2030-01-05T00:00:00Z"), &mut ready),
+            Some(ts("2030-03-01T00:00:00Z"))
+        );
+        assert!(ready.is_empty());
     }
 
     #[tokio::test]

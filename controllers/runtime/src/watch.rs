@@ -1,4 +1,5 @@
-//! How every controller watches the API server.
+//! How every controller watches the API server: one [`SharedWatch`] per kind in the process,
+//! whose cache, indexes and wake-ups every controller that reads the kind shares.
 //!
 //! - bookmarks on and a bounded page size, so re-lists after a dropped watch are cheap;
 //! - `managedFields` stripped before objects reach a cache: no controller reads them and they
@@ -9,8 +10,10 @@
 //! - watch errors retried with kube-runtime's default backoff.
 
 use std::fmt::Debug;
+use std::future::Future;
 use std::hash::Hash;
 
+use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -19,6 +22,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use super::config::Config;
+use super::index::Index;
 
 /// The watcher configuration every controller uses.
 pub fn watcher_config(config: &Config) -> watcher::Config {
@@ -30,21 +34,6 @@ pub fn watcher_config(config: &Config) -> watcher::Config {
 /// Drops `metadata.managedFields`, which only the API server needs.
 pub fn strip_managed_fields<K: Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
-}
-
-/// A cache of `K`, the signal that it has synced, and the watch stream that fills it.
-pub struct Cache<K, S>
-where
-    K: Resource + Clone + 'static,
-    K::DynamicType: Eq + Hash + Clone,
-{
-    /// The objects, as last seen.
-    pub store: Store<K>,
-    /// Set once the first full list has been applied to the store.
-    pub synced: Synced,
-    /// The watcher events, each yielded after the store applied it. Must be polled (usually by
-    /// handing it to a `Controller`) for the cache to fill.
-    pub events: S,
 }
 
 /// Whether a cache has received its first full list. Any number of tasks may wait on it.
@@ -74,31 +63,164 @@ impl Synced {
     }
 }
 
-/// Builds the cache of `K` that a controller watches (see the module docs for what every
-/// watch does).
-pub fn reflect<K>(
+/// The reference of the object with index key `key` (`name` or `namespace/name`).
+pub fn object_ref<K>(key: &str) -> reflector::ObjectRef<K>
+where
+    K: Resource,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    match key.split_once('/') {
+        Some((namespace, name)) => reflector::ObjectRef::new(name).within(namespace),
+        None => reflector::ObjectRef::new(key),
+    }
+}
+
+/// A handler of every event of a [`SharedWatch`].
+type Handler<K> = Box<dyn FnMut(&watcher::Event<K>) + Send>;
+
+/// The one watch of `K` in the process: a cache, its [`Synced`] signal, and the handlers of
+/// every controller that reads the kind (its indexes, its records, its wake-ups).
+///
+/// # Guarantees
+/// - Each event is applied to the store first, then given to every handler in the order they
+///   were registered, before the next event is taken: a reconcile woken by a handler sees the
+///   store with that event, and a handler sees the indexes registered before it up to date.
+/// - Handlers are registered before [`run`](Self::run), so none misses the first list.
+///
+/// # Caveats
+/// Handlers run on the watch's task: they must be quick (index updates, channel sends), never
+/// block.
+pub struct SharedWatch<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    kind: &'static str,
     api: Api<K>,
-    wc: watcher::Config,
-) -> Cache<K, impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static>
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    store: Store<K>,
+    synced_tx: watch::Sender<bool>,
+    synced: Synced,
+    handlers: Vec<Handler<K>>,
+}
+
+impl<K> SharedWatch<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
-    let (store, writer) = reflector::store();
-    let (synced_tx, synced_rx) = watch::channel(false);
-    let events = watcher(api, wc)
-        .default_backoff()
-        .modify(strip_managed_fields::<K>)
-        .reflect(writer)
-        .inspect(move |event| {
-            if matches!(event, Ok(watcher::Event::InitDone)) {
-                synced_tx.send_replace(true);
+    /// A watch of `api` with `config`, named `kind` in logs and readiness (`namespaces`).
+    pub fn new(kind: &'static str, api: Api<K>, config: watcher::Config) -> Self {
+        let (store, writer) = reflector::store();
+        let (synced_tx, synced_rx) = watch::channel(false);
+        Self {
+            kind,
+            api,
+            config,
+            writer,
+            store,
+            synced_tx,
+            synced: Synced(synced_rx),
+            handlers: Vec::new(),
+        }
+    }
+
+    /// The kind's name, as given to [`new`](Self::new).
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// The cache: every object as last seen, `managedFields` stripped.
+    pub fn store(&self) -> Store<K> {
+        self.store.clone()
+    }
+
+    /// Set once the first full list has been applied to the store.
+    pub fn synced(&self) -> Synced {
+        self.synced.clone()
+    }
+
+    /// Calls `handler` with every event, after the store and the handlers registered before.
+    pub fn on_event(&mut self, handler: impl FnMut(&watcher::Event<K>) + Send + 'static) {
+        self.handlers.push(Box::new(handler));
+    }
+
+    /// A stream of what `wake` picks from each event (the objects to reconcile), for a
+    /// `Controller::reconcile_on`. It ends when the watch stops; once it is dropped, `wake`
+    /// still runs but its picks go nowhere.
+    pub fn wakes<T, I>(
+        &mut self,
+        mut wake: impl FnMut(&watcher::Event<K>) -> I + Send + 'static,
+    ) -> impl Stream<Item = T> + Send + 'static
+    where
+        T: Send + 'static,
+        I: IntoIterator<Item = T>,
+    {
+        let (tx, rx) = mpsc::unbounded();
+        self.on_event(move |event| {
+            for item in wake(event) {
+                if tx.unbounded_send(item).is_err() {
+                    break;
+                }
             }
         });
-    Cache {
-        store,
-        synced: Synced(synced_rx),
-        events,
+        rx
+    }
+
+    /// A stream of the objects whose `version` (a predicate, e.g.
+    /// [`reconcile_inputs`](crate::index::reconcile_inputs)) changed: the trigger of a
+    /// controller's own objects. Deleted objects are not yielded (there is nothing left to
+    /// reconcile); an object first seen is.
+    pub fn changes(
+        &mut self,
+        version: impl Fn(&K) -> Option<u64> + Send + Sync + 'static,
+    ) -> impl Stream<Item = reflector::ObjectRef<K>> + Send + 'static {
+        let mut index: Index<K, ()> = Index::new(version, |_| Vec::new());
+        self.wakes(move |event| {
+            let touched = index.apply_watcher_event(event);
+            if matches!(event, watcher::Event::Delete(_)) {
+                return Vec::new();
+            }
+            touched.objects.iter().map(|key| object_ref(key)).collect()
+        })
+    }
+
+    /// Runs the watch until `stop` completes: watcher with kube-runtime's default backoff,
+    /// `managedFields` stripped, the store, then every handler.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        let events = watcher(self.api.clone(), self.config.clone())
+            .default_backoff()
+            .modify(strip_managed_fields::<K>)
+            .take_until(stop);
+        self.consume(events).await;
+    }
+
+    /// Applies `events` to the store and the handlers until the stream ends.
+    async fn consume(self, events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>) {
+        let Self {
+            kind,
+            mut writer,
+            synced_tx,
+            mut handlers,
+            ..
+        } = self;
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => {
+                    writer.apply_watcher_event(&event);
+                    if matches!(event, watcher::Event::InitDone) {
+                        synced_tx.send_replace(true);
+                    }
+                    for handler in &mut handlers {
+                        handler(&event);
+                    }
+                }
+                // The watcher retries with backoff by itself.
+                Err(error) => tracing::warn!(%error, kind, "watch failed"),
+            }
+        }
     }
 }
 
@@ -136,6 +258,93 @@ mod tests {
             assert!(waiter.await.expect("joined"));
         }
         assert!(synced.is_synced());
+    }
+
+    fn named(name: &str) -> ConfigMap {
+        let mut cm = ConfigMap::default();
+        cm.metadata.name = Some(name.into());
+        cm.metadata.namespace = Some("default".into());
+        cm
+    }
+
+    #[tokio::test]
+    async fn handlers_see_each_event_after_the_store_in_order() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        let client = kube::Client::try_from(config).expect("client");
+        let mut shared = SharedWatch::new(
+            "configmaps",
+            Api::<ConfigMap>::all(client),
+            watcher::Config::default(),
+        );
+        let store = shared.store();
+        let synced = shared.synced();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let first = seen.clone();
+        let reader = store.clone();
+        shared.on_event(move |event| {
+            if let watcher::Event::Apply(cm) = event {
+                // The store already holds what the event says.
+                let cached = reader.get(&reflector::ObjectRef::from_obj(cm));
+                first
+                    .lock()
+                    .expect("lock")
+                    .push(format!("first {}", cached.is_some()));
+            }
+        });
+        let second = seen.clone();
+        shared.on_event(move |_| second.lock().expect("lock").push("second".to_owned()));
+        let wakes = shared.wakes(|event| match event {
+            watcher::Event::Apply(cm) => vec![cm.metadata.name.clone().unwrap_or_default()],
+            _ => Vec::new(),
+        });
+        let events = futures::stream::iter([
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(named("a"))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(named("b"))),
+        ]);
+        assert!(!synced.is_synced());
+        shared.consume(events).await;
+        assert!(synced.is_synced());
+        assert_eq!(store.len(), 2);
+        assert_eq!(
+            *seen.lock().expect("lock"),
+            ["second", "second", "second", "first true", "second"]
+        );
+        assert_eq!(
+            wakes.collect::<Vec<_>>().await,
+            ["b"],
+            "ends with the watch"
+        );
+    }
+
+    #[tokio::test]
+    async fn changes_yield_objects_whose_version_changed_and_not_deletions() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        let client = kube::Client::try_from(config).expect("client");
+        let mut shared = SharedWatch::new(
+            "configmaps",
+            Api::<ConfigMap>::all(client),
+            watcher::Config::default(),
+        );
+        let changes = shared
+            .changes(|cm: &ConfigMap| cm.metadata.generation.map(|generation| generation as u64));
+        let at = |name: &str, generation: i64| {
+            let mut cm = named(name);
+            cm.metadata.generation = Some(generation);
+            cm
+        };
+        let events = futures::stream::iter([
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(at("a", 1))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(at("a", 1))),
+            Ok(watcher::Event::Apply(at("a", 2))),
+            Ok(watcher::Event::Delete(at("a", 2))),
+        ]);
+        shared.consume(events).await;
+        let a = reflector::ObjectRef::<ConfigMap>::new("a").within("default");
+        assert_eq!(changes.collect::<Vec<_>>().await, [a.clone(), a]);
     }
 
     #[test]

@@ -1,52 +1,49 @@
 //! The Plan controller: validates a Plan's entitlements, reports how many Subscriptions use
 //! it, and holds its deletion (finalizer `flotilla.dev/cleanup`) while any still do.
 //!
-//! Watches: Plans (the controller's own objects) and Subscriptions, mapped to the Plan they
-//! reference — old and new — through [`references::ReferenceIndex`], so that counts stay
-//! current and a blocked deletion proceeds as soon as the last Subscription lets go.
+//! Watches, shared with the Subscription controller: Plans (the controller's own objects, woken
+//! when their spec, deletion or finalizers change — not by the controller's own status writes)
+//! and Subscriptions, through [`SubscribersByPlan`]: a Plan is woken when a Subscription starts
+//! or stops using it (old and new plan alike), so counts stay current and a blocked deletion
+//! proceeds as soon as the last Subscription lets go; the counts come from the same index.
 
 pub mod phase;
 pub mod reconcile;
-pub mod references;
 pub mod status;
 
 use std::sync::Arc;
 
 use flotilla_crds::{Plan, Subscription};
-use futures::{Stream, StreamExt, future, stream};
-use kube::Api;
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt, future, stream};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 
+use crate::index::SubscribersByPlan;
 use flotilla_runtime::context::Operator;
-use flotilla_runtime::{phase as phases, reconciler, watch};
+use flotilla_runtime::index::{SharedIndex, reconcile_inputs};
+use flotilla_runtime::watch::SharedWatch;
+use flotilla_runtime::{phase as phases, reconciler};
 use reconcile::{PlanError, PlanState};
-use references::ReferenceIndex;
 
 /// The controller's name in metrics, spans and readiness.
 pub const CONTROLLER: &str = "plan";
 
-/// Runs the Plan controller until the operator's shutdown signal, then lets in-flight
-/// reconciles finish.
-pub async fn run(operator: &Operator) {
-    let client = operator.client.clone();
-    let wc = watch::watcher_config(&operator.config);
-    let plans = watch::reflect(
-        Api::<DeserializeGuard<Plan>>::all(client.clone()),
-        wc.clone(),
-    );
-    let subscriptions = watch::reflect(
-        Api::<DeserializeGuard<Subscription>>::all(client.clone()),
-        wc,
-    );
-
-    operator.readiness.track("plan/plans", plans.synced.clone());
-    operator
-        .readiness
-        .track("plan/subscriptions", subscriptions.synced.clone());
-    let census_source = plans.store.clone();
+/// Builds the Plan controller on the process's shared watches; the returned future runs it
+/// until the operator's shutdown signal, then lets in-flight reconciles finish. The watches
+/// must be run beside it.
+///
+/// `subscribers_changed` yields the Plans whose subscribers changed (from `subscribers`).
+pub fn controller<'a>(
+    operator: &'a Operator,
+    plans: &mut SharedWatch<DeserializeGuard<Plan>>,
+    subscriptions: &SharedWatch<DeserializeGuard<Subscription>>,
+    subscribers: SharedIndex<SubscribersByPlan>,
+    subscribers_changed: impl Stream<Item = String> + Send + 'static,
+) -> BoxFuture<'a, ()> {
+    let census_source = plans.store();
     operator.metrics.track_phases(CONTROLLER, move || {
         phases::census(
             census_source
@@ -56,70 +53,49 @@ pub async fn run(operator: &Operator) {
                 .map(|plan| plan.status.as_ref().and_then(|status| status.phase)),
         )
     });
-
-    let state = PlanState::new(client, subscriptions.store, subscriptions.synced);
+    let state = PlanState::new(operator.client.clone(), subscribers, subscriptions.synced());
     let ctx = operator.context(CONTROLLER, state);
-    // Every trigger goes through the queue, which counts what waits (runtime::queue).
+    let own = plans.changes(reconcile_inputs);
+    // Every trigger goes through the queue, which counts what waits (runtime::queue); the
+    // own watch also tells it which version of each object the controller has been handed.
     let queue = ctx.queue.clone();
-    let own = queue.own_objects(plans.events.applied_objects(), &plans.store);
-    Controller::for_stream(own, plans.store)
-        .with_config(controller::Config::default().concurrency(operator.config.concurrency))
-        .reconcile_on(queue.triggers(plans_to_wake(subscriptions.events)))
-        .graceful_shutdown_on(operator.shutdown.signalled())
-        .run(
-            reconcile::reconcile,
-            |plan, error: &PlanError, ctx: Arc<_>| reconciler::error_policy(plan, error, ctx),
-            ctx,
-        )
-        .for_each(|result| {
-            match result {
-                Ok((plan, action)) => tracing::trace!(plan = %plan.name, ?action, "reconciled"),
-                // Reconcile errors were logged with their object's span; a Plan deleted
-                // while queued is normal.
-                Err(
-                    controller::Error::ReconcilerFailed(..) | controller::Error::ObjectNotFound(_),
-                ) => {}
-                Err(error) => tracing::warn!(%error, "plan controller"),
-            }
-            future::ready(())
-        })
-        .await;
-    tracing::info!(controller = CONTROLLER, "stopped");
-}
-
-/// Turns Subscription watch events into the Plans to reconcile: the Plan a Subscription
-/// references now and the one it referenced before.
-fn plans_to_wake<S>(
-    subscription_events: S,
-) -> impl Stream<Item = ObjectRef<DeserializeGuard<Plan>>> + Send + 'static
-where
-    S: Stream<Item = Result<watcher::Event<DeserializeGuard<Subscription>>, watcher::Error>>
-        + Send
-        + 'static,
-{
-    let mut index = ReferenceIndex::new(|subscription: &DeserializeGuard<Subscription>| {
-        match &subscription.0 {
-            Ok(subscription) => Some(subscription.spec.plan.clone()),
-            Err(invalid) => {
-                tracing::warn!(
-                    subscription = invalid.metadata.name.as_deref().unwrap_or(""),
-                    error = %invalid.error,
-                    "Subscription cannot be decoded; it is not counted until fixed"
-                );
-                None
-            }
-        }
-    });
-    subscription_events
-        .filter_map(move |event| {
-            future::ready(match event {
-                Ok(event) => Some(index.apply(&event)),
-                Err(error) => {
-                    // The watcher retries with backoff by itself.
-                    tracing::warn!(%error, "Subscription watch failed");
-                    None
+    let seen = queue.clone();
+    plans.on_event(move |event| seen.saw(event));
+    let controller = Controller::for_stream(
+        queue.own_objects(
+            stream::pending::<Result<DeserializeGuard<Plan>, watcher::Error>>(),
+            &plans.store(),
+        ),
+        plans.store(),
+    )
+    .with_config(controller::Config::default().concurrency(operator.config.concurrency))
+    .reconcile_on(queue.triggers(own))
+    .reconcile_on(queue.triggers(subscribers_changed.map(|plan| ObjectRef::new(&plan))))
+    .graceful_shutdown_on(operator.shutdown.signalled());
+    async move {
+        controller
+            .run(
+                reconcile::reconcile,
+                |plan, error: &PlanError, ctx: Arc<_>| reconciler::error_policy(plan, error, ctx),
+                ctx,
+            )
+            .for_each(|result| {
+                match result {
+                    Ok((plan, action)) => {
+                        tracing::trace!(plan = %plan.name, ?action, "reconciled");
+                    }
+                    // Reconcile errors were logged with their object's span; a Plan deleted
+                    // while queued is normal.
+                    Err(
+                        controller::Error::ReconcilerFailed(..)
+                        | controller::Error::ObjectNotFound(_),
+                    ) => {}
+                    Err(error) => tracing::warn!(%error, "plan controller"),
                 }
+                future::ready(())
             })
-        })
-        .flat_map(|plans| stream::iter(plans.into_iter().map(|plan| ObjectRef::new(&plan))))
+            .await;
+        tracing::info!(controller = CONTROLLER, "stopped");
+    }
+    .boxed()
 }

@@ -4,6 +4,7 @@
 
 use flotilla_crds::{PlanPhase, SpecError};
 
+use super::status::MAX_NAMED_SUBSCRIPTIONS;
 use flotilla_runtime::phase::{IllegalTransition, Phase};
 
 /// What the controller observed about a Plan and the world around it.
@@ -13,8 +14,39 @@ pub struct Observation {
     pub validation: Result<(), Vec<SpecError>>,
     /// The Plan has a `deletionTimestamp`.
     pub deleting: bool,
-    /// Names of the Subscriptions that reference the Plan, sorted.
-    pub subscribers: Vec<String>,
+    /// The Subscriptions that reference the Plan.
+    pub subscribers: Subscribers,
+}
+
+/// The Subscriptions that reference a Plan: how many, and the first names in order (as many as
+/// a message names, [`MAX_NAMED_SUBSCRIPTIONS`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Subscribers {
+    /// How many there are.
+    pub count: usize,
+    /// The first names, sorted.
+    pub first: Vec<String>,
+}
+
+impl Subscribers {
+    /// Whether no Subscription references the Plan.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+impl FromIterator<String> for Subscribers {
+    /// From every name, sorted.
+    fn from_iter<I: IntoIterator<Item = String>>(names: I) -> Self {
+        let mut subscribers = Subscribers::default();
+        for name in names {
+            if subscribers.first.len() < MAX_NAMED_SUBSCRIPTIONS {
+                subscribers.first.push(name);
+            }
+            subscribers.count += 1;
+        }
+        subscribers
+    }
 }
 
 /// What to do next.

@@ -8,17 +8,19 @@ use flotilla_crds::{Plan, PlanPhase, Subscription};
 use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 
-use super::phase::{self, Observation};
+use super::phase::{self, Observation, Subscribers};
 use super::status;
+use super::status::MAX_NAMED_SUBSCRIPTIONS;
+use crate::index::SubscribersByPlan;
 use flotilla_runtime::context::Context;
 use flotilla_runtime::error::{
     ControllerError, ErrorClass, classify_finalizer_error, classify_kube_error,
     finalizer_retry_after, kube_retry_after,
 };
 use flotilla_runtime::finalizer::{Cleanup, FinalizerError, reconcile_with_finalizer};
+use flotilla_runtime::index::SharedIndex;
 use flotilla_runtime::phase::IllegalTransition;
 use flotilla_runtime::status::{StatusWrite, write_status};
 use flotilla_runtime::watch::Synced;
@@ -35,9 +37,9 @@ const LIST_PAGE_SIZE: u32 = 500;
 pub struct PlanState {
     /// Writes to Plans (finalizer and status).
     pub plans: Api<Plan>,
-    /// The Subscription cache, for counting a Plan's subscribers.
-    pub subscriptions: Store<DeserializeGuard<Subscription>>,
-    /// Whether the Subscription cache has synced.
+    /// Which Subscriptions use each Plan, kept from the Subscription watch.
+    pub subscribers: SharedIndex<SubscribersByPlan>,
+    /// Whether the Subscription cache (and so the index) has synced.
     pub subscriptions_synced: Synced,
     /// Untyped Subscriptions, for the fresh list before a release: only `spec.plan` is read,
     /// so a Subscription that does not decode as the current type still holds its Plan.
@@ -47,43 +49,42 @@ pub struct PlanState {
 impl std::fmt::Debug for PlanState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PlanState")
-            .field("cached_subscriptions", &self.subscriptions.len())
+            .field("subscribers", &self.subscribers)
             .finish_non_exhaustive()
     }
 }
 
 impl PlanState {
-    /// The state for a client and a Subscription cache.
+    /// The state for a client and the index of subscribers.
     pub fn new(
         client: Client,
-        subscriptions: Store<DeserializeGuard<Subscription>>,
+        subscribers: SharedIndex<SubscribersByPlan>,
         subscriptions_synced: Synced,
     ) -> Self {
         let resource = ApiResource::erase::<Subscription>(&());
         Self {
             plans: Api::all(client.clone()),
-            subscriptions,
+            subscribers,
             subscriptions_synced,
             subscriptions_raw: Api::all_with(client, &resource),
         }
     }
 
-    /// Names of the cached Subscriptions that reference `plan`, sorted.
-    pub fn cached_subscribers(&self, plan: &str) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .subscriptions
-            .state()
-            .iter()
-            .filter_map(|guarded| guarded.0.as_ref().ok())
-            .filter(|subscription| subscription.spec.plan == plan)
-            .map(|subscription| subscription.name_any())
-            .collect();
-        names.sort();
-        names
+    /// The Subscriptions that reference `plan`, from the index (no scan of the cache).
+    pub fn cached_subscribers(&self, plan: &str) -> Subscribers {
+        let index = self.subscribers.lock();
+        Subscribers {
+            count: index.count(plan),
+            first: index
+                .subscribers(plan)
+                .take(MAX_NAMED_SUBSCRIPTIONS)
+                .map(str::to_owned)
+                .collect(),
+        }
     }
 
     /// Names of the Subscriptions that reference `plan` according to the API server, sorted.
-    pub async fn listed_subscribers(&self, plan: &str) -> Result<Vec<String>, kube::Error> {
+    pub async fn listed_subscribers(&self, plan: &str) -> Result<Subscribers, kube::Error> {
         let mut names = Vec::new();
         let mut params = ListParams::default().limit(LIST_PAGE_SIZE);
         loop {
@@ -100,7 +101,7 @@ impl PlanState {
             }
         }
         names.sort();
-        Ok(names)
+        Ok(names.into_iter().collect())
     }
 }
 
@@ -255,16 +256,21 @@ async fn apply(plan: Arc<Plan>, ctx: &Context<PlanState>) -> Result<Action, Plan
 /// The Plan is being deleted: let it go only when no Subscription references it.
 async fn cleanup(plan: Arc<Plan>, ctx: &Context<PlanState>) -> Result<Cleanup, PlanError> {
     let name = plan.name_any();
-    // The cache may not have seen a Subscription created a moment ago; the decision that
-    // lets a Plan disappear is made from a fresh list.
-    let subscribers = ctx
-        .state
-        .listed_subscribers(&name)
-        .await
-        .map_err(|source| PlanError::ListSubscriptions {
-            name: name.clone(),
-            source,
-        })?;
+    // While the index counts subscribers the Plan stays; their watch events wake it as they
+    // go. The cache may not have seen a Subscription created a moment ago, so the decision
+    // that lets the Plan disappear is made from a fresh list.
+    let cached = ctx.state.cached_subscribers(&name);
+    let subscribers = if cached.is_empty() {
+        ctx.state
+            .listed_subscribers(&name)
+            .await
+            .map_err(|source| PlanError::ListSubscriptions {
+                name: name.clone(),
+                source,
+            })?
+    } else {
+        cached
+    };
     let observed = Observation {
         validation: plan.spec.validate(),
         deleting: true,

@@ -8,7 +8,7 @@ use kube::runtime::events::EventType;
 
 use super::phase::Observation;
 use flotilla_runtime::conditions::{ConditionUpdate, set_conditions};
-use flotilla_runtime::events::bounded_list;
+use flotilla_runtime::events::bounded_count;
 
 /// How many Subscription names a condition message or Event names before "and N more".
 pub const MAX_NAMED_SUBSCRIPTIONS: usize = 10;
@@ -45,7 +45,7 @@ pub fn desired_status(
         phase: Some(phase),
         conditions,
         observed_generation: generation,
-        subscriptions: i32::try_from(observed.subscribers.len()).unwrap_or(i32::MAX),
+        subscriptions: i32::try_from(observed.subscribers.count).unwrap_or(i32::MAX),
     }
 }
 
@@ -76,8 +76,8 @@ fn in_use_condition(observed: &Observation) -> ConditionUpdate {
             "no Subscription references this plan",
         );
     }
-    let named = bounded_list(subscribers, MAX_NAMED_SUBSCRIPTIONS);
-    let count = subscribers.len();
+    let named = bounded_count(&subscribers.first, subscribers.count);
+    let count = subscribers.count;
     let noun = if count == 1 {
         "Subscription"
     } else {

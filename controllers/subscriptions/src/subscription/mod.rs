@@ -18,12 +18,19 @@
 //! 7. [`status`]: the status to write, and the Events to publish.
 //!
 //! # Watches
-//! - Subscriptions: the controller's own objects.
-//! - Plans, mapped to the Subscriptions on them, when a Plan appears, disappears, or changes
-//!   its spec or deletion state — not when the Plan controller rewrites its status.
+//! The Subscription and Plan watches are the process's, shared with the Plan controller; the
+//! others are this controller's. Each event reaches the controller through an index
+//! ([`crate::index`], [`triggers`]), never a scan of a cache:
+//! - Subscriptions: the controller's own objects, woken when what the reconcile reads changes
+//!   (not by its own status writes).
+//! - Plans, mapped to the Subscriptions on them ([`SubscribersByPlan`]), when a Plan appears,
+//!   disappears, or changes its spec or deletion state — not when the Plan controller rewrites
+//!   its status.
 //! - Namespaces (metadata only, every namespace: a tenant namespace another party creates or
 //!   gives up must wake the Subscriptions that ask for it), mapped to their controlling
-//!   Subscription and to every Subscription that lists them.
+//!   Subscription, the one their label names, and every Subscription that lists them
+//!   ([`SubscriptionsByNamespace`]); [`NamespacesByClaim`] also gives the reconcile the
+//!   namespaces labelled with or owned by a Subscription.
 //! - The children in tenant namespaces — ResourceQuota (whole objects: their status is the
 //!   usage), LimitRange, RoleBinding, NetworkPolicy, ConfigMap (metadata only) — selected by
 //!   `app.kubernetes.io/managed-by=flotilla`, so the operator does not cache every ConfigMap of
@@ -31,8 +38,6 @@
 //! - [`Wakeups`]: the moments a Subscription's decision changes by time alone (trial end,
 //!   grace period end), by the operator's clock.
 //!
-//! Each mapping goes through a [`triggers::WatchIndex`], which also finds what changed while
-//! a watch was down (see there for why kube-runtime's `owns()` / `watches()` do not fit).
 //! The Namespace and child watches also keep the [`AppliedChildren`] record in step: a
 //! deleted child is forgotten, so its next apply is sent whatever the record says, and a
 //! child applied but not shown yet is not applied again while its event is on its way.
@@ -49,37 +54,47 @@ pub mod tenant;
 pub mod triggers;
 pub mod usage;
 
-use std::collections::BTreeSet;
-use std::fmt::Debug;
 use std::sync::Arc;
 
 use flotilla_crds::common::labels;
 use flotilla_crds::{Plan, Subscription};
-use futures::{Stream, StreamExt, future, stream};
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt, future, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::PartialObjectMeta;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::Store;
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Resource, ResourceExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{predicates, watcher};
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
 
+use crate::index::{NamespacesByClaim, SubscribersByPlan, SubscriptionsByNamespace};
 use census::SubscriptionCensus;
 use flotilla_runtime::applied::AppliedChildren;
 use flotilla_runtime::context::Operator;
+use flotilla_runtime::index::{Index, SharedIndex, reconcile_inputs};
 use flotilla_runtime::wakeups::Wakeups;
+use flotilla_runtime::watch::SharedWatch;
 use flotilla_runtime::{phase as phases, reconciler, watch};
 use reconcile::{Caches, SubscriptionError, SubscriptionState};
-use triggers::{SubscriptionRef, WatchIndex};
+use triggers::SubscriptionRef;
 
 /// The controller's name in metrics, spans and readiness.
 pub const CONTROLLER: &str = "subscription";
 
-/// Runs the Subscription controller until the operator's shutdown signal, then lets in-flight
-/// reconciles finish.
-pub async fn run(operator: &Operator) {
+/// Builds the Subscription controller on the process's shared Subscription and Plan watches
+/// (which must be run beside it) and its own watches of namespaces and children; the returned
+/// future runs the controller and its own watches until the operator's shutdown signal, then
+/// lets in-flight reconciles finish.
+pub fn controller<'a>(
+    operator: &'a Operator,
+    subscriptions: &mut SharedWatch<DeserializeGuard<Subscription>>,
+    plans: &mut SharedWatch<DeserializeGuard<Plan>>,
+    subscribers: SharedIndex<SubscribersByPlan>,
+) -> BoxFuture<'a, ()> {
     let client = operator.client.clone();
     let wc = watch::watcher_config(&operator.config);
     let managed = wc.clone().labels(&format!(
@@ -87,145 +102,173 @@ pub async fn run(operator: &Operator) {
         labels::MANAGED_BY,
         labels::MANAGED_BY_VALUE
     ));
-    let subscriptions = watch::reflect(
-        Api::<DeserializeGuard<Subscription>>::all(client.clone()),
-        wc.clone(),
+    let mut namespaces = SharedWatch::new(
+        "namespaces",
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        wc,
     );
-    let plans = watch::reflect(
-        Api::<DeserializeGuard<Plan>>::all(client.clone()),
-        wc.clone(),
+    let mut quotas = SharedWatch::new(
+        "resourcequotas",
+        Api::<ResourceQuota>::all(client.clone()),
+        managed.clone(),
     );
-    let namespaces = watch::reflect(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), wc);
-    let quotas = watch::reflect(Api::<ResourceQuota>::all(client.clone()), managed.clone());
-    let limit_ranges = watch::reflect(
+    let mut limit_ranges = SharedWatch::new(
+        "limitranges",
         Api::<PartialObjectMeta<LimitRange>>::all(client.clone()),
         managed.clone(),
     );
-    let role_bindings = watch::reflect(
+    let mut role_bindings = SharedWatch::new(
+        "rolebindings",
         Api::<PartialObjectMeta<RoleBinding>>::all(client.clone()),
         managed.clone(),
     );
-    let network_policies = watch::reflect(
+    let mut network_policies = SharedWatch::new(
+        "networkpolicies",
         Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()),
         managed.clone(),
     );
-    let config_maps = watch::reflect(
+    let mut config_maps = SharedWatch::new(
+        "configmaps",
         Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
         managed,
     );
-
-    let synced = [
-        ("subscription/subscriptions", &subscriptions.synced),
-        ("subscription/plans", &plans.synced),
-        ("subscription/namespaces", &namespaces.synced),
-        ("subscription/resourcequotas", &quotas.synced),
-        ("subscription/limitranges", &limit_ranges.synced),
-        ("subscription/rolebindings", &role_bindings.synced),
-        ("subscription/networkpolicies", &network_policies.synced),
-        ("subscription/configmaps", &config_maps.synced),
+    let own_synced = [
+        (namespaces.kind(), namespaces.synced()),
+        (quotas.kind(), quotas.synced()),
+        (limit_ranges.kind(), limit_ranges.synced()),
+        (role_bindings.kind(), role_bindings.synced()),
+        (network_policies.kind(), network_policies.synced()),
+        (config_maps.kind(), config_maps.synced()),
     ];
-    for (component, signal) in &synced {
-        operator.readiness.track(*component, (*signal).clone());
+    for (kind, synced) in &own_synced {
+        operator.readiness.track(*kind, synced.clone());
     }
-    register_metrics(operator, &subscriptions.store);
+    register_metrics(operator, &subscriptions.store());
+
+    let applied = Arc::new(AppliedChildren::new());
+    let asking = SharedIndex::new(SubscriptionsByNamespace::default());
+    let feed = asking.clone();
+    subscriptions.on_event(move |event| feed.lock().apply_watcher_event(event));
+    let own = subscriptions.changes(reconcile_inputs);
+    let on_plan = plans.wakes(plan_subscribers(subscribers));
+    let claims = SharedIndex::new(NamespacesByClaim::default());
+    let on_namespace = namespaces.wakes({
+        let (applied, claims, asking) = (applied.clone(), claims.clone(), asking);
+        move |event: &watcher::Event<PartialObjectMeta<Namespace>>| {
+            applied.observe(event);
+            let touched = claims.lock().apply_watcher_event(event);
+            let claimants = triggers::claimants(&touched, &asking.lock());
+            claimants
+                .into_iter()
+                .map(|name| ObjectRef::new(&name))
+                .collect::<Vec<SubscriptionRef>>()
+        }
+    });
+    let on_quota = children(&mut quotas, &applied);
+    let on_limit_range = children(&mut limit_ranges, &applied);
+    let on_role_binding = children(&mut role_bindings, &applied);
+    let on_network_policy = children(&mut network_policies, &applied);
+    let on_config_map = children(&mut config_maps, &applied);
 
     let wakeups = Wakeups::new(operator.clock.clone());
+    let mut synced = vec![plans.synced()];
+    synced.extend(own_synced.into_iter().map(|(_, synced)| synced));
     let caches = Caches {
-        plans: plans.store,
-        namespaces: namespaces.store,
-        quotas: quotas.store,
-        limit_ranges: limit_ranges.store,
-        network_policies: network_policies.store,
-        role_bindings: role_bindings.store,
-        config_maps: config_maps.store,
+        plans: plans.store(),
+        namespaces: namespaces.store(),
+        namespace_claims: claims,
+        quotas: quotas.store(),
+        limit_ranges: limit_ranges.store(),
+        network_policies: network_policies.store(),
+        role_bindings: role_bindings.store(),
+        config_maps: config_maps.store(),
         // The Subscription cache is the Controller's own: it does not reconcile before it
         // has listed.
-        synced: synced[1..]
-            .iter()
-            .map(|(_, signal)| (*signal).clone())
-            .collect(),
+        synced,
     };
-    let applied = Arc::new(AppliedChildren::new());
-    let state = SubscriptionState::new(client, caches, wakeups.clone(), applied.clone());
+    let state = SubscriptionState::new(client, caches, wakeups.clone(), applied);
     let ctx = operator.context(CONTROLLER, state);
 
-    let on_plan = subscriptions.store.clone();
-    let in_namespace = subscriptions.store.clone();
-    // Every trigger goes through the queue, which counts what waits (runtime::queue).
+    // Every trigger goes through the queue, which counts what waits (runtime::queue); the
+    // own watch also tells it which version of each object the controller has been handed.
     let queue = ctx.queue.clone();
-    let own = queue.own_objects(subscriptions.events.applied_objects(), &subscriptions.store);
-    Controller::for_stream(own, subscriptions.store)
-        .with_config(controller::Config::default().concurrency(operator.config.concurrency))
-        .reconcile_on(queue.triggers(to_wake(
-            "Plan",
-            plans.events,
-            WatchIndex::new(
-                triggers::plan_version,
-                move |plan: &DeserializeGuard<Plan>| {
-                    triggers::subscriptions_on_plan(&on_plan, &plan.name_any())
+    let seen = queue.clone();
+    subscriptions.on_event(move |event| seen.saw(event));
+    let controller = Controller::for_stream(
+        queue.own_objects(
+            stream::pending::<Result<DeserializeGuard<Subscription>, watcher::Error>>(),
+            &subscriptions.store(),
+        ),
+        subscriptions.store(),
+    )
+    .with_config(controller::Config::default().concurrency(operator.config.concurrency))
+    .reconcile_on(queue.triggers(own))
+    .reconcile_on(queue.triggers(on_plan))
+    .reconcile_on(queue.triggers(on_namespace))
+    .reconcile_on(queue.triggers(on_quota))
+    .reconcile_on(queue.triggers(on_limit_range))
+    .reconcile_on(queue.triggers(on_role_binding))
+    .reconcile_on(queue.triggers(on_network_policy))
+    .reconcile_on(queue.triggers(on_config_map))
+    .reconcile_on(queue.triggers(wakeups.due()))
+    .graceful_shutdown_on(operator.shutdown.signalled());
+    let stop = || operator.shutdown.signalled();
+    async move {
+        let running = controller
+            .run(
+                reconcile::reconcile,
+                |subscription, error: &SubscriptionError, ctx: Arc<_>| {
+                    reconciler::error_policy(subscription, error, ctx)
                 },
-            ),
-        )))
-        .reconcile_on(queue.triggers(to_wake(
-            "Namespace",
-            forgetting_deleted(namespaces.events, &applied),
-            WatchIndex::new(
-                triggers::resource_version,
-                move |namespace: &PartialObjectMeta<Namespace>| {
-                    triggers::namespace_claimants(&in_namespace, &namespace.metadata)
-                },
-            ),
-        )))
-        .reconcile_on(queue.triggers(to_wake(
-            "ResourceQuota",
-            forgetting_deleted(quotas.events, &applied),
-            children(),
-        )))
-        .reconcile_on(queue.triggers(to_wake(
-            "LimitRange",
-            forgetting_deleted(limit_ranges.events, &applied),
-            children(),
-        )))
-        .reconcile_on(queue.triggers(to_wake(
-            "RoleBinding",
-            forgetting_deleted(role_bindings.events, &applied),
-            children(),
-        )))
-        .reconcile_on(queue.triggers(to_wake(
-            "NetworkPolicy",
-            forgetting_deleted(network_policies.events, &applied),
-            children(),
-        )))
-        .reconcile_on(queue.triggers(to_wake(
-            "ConfigMap",
-            forgetting_deleted(config_maps.events, &applied),
-            children(),
-        )))
-        .reconcile_on(queue.triggers(wakeups.due()))
-        .graceful_shutdown_on(operator.shutdown.signalled())
-        .run(
-            reconcile::reconcile,
-            |subscription, error: &SubscriptionError, ctx: Arc<_>| {
-                reconciler::error_policy(subscription, error, ctx)
-            },
-            ctx,
-        )
-        .for_each(|result| {
-            match result {
-                Ok((subscription, action)) => {
-                    tracing::trace!(subscription = %subscription.name, ?action, "reconciled");
+                ctx,
+            )
+            .for_each(|result| {
+                match result {
+                    Ok((subscription, action)) => {
+                        tracing::trace!(subscription = %subscription.name, ?action, "reconciled");
+                    }
+                    // Reconcile errors were logged with their object's span; a Subscription
+                    // deleted while queued (or woken after it went) is normal.
+                    Err(
+                        controller::Error::ReconcilerFailed(..)
+                        | controller::Error::ObjectNotFound(_),
+                    ) => {}
+                    Err(error) => tracing::warn!(%error, "subscription controller"),
                 }
-                // Reconcile errors were logged with their object's span; a Subscription
-                // deleted while queued (or woken after it went) is normal.
-                Err(
-                    controller::Error::ReconcilerFailed(..) | controller::Error::ObjectNotFound(_),
-                ) => {}
-                Err(error) => tracing::warn!(%error, "subscription controller"),
-            }
-            future::ready(())
-        })
-        .await;
-    tracing::info!(controller = CONTROLLER, "stopped");
+                future::ready(())
+            });
+        futures::join!(
+            running,
+            Box::pin(namespaces.run(stop())),
+            Box::pin(quotas.run(stop())),
+            Box::pin(limit_ranges.run(stop())),
+            Box::pin(role_bindings.run(stop())),
+            Box::pin(network_policies.run(stop())),
+            Box::pin(config_maps.run(stop())),
+        );
+        tracing::info!(controller = CONTROLLER, "stopped");
+    }
+    .boxed()
+}
+
+/// Plan events → the Subscriptions on each Plan whose spec, decodability or deletion changed.
+fn plan_subscribers(
+    subscribers: SharedIndex<SubscribersByPlan>,
+) -> impl FnMut(&watcher::Event<DeserializeGuard<Plan>>) -> Vec<SubscriptionRef> + Send + 'static {
+    let mut versions: Index<DeserializeGuard<Plan>, ()> =
+        Index::new(triggers::plan_version, |_| Vec::new());
+    move |event| {
+        let touched = versions.apply_watcher_event(event);
+        if touched.objects.is_empty() {
+            return Vec::new();
+        }
+        let index = subscribers.lock();
+        touched
+            .objects
+            .iter()
+            .flat_map(|plan| index.subscribers(plan).map(ObjectRef::new))
+            .collect()
+    }
 }
 
 /// `flotilla_objects_by_phase{controller="subscription"}` and `flotilla_subscriptions`.
@@ -249,54 +292,35 @@ fn register_metrics(operator: &Operator, subscriptions: &Store<DeserializeGuard<
     }
 }
 
-/// An index of children: any new version wakes the Subscription that controls the child.
-fn children<K: Resource + 'static>() -> WatchIndex<K> {
-    WatchIndex::new(triggers::resource_version, |child: &K| {
-        triggers::controlling_subscription(child.meta())
-            .into_iter()
-            .collect::<BTreeSet<_>>()
-    })
-}
-
-/// Passes a watch of children through `applied`, which forgets the deleted ones (and keeps
-/// an apply in flight from being recorded) and notes the ones the watch has shown. The cache
-/// has taken the event in before, so the reconcile it triggers sees the child gone.
-fn forgetting_deleted<K, S>(
-    events: S,
+/// The wake-ups of a watch of children: any new version wakes the Subscription that controls
+/// the child. Each event also goes to `applied`, which forgets deleted children (and keeps an
+/// apply in flight from being recorded) and notes the ones the watch has shown.
+fn children<K>(
+    watch: &mut SharedWatch<K>,
     applied: &Arc<AppliedChildren>,
-) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
-where
-    K: Resource<DynamicType = ()> + Send + 'static,
-    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-{
-    let applied = applied.clone();
-    events.inspect(move |event| {
-        if let Ok(event) = event {
-            applied.observe(event);
-        }
-    })
-}
-
-/// Turns a watch into the Subscriptions to reconcile, through `index`.
-fn to_wake<K, S>(
-    kind: &'static str,
-    events: S,
-    mut index: WatchIndex<K>,
 ) -> impl Stream<Item = SubscriptionRef> + Send + 'static
 where
-    K: Resource + Debug + Send + 'static,
-    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
-    events
-        .filter_map(move |event| {
-            future::ready(match event {
-                Ok(event) => Some(index.apply(&event)),
-                Err(error) => {
-                    // The watcher retries with backoff by itself.
-                    tracing::warn!(%error, kind, "watch failed");
-                    None
-                }
-            })
-        })
-        .flat_map(stream::iter)
+    let applied = applied.clone();
+    let mut index: Index<K, String> = Index::new(predicates::resource_version, |child: &K| {
+        triggers::controlling_subscription(child.meta())
+            .into_iter()
+            .collect()
+    });
+    watch.wakes(move |event| {
+        applied.observe(event);
+        index
+            .apply_watcher_event(event)
+            .owners
+            .into_iter()
+            .map(|name| ObjectRef::new(&name))
+            .collect::<Vec<SubscriptionRef>>()
+    })
 }

@@ -28,6 +28,7 @@ use super::phase::{self, Decision, Observation, PlanLookup};
 use super::status;
 use super::tenant::Tenant;
 use super::usage::{self, UsageReport};
+use crate::index::NamespacesByClaim;
 use flotilla_runtime::applied::AppliedChildren;
 use flotilla_runtime::context::Context;
 use flotilla_runtime::error::{
@@ -35,6 +36,7 @@ use flotilla_runtime::error::{
     finalizer_retry_after, is_quota_exceeded, kube_retry_after,
 };
 use flotilla_runtime::finalizer::{Cleanup, FinalizerError, reconcile_with_finalizer};
+use flotilla_runtime::index::SharedIndex;
 use flotilla_runtime::phase::IllegalTransition;
 use flotilla_runtime::status::{StatusWrite, write_status};
 use flotilla_runtime::wakeups::Wakeups;
@@ -54,6 +56,8 @@ pub struct Caches {
     pub plans: Store<DeserializeGuard<Plan>>,
     /// Every Namespace (metadata only): the tenant's, and the ones it must not take over.
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// The namespaces labelled with or owned by each Subscription, from the Namespace watch.
+    pub namespace_claims: SharedIndex<NamespacesByClaim>,
     /// Flotilla's ResourceQuotas (whole objects: their status is the tenant's usage).
     pub quotas: Store<ResourceQuota>,
     /// Flotilla's LimitRanges (metadata only).
@@ -455,18 +459,15 @@ async fn converge(
     let plan = plan_lookup(plan_entry.as_deref());
     let tenant = TenantNamespaces::resolve(subscription);
     let existing = match source {
-        Namespaces::Cached => cached_namespaces(&ctx.state.caches.namespaces),
-        Namespaces::Listed => listed_namespaces(
-            &ctx.state.client,
-            subscription,
-            &uid,
-            &ctx.state.caches.namespaces,
-        )
-        .await
-        .map_err(|source| SubscriptionError::ListNamespaces {
-            name: name.clone(),
-            source,
-        })?,
+        Namespaces::Cached => cached_namespaces(&ctx.state.caches, subscription, &uid),
+        Namespaces::Listed => {
+            listed_namespaces(&ctx.state.client, subscription, &uid, &ctx.state.caches)
+                .await
+                .map_err(|source| SubscriptionError::ListNamespaces {
+                    name: name.clone(),
+                    source,
+                })?
+        }
     };
     let relevant = relevant_namespaces(existing, subscription, &uid);
     let claims = namespaces::claim(
@@ -591,10 +592,20 @@ fn plan_lookup(entry: Option<&DeserializeGuard<Plan>>) -> PlanLookup<'_> {
     }
 }
 
-fn cached_namespaces(store: &Store<PartialObjectMeta<Namespace>>) -> Vec<ObjectMeta> {
-    store
-        .state()
+/// The cached metadata of the namespaces [`relevant_namespaces`] selects, found by lookups: the
+/// ones the spec names, and those the index knows as labelled with the Subscription or owned
+/// by its UID. Nothing else of the cache is read.
+fn cached_namespaces(caches: &Caches, subscription: &Subscription, uid: &str) -> Vec<ObjectMeta> {
+    let mut names: BTreeSet<String> = subscription.desired_namespaces().into_iter().collect();
+    {
+        let claims = caches.namespace_claims.lock();
+        let label = build::label_value(&subscription.name_any());
+        names.extend(claims.labelled(&label).into_iter().map(str::to_owned));
+        names.extend(claims.owned_by(uid).into_iter().map(str::to_owned));
+    }
+    names
         .iter()
+        .filter_map(|name| caches.namespaces.get(&ObjectRef::new(name)))
         .map(|namespace| namespace.metadata.clone())
         .collect()
 }
@@ -607,7 +618,7 @@ async fn listed_namespaces(
     client: &Client,
     subscription: &Subscription,
     uid: &str,
-    cache: &Store<PartialObjectMeta<Namespace>>,
+    caches: &Caches,
 ) -> Result<Vec<ObjectMeta>, kube::Error> {
     let api: Api<Namespace> = Api::all(client.clone());
     let selector = format!(
@@ -630,9 +641,9 @@ async fn listed_namespaces(
     let listed: BTreeSet<String> = found.iter().filter_map(|m| m.name.clone()).collect();
     let mut others: BTreeSet<String> = subscription.desired_namespaces().into_iter().collect();
     others.extend(
-        relevant_namespaces(cached_namespaces(cache), subscription, uid)
+        cached_namespaces(caches, subscription, uid)
             .into_iter()
-            .filter_map(|namespace| namespace.metadata.name),
+            .filter_map(|namespace| namespace.name),
     );
     let reads = others
         .iter()
