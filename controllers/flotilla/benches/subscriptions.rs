@@ -151,6 +151,7 @@ async fn run(count: usize, latency: Duration) -> anyhow::Result<Figures> {
     // Let the Plan become Ready, then take the operator's resident memory as its base.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let base_kib = operator.status_kib("VmRSS:");
+    let (operator_cpu_before, sandbox_cpu_before) = (operator.cpu_seconds(), own_cpu_seconds());
     let active = count_active(&sandbox, &subscriptions)?;
     sandbox.requests().reset();
 
@@ -186,6 +187,12 @@ async fn run(count: usize, latency: Duration) -> anyhow::Result<Figures> {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let metrics = scrape(admin_port).await.unwrap_or_default();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("flotilla_debug_wakes"))
+    {
+        println!("  DEBUG {line}");
+    }
     let reconciles = metric_value(&metrics, "flotilla_reconciliations_total", "subscription");
     let plan_reconciles = metric_value(&metrics, "flotilla_reconciliations_total", "plan");
     let busy = histogram(&metrics, "flotilla_reconcile_busy_seconds", "subscription");
@@ -194,6 +201,8 @@ async fn run(count: usize, latency: Duration) -> anyhow::Result<Figures> {
         "flotilla_reconcile_duration_seconds",
         "subscription",
     );
+    let operator_cpu = operator.cpu_seconds() - operator_cpu_before;
+    let sandbox_cpu = own_cpu_seconds() - sandbox_cpu_before;
     let peak_kib = operator.status_kib("VmHWM:");
     let final_kib = operator.status_kib("VmRSS:");
     operator.stop();
@@ -223,6 +232,11 @@ async fn run(count: usize, latency: Duration) -> anyhow::Result<Figures> {
         "  reconcile wall p50/p99  {:>7.1} ms / {:.1} ms  (API waits included)",
         quantile(&wall, 0.5) * 1e3,
         quantile(&wall, 0.99) * 1e3
+    );
+    println!(
+        "  CPU                     operator {operator_cpu:.1} s ({:.2} ms/Subscription), sandbox and benchmark {sandbox_cpu:.1} s ({:.2} ms/Subscription)",
+        operator_cpu * 1e3 / n,
+        sandbox_cpu * 1e3 / n
     );
     let per_subscription = peak_kib.saturating_sub(base_kib) as f64 / n;
     println!(
@@ -394,6 +408,11 @@ impl Operator {
             .unwrap_or(0)
     }
 
+    /// User and system CPU time the operator process has used, in seconds.
+    fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(&format!("/proc/{}/stat", self.0.id()))
+    }
+
     fn stop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -404,6 +423,31 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// User and system CPU time of this process (the sandbox and the benchmark), in seconds.
+fn own_cpu_seconds() -> f64 {
+    cpu_seconds("/proc/self/stat")
+}
+
+/// `utime + stime` from a `/proc/PID/stat` file, in seconds (at the usual 100 ticks per second).
+fn cpu_seconds(stat: &str) -> f64 {
+    let Ok(text) = std::fs::read_to_string(stat) else {
+        return 0.0;
+    };
+    // The command name may hold spaces; the fields after it are space-separated.
+    let fields: Vec<&str> = text
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // After the name: state is field 0, utime field 11, stime field 12.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn free_port() -> std::io::Result<u16> {

@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 
 use super::admin::AdminState;
 use super::backoff::ErrorBackoff;
 use super::clock::SharedClock;
 use super::config::Config;
+use super::events::Recorder;
 use super::metrics::{ControllerMetrics, Metrics};
 use super::queue::{ReconcileQueue, ReconcileQueues};
 use super::readiness::Readiness;

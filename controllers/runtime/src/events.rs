@@ -4,9 +4,212 @@
 //! changes (a phase transition, a blocked deletion, a permanent failure), never on every
 //! reconcile. Publishing is best effort: a failure is logged and never fails the reconcile,
 //! because the status already carries the same information.
+//!
+//! [`Recorder`] writes `events.k8s.io/v1` Events as kube-runtime's recorder does (the same
+//! names, fields and series: an Event repeated within six minutes is counted on the first
+//! instead of created again), with a cache that costs O(1) per Event: kube-runtime's scans its
+//! whole cache on every publish, which at 50,000 Subscriptions was a fifth of the operator's
+//! CPU, and keeps whole Events where a name and a count do.
 
-use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::{Event as K8sEvent, EventSeries};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Reporter};
+use kube::{Api, Client, Resource};
+
+/// How long a published Event is remembered for counting repeats (kube-runtime's and
+/// client-go's figure).
+const SERIES_WINDOW: SignedDuration = SignedDuration::from_mins(6);
+
+/// Publishes Events for one reporting controller (see the module docs).
+#[derive(Clone)]
+pub struct Recorder {
+    client: Client,
+    reporter: Reporter,
+    recent: Arc<Mutex<Recent>>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("reporter", &self.reporter)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Events published within the series window, by what makes two Events the same (type,
+/// action, reason, regarding and related object): the name and count of each, and the order
+/// they were last published in, so expired entries leave from the front.
+#[derive(Debug, Default)]
+struct Recent {
+    events: HashMap<u64, Published>,
+    order: VecDeque<(Timestamp, u64)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Published {
+    namespace: Option<String>,
+    name: String,
+    count: i32,
+    last: Timestamp,
+}
+
+impl Recent {
+    /// Forgets what was last published before `now` − the window.
+    fn expire(&mut self, now: Timestamp) {
+        while let Some(&(at, key)) = self.order.front() {
+            if at + SERIES_WINDOW > now {
+                break;
+            }
+            self.order.pop_front();
+            // A later publish of the same Event left a newer entry in `order`.
+            if self.events.get(&key).is_some_and(|p| p.last == at) {
+                self.events.remove(&key);
+            }
+        }
+    }
+
+    fn record(&mut self, key: u64, published: Published) {
+        self.order.push_back((published.last, key));
+        self.events.insert(key, published);
+    }
+}
+
+impl Recorder {
+    /// A recorder for `reporter`'s Events.
+    pub fn new(client: Client, reporter: Reporter) -> Self {
+        Self {
+            client,
+            reporter,
+            recent: Arc::default(),
+        }
+    }
+
+    /// Publishes `event` about `regarding`: creates it, or counts it on the same Event
+    /// published within the last six minutes. Cluster-scoped objects get their Events in
+    /// `default`.
+    pub async fn publish(
+        &self,
+        event: &Event,
+        regarding: &ObjectReference,
+    ) -> Result<(), kube::Error> {
+        let now = Timestamp::now();
+        let key = self.key(event, regarding);
+        let repeated = {
+            let mut recent = self.lock();
+            recent.expire(now);
+            recent.events.get(&key).cloned()
+        };
+        let namespace = regarding.namespace.as_deref().unwrap_or("default");
+        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
+        let published = match repeated {
+            Some(previous) => {
+                let count = previous.count + 1;
+                let series = serde_json::json!({
+                    "series": EventSeries {
+                        count,
+                        last_observed_time: MicroTime(now),
+                    },
+                });
+                api.patch(
+                    &previous.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&series),
+                )
+                .await?;
+                Published {
+                    count,
+                    last: now,
+                    ..previous
+                }
+            }
+            None => {
+                let created = self.event(event, regarding, now);
+                api.create(&PostParams::default(), &created).await?;
+                Published {
+                    namespace: regarding.namespace.clone(),
+                    name: created.metadata.name.unwrap_or_default(),
+                    count: 1,
+                    last: now,
+                }
+            }
+        };
+        self.lock().record(key, published);
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What makes two Events the same (kube-runtime's key), hashed.
+    fn key(&self, event: &Event, regarding: &ObjectReference) -> u64 {
+        let reference = |r: &ObjectReference| {
+            (
+                r.api_version.clone(),
+                r.kind.clone(),
+                r.namespace.clone(),
+                r.name.clone(),
+                r.uid.clone(),
+                r.field_path.clone(),
+            )
+        };
+        let mut hasher = DefaultHasher::new();
+        (
+            matches!(event.type_, EventType::Warning),
+            &event.action,
+            &event.reason,
+            &self.reporter.controller,
+            &self.reporter.instance,
+            reference(regarding),
+            event.secondary.as_ref().map(reference),
+        )
+            .hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// The Event object kube-runtime's recorder would create.
+    fn event(&self, event: &Event, regarding: &ObjectReference, now: Timestamp) -> K8sEvent {
+        K8sEvent {
+            action: Some(event.action.clone()),
+            reason: Some(event.reason.clone()),
+            event_time: Some(MicroTime(now)),
+            regarding: Some(regarding.clone()),
+            note: event.note.clone(),
+            metadata: ObjectMeta {
+                namespace: regarding.namespace.clone(),
+                name: Some(format!(
+                    "{}.{:x}",
+                    regarding.name.as_ref().unwrap_or(&self.reporter.controller),
+                    now.as_nanosecond()
+                )),
+                ..ObjectMeta::default()
+            },
+            reporting_controller: Some(self.reporter.controller.clone()),
+            reporting_instance: Some(
+                self.reporter
+                    .instance
+                    .clone()
+                    .unwrap_or_else(|| self.reporter.controller.clone()),
+            ),
+            type_: Some(
+                match event.type_ {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                }
+                .to_owned(),
+            ),
+            related: event.secondary.clone(),
+            ..K8sEvent::default()
+        }
+    }
+}
 
 /// Most bytes in an Event note (the API server's limit is 1 kB).
 const MAX_NOTE_BYTES: usize = 1024;
@@ -72,6 +275,81 @@ mod tests {
 
     fn names(n: usize) -> Vec<String> {
         (1..=n).map(|i| format!("s{i}")).collect()
+    }
+
+    fn published(name: &str, last: Timestamp) -> Published {
+        Published {
+            namespace: None,
+            name: name.to_owned(),
+            count: 1,
+            last,
+        }
+    }
+
+    #[test]
+    fn recent_events_expire_after_the_window_oldest_first() {
+        let t0: Timestamp = "2030-01-01T00:00:00Z".parse().expect("time");
+        let mut recent = Recent::default();
+        recent.record(1, published("a", t0));
+        recent.record(2, published("b", t0 + SignedDuration::from_mins(2)));
+        // `a` again, later: its first entry in the order must not expire the newer one.
+        recent.record(1, published("a", t0 + SignedDuration::from_mins(4)));
+        recent.expire(t0 + SignedDuration::from_mins(7));
+        assert_eq!(
+            recent.events.len(),
+            2,
+            "b (2 min) and a (4 min) are within 6 minutes"
+        );
+        recent.expire(t0 + SignedDuration::from_mins(8));
+        assert!(!recent.events.contains_key(&2));
+        assert!(recent.events.contains_key(&1));
+        recent.expire(t0 + SignedDuration::from_mins(10));
+        assert!(recent.events.is_empty());
+        assert!(recent.order.is_empty());
+    }
+
+    #[tokio::test]
+    async fn events_are_the_same_by_type_action_reason_and_object() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        let client = kube::Client::try_from(config).expect("client");
+        let reporter = Reporter {
+            controller: "flotilla".to_owned(),
+            instance: None,
+        };
+        let recorder = Recorder::new(client, reporter);
+        let event = |reason: &str, note: &str| Event {
+            type_: EventType::Normal,
+            reason: reason.to_owned(),
+            note: Some(note.to_owned()),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        let acme = ObjectReference {
+            kind: Some("Subscription".into()),
+            name: Some("acme".into()),
+            ..ObjectReference::default()
+        };
+        let globex = ObjectReference {
+            name: Some("globex".into()),
+            ..acme.clone()
+        };
+        let key = |e: &Event, r: &ObjectReference| recorder.key(e, r);
+        assert_eq!(
+            key(&event("Activated", "x"), &acme),
+            key(&event("Activated", "y"), &acme)
+        );
+        assert_ne!(
+            key(&event("Activated", "x"), &acme),
+            key(&event("Suspended", "x"), &acme)
+        );
+        assert_ne!(
+            key(&event("Activated", "x"), &acme),
+            key(&event("Activated", "x"), &globex)
+        );
+        let built = recorder.event(&event("Activated", "x"), &acme, Timestamp::UNIX_EPOCH);
+        assert_eq!(built.metadata.name.as_deref(), Some("acme.0"));
+        assert_eq!(built.reporting_instance.as_deref(), Some("flotilla"));
+        assert_eq!(built.type_.as_deref(), Some("Normal"));
     }
 
     #[test]

@@ -112,18 +112,31 @@ fn add_finalizer_patch(finalizers: &[String]) -> json_patch::Patch {
     serde_json::from_value(operations).expect("a well-formed JSON patch")
 }
 
-/// Adds Flotilla's finalizer; returns the object as the API server stored it.
+/// Adds Flotilla's finalizer; returns the object as the API server stored it. A reconcile woken
+/// before the watch showed the finalizer added by an earlier one sees a stale list, and the
+/// patch's test fails (`422`): the object is then read, and the patch sent again only if the
+/// finalizer is still missing.
 async fn add_finalizer<K>(api: &Api<K>, object: &K) -> Result<K, kube::Error>
 where
     K: Resource + Clone + DeserializeOwned + Serialize + Debug,
 {
     let name = object.meta().name.as_deref().unwrap_or_default();
-    api.patch(
-        name,
-        &PatchParams::default(),
-        &Patch::Json::<()>(add_finalizer_patch(object.finalizers())),
-    )
-    .await
+    let patch = |finalizers: &[String]| Patch::Json::<()>(add_finalizer_patch(finalizers));
+    match api
+        .patch(name, &PatchParams::default(), &patch(object.finalizers()))
+        .await
+    {
+        Err(kube::Error::Api(status)) if status.code == 422 => {
+            let current = api.get(name).await?;
+            if needs_finalizer(&current) {
+                api.patch(name, &PatchParams::default(), &patch(current.finalizers()))
+                    .await
+            } else {
+                Ok(current)
+            }
+        }
+        answer => answer,
+    }
 }
 
 fn unwrap_step<E: std::error::Error + 'static>(
