@@ -139,52 +139,6 @@ async fn label_namespace(h: &Harness, name: &str, subscription: &str) {
     .await;
 }
 
-/// Makes the controller reconcile `name` once more and waits until that reconcile, and
-/// anything it queued, has finished: the point after which something that did not happen is
-/// not going to happen for this change. The touch is a ConfigMap controlled by the
-/// Subscription in its namespace `name` (its own metadata does not wake it: a predicate
-/// filters its watch).
-async fn reconcile_once_more(h: &Harness, name: &str) {
-    const FINISHED: &str =
-        r#"flotilla_reconcile_duration_seconds_count{controller="subscription"}"#;
-    h.quiet("subscription").await;
-    let before = h.metric(FINISHED);
-    let uid = Api::<Subscription>::all(h.client.clone())
-        .get(name)
-        .await
-        .expect("the Subscription")
-        .metadata
-        .uid
-        .expect("a uid");
-    let touch: ConfigMap = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {
-            "name": "test-touch",
-            "labels": {"app.kubernetes.io/managed-by": "flotilla"},
-            "ownerReferences": [{
-                "apiVersion": "flotilla.dev/v1alpha1", "kind": "Subscription",
-                "name": name, "uid": uid, "controller": true,
-            }],
-        },
-        "data": {"touched": before.to_string()},
-    }))
-    .expect("a ConfigMap");
-    Api::<ConfigMap>::namespaced(h.client.clone(), name)
-        .patch(
-            "test-touch",
-            &PatchParams::apply("test").force(),
-            &Patch::Apply(&touch),
-        )
-        .await
-        .expect("touch");
-    wait_for("a reconcile after the touch", WAIT, || async {
-        (h.metric(FINISHED) > before).then_some(())
-    })
-    .await
-    .expect("reconciled");
-    h.quiet("subscription").await;
-}
-
 async fn replicas(h: &Harness, namespace: &str, name: &str) -> Option<i32> {
     Api::<Deployment>::namespaced(h.client.clone(), namespace)
         .get(name)
@@ -229,7 +183,7 @@ async fn a_label_alone_never_gets_a_namespace_deleted_or_scaled() {
     deployment(&h, "victim", "app", 3).await;
 
     label_namespace(&h, "precious", "victim").await;
-    reconcile_once_more(&h, "victim").await;
+    h.reconcile_once_more("victim").await;
     assert_intact(&h, "precious").await;
 
     // Suspension scales the tenant's own workloads, and nothing in the labelled namespace.
@@ -290,7 +244,7 @@ async fn a_handed_over_namespace_survives_cancellation_in_either_order_and_polic
                 .await;
                 wait_for_phase(&h, &name, SubscriptionPhase::Active).await;
                 label_namespace(&h, &given, &name).await;
-                reconcile_once_more(&h, &name).await;
+                h.reconcile_once_more(&name).await;
                 // The label waits for the spec: neither retired nor stripped.
                 let waiting = assert_intact(&h, &given).await;
                 assert_eq!(
@@ -448,7 +402,7 @@ async fn look_alike_children_are_never_deleted_or_released() {
         .create(&PostParams::default(), &look_alike)
         .await
         .expect("create");
-    reconcile_once_more(&h, "acme").await;
+    h.reconcile_once_more("acme").await;
     let kept = policies
         .get("flotilla-isolation")
         .await

@@ -272,55 +272,8 @@ async fn merge_patch_subscription(h: &Harness, name: &str, patch: Value) -> Subs
         .unwrap_or_else(|error| panic!("patch Subscription {name}: {error}"))
 }
 
-const FINISHED: &str = r#"flotilla_reconcile_duration_seconds_count{controller="subscription"}"#;
-
 /// Waits until the Subscription controller has nothing running, queued or scheduled.
 async fn wait_until_idle(h: &Harness) {
-    h.quiet("subscription").await;
-}
-
-/// Makes the controller reconcile `name` once more and waits until that reconcile has finished:
-/// for asserting that something did *not* happen. The touch is an event the controller cannot
-/// ignore and that changes nothing it provisions: a ConfigMap of Flotilla's, controlled by the
-/// Subscription, in its namespace `name` (the Subscription's own metadata does not wake it:
-/// its reconcile reads no labels).
-async fn reconcile_once_more(h: &Harness, name: &str) {
-    wait_until_idle(h).await;
-    let before = h.metric(FINISHED);
-    let uid = subscriptions(h)
-        .get(name)
-        .await
-        .expect("the Subscription")
-        .metadata
-        .uid
-        .expect("a uid");
-    let touch: ConfigMap = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {
-            "name": "test-touch",
-            "labels": {"app.kubernetes.io/managed-by": "flotilla"},
-            "ownerReferences": [{
-                "apiVersion": "flotilla.dev/v1alpha1", "kind": "Subscription",
-                "name": name, "uid": uid, "controller": true,
-            }],
-        },
-        "data": {"touched": before.to_string()},
-    }))
-    .expect("a ConfigMap");
-    namespaced::<ConfigMap>(h, name)
-        .patch(
-            "test-touch",
-            &PatchParams::apply("test").force(),
-            &Patch::Apply(&touch),
-        )
-        .await
-        .expect("touch");
-    wait_for("a reconcile after the touch", WAIT, || async {
-        (h.metric(FINISHED) > before).then_some(())
-    })
-    .await
-    .expect("reconciled");
-    // Nothing that reconcile queued is still waiting.
     h.quiet("subscription").await;
 }
 
@@ -645,7 +598,7 @@ async fn a_trial_ends_in_active_when_the_payment_is_current() {
 
     // A day short of the end nothing happens; at the end the trial is over.
     clock.advance(days(13));
-    reconcile_once_more(&h, "acme").await;
+    h.reconcile_once_more("acme").await;
     let still = subscriptions(&h).get("acme").await.expect("get");
     assert_eq!(phase(&still), Some(SubscriptionPhase::Trialing));
 
@@ -718,7 +671,7 @@ async fn past_due_after_the_trial_is_suspended_when_the_grace_period_ends() {
 
     // Grace period: 7 days. One second before, still PastDue; then suspended.
     clock.advance(days(7) - SignedDuration::from_secs(1));
-    reconcile_once_more(&h, "acme").await;
+    h.reconcile_once_more("acme").await;
     assert_eq!(
         phase(&subscriptions(&h).get("acme").await.expect("get")),
         Some(SubscriptionPhase::PastDue)
@@ -914,7 +867,7 @@ async fn a_requested_suspension_is_lifted_by_the_customer() {
         .await
         .expect("scale up");
     // Deployments are not watched: the next reconcile, whatever wakes it, finds the change.
-    reconcile_once_more(&h, "acme").await;
+    h.reconcile_once_more("acme").await;
     wait_for_child::<Deployment>(&h, "acme", "web", "scaled down again", |d| {
         d.spec.as_ref().and_then(|s| s.replicas) == Some(0)
     })
@@ -1511,7 +1464,7 @@ async fn steady_subscription() -> (Harness, ManualClock) {
 #[tokio::test]
 async fn a_steady_subscription_costs_no_status_writes() {
     let (h, _clock) = steady_subscription().await;
-    reconcile_once_more(&h, "acme").await;
+    h.reconcile_once_more("acme").await;
     let requests = h.sandbox().requests();
     assert_eq!(requests.count(Verb::Patch, "subscriptions/status"), 0);
     assert_eq!(requests.count(Verb::Create, "namespaces"), 0);
@@ -1526,8 +1479,8 @@ async fn a_steady_subscription_costs_no_status_writes() {
 #[tokio::test]
 async fn a_steady_subscription_costs_no_child_writes() {
     let (h, _clock) = steady_subscription().await;
-    reconcile_once_more(&h, "acme").await;
-    reconcile_once_more(&h, "acme").await;
+    h.reconcile_once_more("acme").await;
+    h.reconcile_once_more("acme").await;
     let requests = h.sandbox().requests();
     for resource in [
         "namespaces",

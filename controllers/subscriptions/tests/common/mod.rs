@@ -13,8 +13,9 @@ use flotilla_runtime::queue::ReconcileQueue;
 use flotilla_runtime::testing::wait_for;
 use flotilla_runtime::{Config, Operator, SharedClock, Shutdown, SystemClock};
 use flotilla_sandbox::{Sandbox, Verb};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
@@ -110,6 +111,52 @@ impl Harness {
     /// The reconcile queue of `controller` (`plan`, `subscription`).
     pub fn queue(&self, controller: &'static str) -> ReconcileQueue {
         self.operator.queues.of(controller)
+    }
+
+    /// Makes the controller reconcile `name` once more and waits until that reconcile, and
+    /// anything it queued, has finished: the point after which something that did not happen is
+    /// not going to happen for this change. The touch is a ConfigMap controlled by the
+    /// Subscription in its namespace `name` (its own metadata does not wake it: a predicate
+    /// filters its watch).
+    pub async fn reconcile_once_more(&self, name: &str) {
+        const FINISHED: &str =
+            r#"flotilla_reconcile_duration_seconds_count{controller="subscription"}"#;
+        self.quiet("subscription").await;
+        let before = self.metric(FINISHED);
+        let uid = Api::<flotilla_crds::Subscription>::all(self.client.clone())
+            .get(name)
+            .await
+            .expect("the Subscription")
+            .metadata
+            .uid
+            .expect("a uid");
+        let touch: ConfigMap = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {
+                "name": "test-touch",
+                "labels": {"app.kubernetes.io/managed-by": "flotilla"},
+                "ownerReferences": [{
+                    "apiVersion": "flotilla.dev/v1alpha1", "kind": "Subscription",
+                    "name": name, "uid": uid, "controller": true,
+                }],
+            },
+            "data": {"touched": before.to_string()},
+        }))
+        .expect("a ConfigMap");
+        Api::<ConfigMap>::namespaced(self.client.clone(), name)
+            .patch(
+                "test-touch",
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&touch),
+            )
+            .await
+            .expect("touch");
+        wait_for("a reconcile after the touch", WAIT, || async {
+            (self.metric(FINISHED) > before).then_some(())
+        })
+        .await
+        .expect("reconciled");
+        self.quiet("subscription").await;
     }
 
     /// Waits until `controller` has nothing to do: no reconcile running, none queued, no
