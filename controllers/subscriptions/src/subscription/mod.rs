@@ -32,7 +32,8 @@
 //!   ([`SubscriptionsByNamespace`]); [`NamespacesByClaim`] also gives the reconcile the
 //!   namespaces labelled with or owned by a Subscription.
 //! - The children in tenant namespaces — ResourceQuota (whole objects: their status is the
-//!   usage), LimitRange, RoleBinding, NetworkPolicy, ConfigMap (metadata only) — selected by
+//!   usage), LimitRange, RoleBinding, NetworkPolicy, ConfigMap (cached as name and
+//!   `resourceVersion` only, all the reconcile reads of them) — selected by
 //!   `app.kubernetes.io/managed-by=flotilla`, so the operator does not cache every ConfigMap of
 //!   the cluster, mapped to their controlling Subscription.
 //! - [`Wakeups`]: the moments a Subscription's decision changes by time alone (trial end,
@@ -116,22 +117,26 @@ pub fn controller<'a>(
         "limitranges",
         Api::<PartialObjectMeta<LimitRange>>::all(client.clone()),
         managed.clone(),
-    );
+    )
+    .caching(versioned);
     let mut role_bindings = SharedWatch::new(
         "rolebindings",
         Api::<PartialObjectMeta<RoleBinding>>::all(client.clone()),
         managed.clone(),
-    );
+    )
+    .caching(versioned);
     let mut network_policies = SharedWatch::new(
         "networkpolicies",
         Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()),
         managed.clone(),
-    );
+    )
+    .caching(versioned);
     let mut config_maps = SharedWatch::new(
         "configmaps",
         Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
         managed,
-    );
+    )
+    .caching(versioned);
     let own_synced = [
         (namespaces.kind(), namespaces.synced()),
         (quotas.kind(), quotas.synced()),
@@ -281,6 +286,25 @@ fn register_metrics(operator: &Operator, subscriptions: &Store<DeserializeGuard<
         // Only possible if the controller is started twice with one registry; the first
         // registration keeps counting.
         tracing::warn!(%error, metric = census::METRIC, "could not register the metric");
+    }
+}
+
+/// What the caches of children cached as metadata keep: what the reconcile reads of them —
+/// whether the child exists, and its `resourceVersion`, compared with the record of applied
+/// children. Labels, annotations and ownerReferences (about 1 KiB per child, times five
+/// children per tenant) are left out; the watch's index reads the controller from the event.
+fn versioned<K>(child: &PartialObjectMeta<K>) -> PartialObjectMeta<K> {
+    let meta = &child.metadata;
+    PartialObjectMeta {
+        types: None,
+        metadata: kube::api::ObjectMeta {
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            resource_version: meta.resource_version.clone(),
+            deletion_timestamp: meta.deletion_timestamp.clone(),
+            ..kube::api::ObjectMeta::default()
+        },
+        _phantom: std::marker::PhantomData,
     }
 }
 
