@@ -201,7 +201,7 @@ where
         &mut self,
         version: impl Fn(&K) -> Option<u64> + Send + Sync + 'static,
     ) -> impl Stream<Item = reflector::ObjectRef<K>> + Send + 'static {
-        let mut index: Index<K, ()> = Index::new(version, |_| Vec::new());
+        let mut index: Index<K, ()> = Index::without_lookups(version, |_| Vec::new());
         self.wakes(move |event| {
             let touched = index.apply_watcher_event(event);
             if matches!(event, watcher::Event::Delete(_)) {

@@ -253,7 +253,7 @@ fn plan_subscribers(
     subscribers: SharedIndex<SubscribersByPlan>,
 ) -> impl FnMut(&watcher::Event<DeserializeGuard<Plan>>) -> Vec<SubscriptionRef> + Send + 'static {
     let mut versions: Index<DeserializeGuard<Plan>, ()> =
-        Index::new(triggers::plan_version, |_| Vec::new());
+        Index::without_lookups(triggers::plan_version, |_| Vec::new());
     move |event| {
         let touched = versions.apply_watcher_event(event);
         if touched.objects.is_empty() {
@@ -325,11 +325,12 @@ where
         + 'static,
 {
     let applied = applied.clone();
-    let mut index: Index<K, String> = Index::new(predicates::resource_version, |child: &K| {
-        triggers::controlling_subscription(child.meta())
-            .into_iter()
-            .collect()
-    });
+    let mut index: Index<K, String> =
+        Index::without_lookups(predicates::resource_version, |child: &K| {
+            triggers::controlling_subscription(child.meta())
+                .into_iter()
+                .collect()
+        });
     watch.wakes(move |event| {
         applied.observe(event);
         index
