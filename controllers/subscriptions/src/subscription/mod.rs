@@ -198,7 +198,13 @@ pub fn controller<'a>(
         stream::pending::<Result<DeserializeGuard<Subscription>, watcher::Error>>(),
         subscriptions.store(),
     )
-    .with_config(controller::Config::default().concurrency(operator.config.concurrency))
+    .with_config(
+        controller::Config::default()
+            .concurrency(operator.config.concurrency)
+            // A reconcile's writes come back as events a request apart; the quota's usage
+            // report follows the last. Waiting for a quiet moment folds them into one pass.
+            .debounce(operator.config.debounce),
+    )
     .reconcile_on(own)
     .reconcile_on(on_plan)
     .reconcile_on(on_namespace)
