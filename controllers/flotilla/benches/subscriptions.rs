@@ -13,6 +13,7 @@
 //! - `FLOTILLA_BENCH_SUBSCRIPTIONS`: comma-separated sizes, each run on a fresh sandbox and
 //!   operator (default 1000).
 //! - `FLOTILLA_BENCH_LATENCY_MS`: latency the sandbox adds to every request (default 0).
+//! - `FLOTILLA_BENCH_OPERATOR_ARGS`: more flags for `flotilla run`, e.g. `--concurrency 32`.
 //!
 //! Before the operator starts, the sandbox's request rate is measured with 16 clients sending
 //! server-side applies at that latency; the ideal time is the ideal number of writes (8 per
@@ -387,6 +388,11 @@ impl Operator {
             ])
             .arg("--metrics-address")
             .arg(format!("127.0.0.1:{admin_port}"))
+            .args(
+                std::env::var("FLOTILLA_BENCH_OPERATOR_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .env("KUBECONFIG", kubeconfig)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
