@@ -61,6 +61,10 @@ pub struct OperatorArgs {
     /// Longest retry delay after repeated transient errors, jitter included.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub backoff_cap: Duration,
+    /// How long the Subscription controller waits after the last event about a Subscription
+    /// before reconciling it, so the events of its own writes wake one reconcile (Go duration).
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub debounce: Duration,
     /// Run controllers only while holding a Lease, so that several replicas can run.
     #[arg(long)]
     pub leader_election: bool,
@@ -82,6 +86,7 @@ impl OperatorArgs {
             concurrency: self.concurrency,
             backoff_base: self.backoff_base,
             backoff_cap: self.backoff_cap,
+            debounce: self.debounce,
             reporting_instance: self.instance.clone(),
             ..Config::default()
         }
@@ -291,6 +296,7 @@ mod tests {
             "--concurrency=16",
             "--backoff-base=500ms",
             "--backoff-cap=5m",
+            "--debounce=250ms",
             "--leader-election",
             "--lease-name=flotilla-leader",
             "--lease-namespace=flotilla-system",
@@ -304,6 +310,7 @@ mod tests {
         let config = args.config();
         assert_eq!(config.backoff_base, Duration::from_millis(500));
         assert_eq!(config.backoff_cap, Duration::from_secs(300));
+        assert_eq!(config.debounce, Duration::from_millis(250));
         let lease = args.lease().expect("leader election");
         assert_eq!(lease.namespace, "flotilla-system");
         assert_eq!(lease.identity.as_deref(), Some("flotilla-abc"));

@@ -1,36 +1,33 @@
-//! What the operator last applied to each child object, so a reconcile sends an apply only
-//! when it would change something.
+//! What the operator last applied to each child object, so a reconcile sends a server-side
+//! apply only when it would change something. Measured at 10,000 Subscriptions: without it
+//! every reconcile applies every child — 23 writes per Subscription instead of 10.5, and 2.8×
+//! the time (docs/benchmarks.md).
 //!
-//! Controllers repair drift by server-side applying every child on every reconcile. Without a
-//! record, that costs one write per child per reconcile — and each write's own watch event
-//! triggers the next reconcile, which writes everything again. [`AppliedChildren`] remembers,
-//! per child (kind, namespace, name), a hash of the desired object last applied and the
-//! version the API server returned for that apply. A child is skipped when the desired object
-//! is unchanged and the controller's cache still shows that very version:
+//! [`AppliedChildren`] keeps, per child, a hash of the desired object last applied and the
+//! version the API server returned for it. [`AppliedChildren::apply`] skips the request when
+//! the desired object is unchanged and:
 //!
-//! - any other writer (a person editing the child, another controller) makes a new
-//!   `resourceVersion`, the cache no longer matches, and the next reconcile (which the watch
-//!   event triggers) applies again — drift is still repaired;
-//! - a child missing from the cache is skipped only while the watch has not shown it since
-//!   the apply: its event is still on its way (a reconcile woken by one kind's watch often
-//!   runs before another kind's watch delivered the child just created). Were it deleted,
-//!   the watch's `Delete` or a completed re-list without it forgets the record, so the next
-//!   reconcile applies. An apply is marked in flight before its request is sent, and such a
-//!   report arriving before its answer keeps the answer from being recorded: the child it
-//!   describes may be gone already, and nothing later would say so. This needs the child's
-//!   watch to see every applied child (the children carry the label the watch selects on);
-//!   once the watch has shown the child, a cache without it means it is gone, and it is
-//!   applied;
-//! - versions are compared for equality only: `resourceVersion` is opaque, and nothing here
-//!   assumes an order between two of them;
-//! - the record lives in memory: a restarted operator applies everything once;
-//! - entries are forgotten when the watch reports the child deleted, or a re-list no longer
-//!   holds it, which also keeps the record from growing with children that are gone.
+//! 1. the cache shows that very version (compared for equality only: versions are opaque),
+//!    so any other writer — a person, another controller — makes the next reconcile apply
+//!    again and drift is repaired; or
+//! 2. the cache does not hold the child and the watch has not *shown* it since the apply: its
+//!    event is still on its way (a reconcile woken by one kind's watch often runs before
+//!    another kind's watch delivered a child just created).
 //!
-//! [`Versioning::Content`] serves children whose status another controller writes and whose
-//! whole object the controller caches (a ResourceQuota's `status.used`, written by the quota
-//! controller on every pod change): it compares everything but `status`, so a status update
-//! does not cost a re-apply, while any change of spec or metadata still does.
+//! Three rules keep rule 2 from hiding a deletion:
+//!
+//! - the watch's `Delete`, or a completed re-list without the child, forgets the record, so
+//!   the next reconcile applies;
+//! - an apply is marked *in flight* before its request is sent ([`AppliedChildren::start`]);
+//!   such a report arriving before the answer *distrusts* the flight, and its answer is not
+//!   recorded (the child it describes may be gone, and no later event would say so);
+//! - once shown, a child missing from the cache is gone, and is applied.
+//!
+//! The record lives in memory (a restarted operator applies everything once) and needs the
+//! child's watch to see every applied child (the children carry the label the watch selects).
+//! [`Versioning::Content`] serves a child whose status another controller rewrites (the
+//! ResourceQuota's `status.used`): everything but `status` is compared, so usage reports cost
+//! no apply.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
@@ -130,7 +127,8 @@ fn fingerprint(value: &impl Serialize) -> Option<u64> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Applied {
     desired: u64,
-    version: String,
+    /// A hash of the version the API server returned (the version is only compared).
+    version: u64,
     /// The watch has shown the child since this apply: from now on, a cache without it means
     /// it is gone, not that its event is still on its way.
     shown: bool,
@@ -149,28 +147,66 @@ struct Flight {
     shown: bool,
 }
 
+/// The record of one kind of children, keyed by a hash of namespace and name: a few dozen
+/// bytes per child, at 50,000 tenants times six children.
+#[derive(Debug, Default)]
+struct Kind {
+    entries: HashMap<u64, Applied>,
+    flights: HashMap<u64, Flight>,
+    /// The children a re-list in progress has shown so far.
+    relisting: Option<HashSet<u64>>,
+}
+
 #[derive(Debug, Default)]
 struct Record {
-    entries: HashMap<ChildKey, Applied>,
-    flights: HashMap<ChildKey, Flight>,
-    /// Per kind, the children a re-list in progress has shown so far.
-    relisting: HashMap<String, HashSet<ChildKey>>,
+    kinds: HashMap<String, Kind>,
+}
+
+/// A hash of `value` (the hasher's keys are fixed; it never leaves the process).
+fn hash(value: impl Hash) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl ChildKey {
+    fn slot(&self) -> u64 {
+        hash((&self.namespace, &self.name))
+    }
 }
 
 impl Record {
+    fn kind(&mut self, kind: &str) -> &mut Kind {
+        if !self.kinds.contains_key(kind) {
+            self.kinds.insert(kind.to_owned(), Kind::default());
+        }
+        self.kinds.get_mut(kind).expect("just inserted")
+    }
+
+    fn get(&self, key: &ChildKey) -> Option<&Applied> {
+        self.kinds.get(&key.kind)?.entries.get(&key.slot())
+    }
+
     fn forget(&mut self, key: &ChildKey) {
-        self.entries.remove(key);
-        if let Some(flight) = self.flights.get_mut(key) {
+        let slot = key.slot();
+        let kind = self.kind(&key.kind);
+        kind.entries.remove(&slot);
+        if let Some(flight) = kind.flights.get_mut(&slot) {
             flight.distrusted = true;
         }
     }
 
     fn show(&mut self, key: &ChildKey) {
-        if let Some(applied) = self.entries.get_mut(key) {
+        let slot = key.slot();
+        let kind = self.kind(&key.kind);
+        if let Some(applied) = kind.entries.get_mut(&slot) {
             applied.shown = true;
         }
-        if let Some(flight) = self.flights.get_mut(key) {
+        if let Some(flight) = kind.flights.get_mut(&slot) {
             flight.shown = true;
+        }
+        if let Some(seen) = kind.relisting.as_mut() {
+            seen.insert(slot);
         }
     }
 }
@@ -207,10 +243,10 @@ impl InFlight<'_> {
             (Some(desired), Some(version)) if !flight.distrusted => {
                 let applied = Applied {
                     desired,
-                    version,
+                    version: hash(version),
                     shown: flight.shown,
                 };
-                record.entries.insert(key, applied);
+                record.kind(&key.kind).entries.insert(key.slot(), applied);
             }
             _ => record.forget(&key),
         }
@@ -231,13 +267,15 @@ impl Record {
     /// Ends one flight of `key`, returning what the watch reported during it. While other
     /// applies of the child are still in flight, their flight keeps what was reported.
     fn end_flight(&mut self, key: &ChildKey) -> Flight {
-        let Some(flight) = self.flights.get_mut(key) else {
+        let slot = key.slot();
+        let kind = self.kind(&key.kind);
+        let Some(flight) = kind.flights.get_mut(&slot) else {
             return Flight::default();
         };
         flight.pending = flight.pending.saturating_sub(1);
         let reported = flight.clone();
         if flight.pending == 0 {
-            self.flights.remove(key);
+            kind.flights.remove(&slot);
         }
         reported
     }
@@ -255,7 +293,11 @@ impl AppliedChildren {
 
     /// How many children the record holds.
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.lock()
+            .kinds
+            .values()
+            .map(|kind| kind.entries.len())
+            .sum()
     }
 
     /// Whether the record holds no child.
@@ -277,10 +319,10 @@ impl AppliedChildren {
         let Some(desired) = fingerprint(desired) else {
             return false;
         };
-        self.lock().entries.get(key).is_some_and(|applied| {
+        self.lock().get(key).is_some_and(|applied| {
             applied.desired == desired
                 && match observed {
-                    Some(observed) => applied.version == observed,
+                    Some(observed) => applied.version == hash(observed),
                     None => !applied.shown,
                 }
         })
@@ -289,7 +331,13 @@ impl AppliedChildren {
     /// Marks an apply (or create) of `key` as in flight, before its request is sent; the
     /// answer is recorded through the returned [`InFlight`].
     pub fn start(&self, key: ChildKey) -> InFlight<'_> {
-        self.lock().flights.entry(key.clone()).or_default().pending += 1;
+        let slot = key.slot();
+        self.lock()
+            .kind(&key.kind)
+            .flights
+            .entry(slot)
+            .or_default()
+            .pending += 1;
         InFlight {
             children: self,
             key: Some(key),
@@ -338,29 +386,19 @@ impl AppliedChildren {
     /// recorded. A child the watch shows no longer counts as on its way (see
     /// [`is_current`](Self::is_current)). Call it for every event of the watch.
     pub fn observe<K: Resource<DynamicType = ()>>(&self, event: &watcher::Event<K>) {
-        let kind = K::kind(&());
         let mut record = self.lock();
         match event {
-            watcher::Event::Apply(object) => record.show(&ChildKey::of(object)),
+            watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
+                record.show(&ChildKey::of(object));
+            }
             watcher::Event::Delete(object) => record.forget(&ChildKey::of(object)),
-            watcher::Event::Init => {
-                record.relisting.insert(kind.into_owned(), HashSet::new());
-            }
-            watcher::Event::InitApply(object) => {
-                let key = ChildKey::of(object);
-                record.show(&key);
-                if let Some(seen) = record.relisting.get_mut(kind.as_ref()) {
-                    seen.insert(key);
-                }
-            }
+            watcher::Event::Init => record.kind(&K::kind(&())).relisting = Some(HashSet::new()),
             watcher::Event::InitDone => {
-                if let Some(seen) = record.relisting.remove(kind.as_ref()) {
-                    let record = &mut *record;
-                    record
-                        .entries
-                        .retain(|key, _| key.kind != kind || seen.contains(key));
-                    for (key, flight) in &mut record.flights {
-                        if key.kind == kind && !seen.contains(key) {
+                let kind = record.kind(&K::kind(&()));
+                if let Some(seen) = kind.relisting.take() {
+                    kind.entries.retain(|slot, _| seen.contains(slot));
+                    for (slot, flight) in &mut kind.flights {
+                        if !seen.contains(slot) {
                             flight.distrusted = true;
                         }
                     }

@@ -21,6 +21,11 @@ pub struct Config {
     pub resync_interval: Duration,
     /// Objects per page when a watcher (re-)lists.
     pub watch_page_size: u32,
+    /// How long a controller whose reconcile writes several children waits after the last
+    /// event about an object before reconciling it (kube-runtime's trailing-edge debounce):
+    /// the watch events of its own writes, arriving one request apart, then wake one more
+    /// reconcile instead of several. Zero reconciles at once.
+    pub debounce: Duration,
     /// The `reportingController` of the Events the operator publishes.
     pub reporting_controller: String,
     /// The `reportingInstance` of Events (the pod name in a cluster); the hostname when unset.
@@ -36,6 +41,7 @@ impl Default for Config {
             forbidden_backoff: Duration::from_secs(30),
             resync_interval: Duration::from_secs(3600),
             watch_page_size: 500,
+            debounce: Duration::from_millis(100),
             reporting_controller: "flotilla.dev/operator".to_owned(),
             reporting_instance: None,
         }

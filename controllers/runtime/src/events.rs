@@ -99,7 +99,15 @@ impl Recorder {
         event: &Event,
         regarding: &ObjectReference,
     ) -> Result<(), kube::Error> {
-        let now = Timestamp::now();
+        self.publish_at(event, regarding, Timestamp::now()).await
+    }
+
+    async fn publish_at(
+        &self,
+        event: &Event,
+        regarding: &ObjectReference,
+        now: Timestamp,
+    ) -> Result<(), kube::Error> {
         let key = self.key(event, regarding);
         let repeated = {
             let mut recent = self.lock();
@@ -214,7 +222,9 @@ impl Recorder {
 /// Most bytes in an Event note (the API server's limit is 1 kB).
 const MAX_NOTE_BYTES: usize = 1024;
 
-/// Publishes an Event about `object` (best effort; see the module docs).
+/// Publishes an Event about `object` (best effort; see the module docs). The request is sent
+/// in the background: a reconcile does not wait a round trip per Event, and the Event's time
+/// is taken now, so Events published one after the other keep their order.
 pub async fn publish<K>(
     recorder: &Recorder,
     object: &K,
@@ -233,9 +243,14 @@ pub async fn publish<K>(
         action: action.to_owned(),
         secondary: None,
     };
-    if let Err(error) = recorder.publish(&event, &reference).await {
-        tracing::warn!(%error, reason, "could not publish Event");
-    }
+    let recorder = recorder.clone();
+    let now = Timestamp::now();
+    let reason = reason.to_owned();
+    tokio::spawn(async move {
+        if let Err(error) = recorder.publish_at(&event, &reference, now).await {
+            tracing::warn!(%error, reason, "could not publish Event");
+        }
+    });
 }
 
 /// Renders names as a bounded, human list: `a, b, c and 4 more`. Events and condition messages

@@ -107,6 +107,8 @@ pub struct Index<K, C> {
     relisting: Option<HashMap<Key, Known<C>>>,
     version_of: VersionOf<K>,
     owners_of: OwnersOf<K, C>,
+    /// Whether `by_owner` is kept (see [`Index::without_lookups`]).
+    lookups: bool,
 }
 
 impl<K, C> std::fmt::Debug for Index<K, C> {
@@ -136,6 +138,20 @@ where
             relisting: None,
             version_of: Box::new(version_of),
             owners_of: Box::new(owners_of),
+            lookups: true,
+        }
+    }
+
+    /// Like [`new`](Self::new), for an index only asked whom an event touches: it keeps no
+    /// reverse lookups ([`objects`](Self::objects) and [`count`](Self::count) find nothing),
+    /// which halves its memory.
+    pub fn without_lookups(
+        version_of: impl Fn(&K) -> Option<u64> + Send + Sync + 'static,
+        owners_of: impl Fn(&K) -> Vec<C> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            lookups: false,
+            ..Self::new(version_of, owners_of)
         }
     }
 
@@ -247,6 +263,12 @@ where
     /// Replaces what is known about `key`, keeping the owners' side in step; returns what was
     /// known before.
     fn set(&mut self, key: &Key, known: Option<Known<C>>) -> Option<Known<C>> {
+        if !self.lookups {
+            return match known {
+                Some(known) => self.known.insert(key.clone(), known),
+                None => self.known.remove(key),
+            };
+        }
         let previous = match known {
             Some(known) => {
                 for owner in known.owners.iter() {
@@ -381,17 +403,20 @@ mod tests {
         cm
     }
 
+    /// The owners named in `data.owner`.
+    fn owners_of(cm: &ConfigMap) -> Vec<String> {
+        cm.data
+            .as_ref()
+            .and_then(|data| data.get("owner"))
+            .into_iter()
+            .flat_map(|owners| owners.split(','))
+            .filter(|owner| !owner.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
     fn index() -> Index<ConfigMap, String> {
-        Index::new(predicates::resource_version, |cm: &ConfigMap| {
-            cm.data
-                .as_ref()
-                .and_then(|data| data.get("owner"))
-                .into_iter()
-                .flat_map(|owners| owners.split(','))
-                .filter(|owner| !owner.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
+        Index::new(predicates::resource_version, owners_of)
     }
 
     fn owners(touched: &Touched<String>) -> Vec<&str> {
@@ -594,6 +619,27 @@ mod tests {
         index.apply_watcher_event(&Event::InitApply(object("quota", "acme", "1")));
         assert!(index.apply_watcher_event(&Event::InitDone).is_empty());
         assert_eq!(objects(&index, "acme"), ["tenant/quota"]);
+    }
+
+    #[test]
+    fn an_index_without_lookups_touches_the_same_owners() {
+        let mut plain = index();
+        let mut without = Index::without_lookups(predicates::resource_version, owners_of);
+        for event in [
+            Event::Apply(object("quota", "acme", "1")),
+            Event::Apply(object("quota", "globex", "2")),
+            Event::Apply(object("limits", "acme", "3")),
+            Event::Init,
+            Event::InitApply(object("quota", "globex", "2")),
+            Event::InitDone,
+        ] {
+            assert_eq!(
+                without.apply_watcher_event(&event),
+                plain.apply_watcher_event(&event)
+            );
+        }
+        assert_eq!(plain.count("globex"), 1);
+        assert_eq!(without.count("globex"), 0, "no lookups");
     }
 
     #[test]

@@ -75,6 +75,17 @@ where
     }
 }
 
+/// `event` with `keep` applied to its object.
+fn event_of<K>(event: &watcher::Event<K>, keep: impl Fn(&K) -> K) -> watcher::Event<K> {
+    match event {
+        watcher::Event::Apply(object) => watcher::Event::Apply(keep(object)),
+        watcher::Event::Delete(object) => watcher::Event::Delete(keep(object)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(object) => watcher::Event::InitApply(keep(object)),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
+}
+
 /// A handler of every event of a [`SharedWatch`].
 type Handler<K> = Box<dyn FnMut(&watcher::Event<K>) + Send>;
 
@@ -103,7 +114,11 @@ where
     synced_tx: watch::Sender<bool>,
     synced: Synced,
     handlers: Vec<Handler<K>>,
+    kept: Option<Kept<K>>,
 }
+
+/// What of each object a [`SharedWatch`]'s cache keeps.
+type Kept<K> = Box<dyn Fn(&K) -> K + Send>;
 
 impl<K> SharedWatch<K>
 where
@@ -123,7 +138,17 @@ where
             synced_tx,
             synced: Synced(synced_rx),
             handlers: Vec::new(),
+            kept: None,
         }
+    }
+
+    /// Caches only what `keep` keeps of each object (what the controllers read from the cache),
+    /// while handlers still see the whole object: for kinds with many objects of which the
+    /// cache needs a few fields.
+    #[must_use]
+    pub fn caching(mut self, keep: impl Fn(&K) -> K + Send + 'static) -> Self {
+        self.kept = Some(Box::new(keep));
+        self
     }
 
     /// The kind's name, as given to [`new`](Self::new).
@@ -176,7 +201,7 @@ where
         &mut self,
         version: impl Fn(&K) -> Option<u64> + Send + Sync + 'static,
     ) -> impl Stream<Item = reflector::ObjectRef<K>> + Send + 'static {
-        let mut index: Index<K, ()> = Index::new(version, |_| Vec::new());
+        let mut index: Index<K, ()> = Index::without_lookups(version, |_| Vec::new());
         self.wakes(move |event| {
             let touched = index.apply_watcher_event(event);
             if matches!(event, watcher::Event::Delete(_)) {
@@ -203,13 +228,17 @@ where
             mut writer,
             synced_tx,
             mut handlers,
+            kept,
             ..
         } = self;
         let mut events = std::pin::pin!(events);
         while let Some(event) = events.next().await {
             match event {
                 Ok(event) => {
-                    writer.apply_watcher_event(&event);
+                    match &kept {
+                        Some(keep) => writer.apply_watcher_event(&event_of(&event, keep)),
+                        None => writer.apply_watcher_event(&event),
+                    }
                     if matches!(event, watcher::Event::InitDone) {
                         synced_tx.send_replace(true);
                     }
@@ -316,6 +345,37 @@ mod tests {
             ["b"],
             "ends with the watch"
         );
+    }
+
+    #[tokio::test]
+    async fn the_cache_keeps_what_it_is_told_and_handlers_see_everything() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        let client = kube::Client::try_from(config).expect("client");
+        let mut shared = SharedWatch::new(
+            "configmaps",
+            Api::<ConfigMap>::all(client),
+            watcher::Config::default(),
+        )
+        .caching(|cm: &ConfigMap| {
+            let mut kept = ConfigMap::default();
+            kept.metadata.name = cm.metadata.name.clone();
+            kept.metadata.namespace = cm.metadata.namespace.clone();
+            kept
+        });
+        let store = shared.store();
+        let seen = shared.wakes(|event| match event {
+            watcher::Event::Apply(cm) => vec![cm.data.clone()],
+            _ => Vec::new(),
+        });
+        let mut full = named("a");
+        full.data = Some([("k".to_owned(), "v".to_owned())].into());
+        let events = futures::stream::iter([Ok(watcher::Event::Apply(full.clone()))]);
+        shared.consume(events).await;
+        let cached = store
+            .get(&reflector::ObjectRef::from_obj(&full))
+            .expect("cached");
+        assert_eq!(cached.data, None);
+        assert_eq!(seen.collect::<Vec<_>>().await, [full.data]);
     }
 
     #[tokio::test]
