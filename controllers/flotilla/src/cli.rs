@@ -61,6 +61,10 @@ pub struct OperatorArgs {
     /// Longest retry delay after repeated transient errors, jitter included.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub backoff_cap: Duration,
+    /// Shortest retry delay after a `403 Forbidden` (RBAC not applied yet, a ResourceQuota
+    /// refusing a child); later retries grow up to the cap.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub backoff_forbidden: Duration,
     /// Run controllers only while holding a Lease, so that several replicas can run.
     #[arg(long)]
     pub leader_election: bool,
@@ -82,6 +86,7 @@ impl OperatorArgs {
             concurrency: self.concurrency,
             backoff_base: self.backoff_base,
             backoff_cap: self.backoff_cap,
+            forbidden_backoff: self.backoff_forbidden,
             reporting_instance: self.instance.clone(),
             ..Config::default()
         }
@@ -291,6 +296,7 @@ mod tests {
             "--concurrency=16",
             "--backoff-base=500ms",
             "--backoff-cap=5m",
+            "--backoff-forbidden=30s",
             "--leader-election",
             "--lease-name=flotilla-leader",
             "--lease-namespace=flotilla-system",
@@ -304,6 +310,16 @@ mod tests {
         let config = args.config();
         assert_eq!(config.backoff_base, Duration::from_millis(500));
         assert_eq!(config.backoff_cap, Duration::from_secs(300));
+        assert_eq!(config.forbidden_backoff, Duration::from_secs(30));
+        assert_eq!(
+            config,
+            Config {
+                concurrency: 16,
+                reporting_instance: Some("flotilla-abc".to_owned()),
+                ..Config::default()
+            },
+            "the chart's values are the defaults"
+        );
         let lease = args.lease().expect("leader election");
         assert_eq!(lease.namespace, "flotilla-system");
         assert_eq!(lease.identity.as_deref(), Some("flotilla-abc"));
