@@ -65,6 +65,10 @@ pub struct OperatorArgs {
     /// before reconciling it, so the events of its own writes wake one reconcile (Go duration).
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub debounce: Duration,
+    /// Shortest retry delay after a `403 Forbidden` (RBAC not applied yet, a ResourceQuota
+    /// refusing a child); later retries grow up to the cap.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub backoff_forbidden: Duration,
     /// Run controllers only while holding a Lease, so that several replicas can run.
     #[arg(long)]
     pub leader_election: bool,
@@ -87,6 +91,7 @@ impl OperatorArgs {
             backoff_base: self.backoff_base,
             backoff_cap: self.backoff_cap,
             debounce: self.debounce,
+            forbidden_backoff: self.backoff_forbidden,
             reporting_instance: self.instance.clone(),
             ..Config::default()
         }
@@ -296,7 +301,8 @@ mod tests {
             "--concurrency=16",
             "--backoff-base=500ms",
             "--backoff-cap=5m",
-            "--debounce=250ms",
+            "--debounce=100ms",
+            "--backoff-forbidden=30s",
             "--leader-election",
             "--lease-name=flotilla-leader",
             "--lease-namespace=flotilla-system",
@@ -310,7 +316,17 @@ mod tests {
         let config = args.config();
         assert_eq!(config.backoff_base, Duration::from_millis(500));
         assert_eq!(config.backoff_cap, Duration::from_secs(300));
-        assert_eq!(config.debounce, Duration::from_millis(250));
+        assert_eq!(config.debounce, Duration::from_millis(100));
+        assert_eq!(config.forbidden_backoff, Duration::from_secs(30));
+        assert_eq!(
+            config,
+            Config {
+                concurrency: 16,
+                reporting_instance: Some("flotilla-abc".to_owned()),
+                ..Config::default()
+            },
+            "the chart's values are the defaults"
+        );
         let lease = args.lease().expect("leader election");
         assert_eq!(lease.namespace, "flotilla-system");
         assert_eq!(lease.identity.as_deref(), Some("flotilla-abc"));

@@ -8,7 +8,7 @@ use flotilla::runtime::leadership::{LeadershipError, LeaseSettings, run_while_le
 use flotilla::runtime::{Config, Operator, Shutdown, SystemClock};
 use flotilla::testing::wait_for;
 use flotilla_crds::{Plan, PlanPhase};
-use flotilla_sandbox::Sandbox;
+use flotilla_sandbox::{Sandbox, Verb};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -123,6 +123,20 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         .expect("the second leader stops")
         .expect("task")
         .expect("clean stop");
+    // Acquiring, renewing, releasing and taking over needed exactly what
+    // config/rbac/leader_election_role.yaml grants (the test itself only reads the Lease).
+    let verbs: std::collections::BTreeSet<Verb> = sandbox
+        .requests()
+        .snapshot()
+        .iter()
+        .filter(|request| request.resource == "leases")
+        .map(|request| request.verb)
+        .collect();
+    assert_eq!(
+        verbs,
+        [Verb::Get, Verb::Create, Verb::Patch].into(),
+        "Lease verbs sent"
+    );
     sandbox.shutdown().await;
 }
 

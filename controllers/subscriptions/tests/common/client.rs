@@ -57,6 +57,14 @@ pub struct ClientLog {
 }
 
 impl ClientLog {
+    /// Every request sent, in order.
+    pub fn sent(&self) -> Vec<SentRequest> {
+        self.sent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Every request but watches sent with `method` to a path ending in `path_suffix`, in
     /// order.
     pub fn requests(&self, method: &Method, path_suffix: &str) -> Vec<SentRequest> {

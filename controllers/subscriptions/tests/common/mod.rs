@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod client;
+pub mod rbac;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,10 +38,10 @@ pub const FORBIDDEN_BACKOFF: Duration = Duration::from_millis(1200);
 /// A running sandbox and operator.
 pub struct Harness {
     sandbox: Option<Sandbox>,
-    /// The operator's client (kube's stack without its retry layer; see [`client`]), which
-    /// the tests use too.
+    /// The tests' own client.
     pub client: Client,
-    /// Every request `client` sent, as the controller saw it; canned responses.
+    /// Every request the operator's client (kube's stack without its retry layer; see
+    /// [`client`]) sent, as the controllers saw it; canned responses for it.
     pub log: ClientLog,
     pub operator: Operator,
     controllers: Option<JoinHandle<()>>,
@@ -69,7 +70,8 @@ impl Harness {
             .await
             .expect("sandbox starts");
         let log = ClientLog::default();
-        let client = client::client(sandbox.kube_config(), &log);
+        let operator_client = client::client(sandbox.kube_config(), &log);
+        let client = client::client(sandbox.kube_config(), &ClientLog::default());
         let config = Config {
             backoff_base: BACKOFF_BASE,
             backoff_cap: BACKOFF_CAP,
@@ -78,7 +80,7 @@ impl Harness {
             ..Config::default()
         };
         let operator =
-            Operator::new(client.clone(), config, clock, Shutdown::new()).expect("operator");
+            Operator::new(operator_client, config, clock, Shutdown::new()).expect("operator");
         let running = operator.clone();
         let controllers = tokio::spawn(async move { flotilla_subscriptions::run(&running).await });
         Self {
@@ -236,7 +238,8 @@ impl Harness {
         .unwrap_or_else(|error| panic!("{error}: {:?}", self.watches_served()));
     }
 
-    /// Trips the shutdown signal and waits for the controllers to drain.
+    /// Trips the shutdown signal, waits for the controllers to drain, and checks that the
+    /// operator's RBAC (`config/rbac`) granted every request they sent.
     pub async fn stop(mut self) {
         self.operator.shutdown.trigger();
         if let Some(controllers) = self.controllers.take() {
@@ -248,6 +251,11 @@ impl Harness {
         if let Some(sandbox) = self.sandbox.take() {
             sandbox.shutdown().await;
         }
+        let denied = rbac::denied(&self.log.sent());
+        assert!(
+            denied.is_empty(),
+            "config/rbac does not grant requests the operator sent: {denied:?}"
+        );
     }
 
     /// Creates a cluster-scoped object from JSON.
