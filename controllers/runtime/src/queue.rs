@@ -48,8 +48,6 @@ pub struct ReconcileQueue {
 struct Queued {
     /// When each queued object is due.
     due: HashMap<Key, Instant>,
-    /// The `resourceVersion` of each own object as last handed to the Controller.
-    handed_over: HashMap<Key, String>,
     /// Whether an object is still in the controller's cache.
     exists: Option<Exists>,
 }
@@ -65,7 +63,6 @@ impl Queued {
     fn prune(&mut self) {
         if let Some(exists) = &self.exists {
             self.due.retain(|key, _| exists(key));
-            self.handed_over.retain(|key, _| exists(key));
         }
     }
 }
@@ -110,28 +107,9 @@ impl ReconcileQueue {
         let queue = self.clone();
         objects.inspect(move |object| {
             if let Ok(object) = object {
-                let key = key_of(object);
-                let mut queued = queue.lock();
-                if let Some(version) = &object.meta().resource_version {
-                    queued.handed_over.insert(key.clone(), version.clone());
-                }
-                queued.mark(key, Instant::now());
+                queue.lock().mark(key_of(object), Instant::now());
             }
         })
-    }
-
-    /// Notes the version of an object the controller's own watch has shown (the watch hands
-    /// the controller only the changes its predicate lets through, so this is what "the
-    /// controller has been told of version N" means; see [`ReconcileQueue::handed_over`]).
-    pub fn saw<K: Resource>(&self, event: &kube::runtime::watcher::Event<K>) {
-        use kube::runtime::watcher::Event;
-        if let Event::Apply(object) | Event::InitApply(object) = event
-            && let Some(version) = &object.meta().resource_version
-        {
-            self.lock()
-                .handed_over
-                .insert(key_of(object), version.clone());
-        }
     }
 
     /// Passes a `reconcile_on` stream through, marking each object it names as queued.
@@ -182,16 +160,6 @@ impl ReconcileQueue {
         let mut queued = self.lock();
         queued.prune();
         queued.due.is_empty()
-    }
-
-    /// The `resourceVersion` of the object `namespace/name` (namespace empty for
-    /// cluster-scoped objects) as its watch last handed it to the Controller: whether the
-    /// controller has been told about a write yet.
-    pub fn handed_over(&self, namespace: &str, name: &str) -> Option<String> {
-        self.lock()
-            .handed_over
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
     }
 }
 
@@ -312,7 +280,6 @@ mod tests {
         let passed: Vec<_> = queue.own_objects(own, &store).collect().await;
         assert_eq!(passed.len(), 2, "objects pass through");
         assert_eq!(queue.depth(), 1, "one slot per object");
-        assert_eq!(queue.handed_over("default", "a").as_deref(), Some("7"));
         queue.started(&cm);
         assert_eq!(queue.depth(), 0);
         assert!(queue.is_empty());

@@ -56,11 +56,8 @@ pub fn controller<'a>(
     let state = PlanState::new(operator.client.clone(), subscribers, subscriptions.synced());
     let ctx = operator.context(CONTROLLER, state);
     let own = plans.changes(reconcile_inputs);
-    // Every trigger goes through the queue, which counts what waits (runtime::queue); the
-    // own watch also tells it which version of each object the controller has been handed.
+    // Every trigger goes through the queue, which counts what waits (runtime::queue).
     let queue = ctx.queue.clone();
-    let seen = queue.clone();
-    plans.on_event(move |event| seen.saw(event));
     let controller = Controller::for_stream(
         queue.own_objects(
             stream::pending::<Result<DeserializeGuard<Plan>, watcher::Error>>(),

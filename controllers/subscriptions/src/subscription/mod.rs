@@ -194,11 +194,8 @@ pub fn controller<'a>(
     let state = SubscriptionState::new(client, caches, wakeups.clone(), applied);
     let ctx = operator.context(CONTROLLER, state);
 
-    // Every trigger goes through the queue, which counts what waits (runtime::queue); the
-    // own watch also tells it which version of each object the controller has been handed.
+    // Every trigger goes through the queue, which counts what waits (runtime::queue).
     let queue = ctx.queue.clone();
-    let seen = queue.clone();
-    subscriptions.on_event(move |event| seen.saw(event));
     let controller = Controller::for_stream(
         queue.own_objects(
             stream::pending::<Result<DeserializeGuard<Subscription>, watcher::Error>>(),
@@ -304,9 +301,10 @@ fn register_metrics(operator: &Operator, subscriptions: &Store<DeserializeGuard<
 }
 
 /// What the caches of children cached as metadata keep: what the reconcile reads of them —
-/// whether the child exists, and its `resourceVersion`, compared with the record of applied
-/// children. Labels, annotations and ownerReferences (about 1 KiB per child, times five
-/// children per tenant) are left out; the watch's index reads the controller from the event.
+/// whether the child exists, its `resourceVersion` (compared with the record of applied
+/// children), and what a delete needs: the UID (its precondition) and the controller
+/// reference (the proof that Flotilla made the child). Labels, annotations and other
+/// ownerReferences (about 1 KiB per child, times five children per tenant) are left out.
 fn versioned<K>(child: &PartialObjectMeta<K>) -> PartialObjectMeta<K> {
     let meta = &child.metadata;
     PartialObjectMeta {
@@ -316,6 +314,15 @@ fn versioned<K>(child: &PartialObjectMeta<K>) -> PartialObjectMeta<K> {
             namespace: meta.namespace.clone(),
             resource_version: meta.resource_version.clone(),
             deletion_timestamp: meta.deletion_timestamp.clone(),
+            // What a delete needs: the proof of ownership and the UID precondition.
+            uid: meta.uid.clone(),
+            owner_references: meta.owner_references.as_ref().map(|owners| {
+                owners
+                    .iter()
+                    .filter(|owner| owner.controller == Some(true))
+                    .cloned()
+                    .collect()
+            }),
             ..kube::api::ObjectMeta::default()
         },
         _phantom: std::marker::PhantomData,

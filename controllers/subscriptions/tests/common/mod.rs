@@ -180,34 +180,6 @@ impl Harness {
         .unwrap_or_else(|error| panic!("{error}: {queue:?}"));
     }
 
-    /// Waits until the watch of `controller` has handed it the object `namespace/name` at
-    /// `resource_version` or later (a write a test made), and the controller is quiet again:
-    /// the reconcile that write triggered has finished, and nothing else is queued.
-    pub async fn settled_after(
-        &self,
-        controller: &'static str,
-        namespace: &str,
-        name: &str,
-        resource_version: &str,
-    ) {
-        let queue = self.queue(controller);
-        wait_for(
-            format!("the {controller} controller to be told of {name} at {resource_version}"),
-            WAIT,
-            || {
-                // The sandbox's resourceVersions come from one counter, so they compare as
-                // numbers (later writes of the object may have been handed over already).
-                let version = |v: &str| v.parse::<u64>().expect("a sandbox resourceVersion");
-                let seen = queue.handed_over(namespace, name);
-                let told = seen.is_some_and(|seen| version(&seen) >= version(resource_version));
-                async move { told.then_some(()) }
-            },
-        )
-        .await
-        .unwrap_or_else(|error| panic!("{error}"));
-        self.quiet(controller).await;
-    }
-
     /// Watch requests the sandbox has served (status 200) by resource plural.
     pub fn watches_served(&self) -> BTreeMap<String, usize> {
         let mut served = BTreeMap::new();
