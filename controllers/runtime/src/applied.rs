@@ -148,10 +148,14 @@ struct Flight {
 }
 
 /// The record of one kind of children, keyed by a hash of namespace and name: a few dozen
-/// bytes per child, at 50,000 tenants times six children.
+/// bytes per child, at 50,000 tenants times six children (a cached object costs ten times
+/// that).
 #[derive(Debug, Default)]
 struct Kind {
     entries: HashMap<u64, Applied>,
+    /// The version (a hash of the resourceVersion) the watch last showed of each child, for
+    /// kinds whose children are not cached otherwise ([`AppliedChildren::apply_watched`]).
+    seen: HashMap<u64, u64>,
     flights: HashMap<u64, Flight>,
     /// The children a re-list in progress has shown so far.
     relisting: Option<HashSet<u64>>,
@@ -196,9 +200,12 @@ impl Record {
         }
     }
 
-    fn show(&mut self, key: &ChildKey) {
+    fn show(&mut self, key: &ChildKey, version: Option<&str>) {
         let slot = key.slot();
         let kind = self.kind(&key.kind);
+        if let Some(version) = version {
+            kind.seen.insert(slot, hash(version));
+        }
         if let Some(applied) = kind.entries.get_mut(&slot) {
             applied.shown = true;
         }
@@ -316,16 +323,54 @@ impl AppliedChildren {
         desired: &impl Serialize,
         observed: Option<&str>,
     ) -> bool {
+        self.is_current_at(key, desired, observed.map(hash))
+    }
+
+    fn is_current_at(
+        &self,
+        key: &ChildKey,
+        desired: &impl Serialize,
+        observed: Option<u64>,
+    ) -> bool {
         let Some(desired) = fingerprint(desired) else {
             return false;
         };
         self.lock().get(key).is_some_and(|applied| {
             applied.desired == desired
                 && match observed {
-                    Some(observed) => applied.version == hash(observed),
+                    Some(observed) => applied.version == observed,
                     None => !applied.shown,
                 }
         })
+    }
+
+    fn watched_version(&self, key: &ChildKey) -> Option<u64> {
+        self.lock()
+            .kinds
+            .get(&key.kind)
+            .and_then(|kind| kind.seen.get(&key.slot()).copied())
+    }
+
+    /// Whether the watch of the children of `key`'s kind holds `key` (for kinds applied with
+    /// [`apply_watched`](Self::apply_watched), whose objects no cache keeps).
+    pub fn is_watched(&self, key: &ChildKey) -> bool {
+        self.lock()
+            .kinds
+            .get(&key.kind)
+            .is_some_and(|kind| kind.seen.contains_key(&key.slot()))
+    }
+
+    /// Whether `object` is at the version one of this controller's applies returned: the
+    /// watch event carrying it is the echo of that write and tells the reconcile nothing it
+    /// did not know (children read with [`Versioning::Content`] never match: their record
+    /// holds no resourceVersion).
+    pub fn is_own_write<K: Resource<DynamicType = ()>>(&self, object: &K) -> bool {
+        let Some(version) = object.meta().resource_version.as_deref() else {
+            return false;
+        };
+        self.lock()
+            .get(&ChildKey::of(object))
+            .is_some_and(|applied| applied.version == hash(version))
     }
 
     /// Marks an apply (or create) of `key` as in flight, before its request is sent; the
@@ -380,6 +425,33 @@ impl AppliedChildren {
         Ok(ChildApply::Applied)
     }
 
+    /// [`apply`](Self::apply) for a kind whose children no cache keeps: the version to compare
+    /// is the `resourceVersion` the watch last showed ([`observe`](Self::observe) keeps a hash
+    /// of it per child, a few bytes instead of a cached object).
+    pub async fn apply_watched<K>(
+        &self,
+        api: &Api<K>,
+        desired: &K,
+    ) -> Result<ChildApply, kube::Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
+    {
+        let key = ChildKey::of(desired);
+        let observed = self.watched_version(&key);
+        if self.is_current_at(&key, desired, observed) {
+            return Ok(match observed {
+                Some(_) => ChildApply::Unchanged,
+                None => ChildApply::Pending,
+            });
+        }
+        let flight = self.start(key);
+        let returned = api
+            .patch(&desired.name_any(), &apply_params(), &Patch::Apply(desired))
+            .await?;
+        flight.record(desired, Versioning::ResourceVersion.of(&returned));
+        Ok(ChildApply::Applied)
+    }
+
     /// Keeps the record in step with a watch of the children of kind `K`: a deleted child is
     /// forgotten, and so is every child of the kind that a completed re-list no longer holds
     /// (deleted while the watch was down); applies of such a child in flight are not
@@ -389,14 +461,22 @@ impl AppliedChildren {
         let mut record = self.lock();
         match event {
             watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
-                record.show(&ChildKey::of(object));
+                record.show(
+                    &ChildKey::of(object),
+                    object.meta().resource_version.as_deref(),
+                );
             }
-            watcher::Event::Delete(object) => record.forget(&ChildKey::of(object)),
+            watcher::Event::Delete(object) => {
+                let key = ChildKey::of(object);
+                record.forget(&key);
+                record.kind(&key.kind).seen.remove(&key.slot());
+            }
             watcher::Event::Init => record.kind(&K::kind(&())).relisting = Some(HashSet::new()),
             watcher::Event::InitDone => {
                 let kind = record.kind(&K::kind(&()));
                 if let Some(seen) = kind.relisting.take() {
                     kind.entries.retain(|slot, _| seen.contains(slot));
+                    kind.seen.retain(|slot, _| seen.contains(slot));
                     for (slot, flight) in &mut kind.flights {
                         if !seen.contains(slot) {
                             flight.distrusted = true;
@@ -526,6 +606,33 @@ mod tests {
     }
 
     #[test]
+    fn the_watch_alone_keeps_the_versions_of_uncached_children() {
+        let record = AppliedChildren::new();
+        let desired = config_map("acme", "settings", "a");
+        let key = ChildKey::of(&desired);
+        assert!(!record.is_watched(&key));
+        record.start(key.clone()).record(&desired, Some("7".into()));
+        // Applied, its event on its way: current without a version.
+        assert!(record.is_current_at(&key, &desired, record.watched_version(&key)));
+        record.observe(&watcher::Event::Apply(stored(desired.clone(), "7")));
+        assert!(record.is_watched(&key));
+        assert!(record.is_current_at(&key, &desired, record.watched_version(&key)));
+        // Another writer: the watch shows a new version.
+        record.observe(&watcher::Event::Apply(stored(desired.clone(), "9")));
+        assert!(!record.is_current_at(&key, &desired, record.watched_version(&key)));
+        // Forgetting the record (a failed apply) is not forgetting what the watch showed.
+        record.forget(&key);
+        assert!(record.is_watched(&key));
+        record.observe(&watcher::Event::Delete(stored(desired.clone(), "9")));
+        assert!(!record.is_watched(&key));
+        // A re-list that lacks it drops it too.
+        record.observe(&watcher::Event::Apply(stored(desired.clone(), "10")));
+        record.observe(&watcher::Event::<ConfigMap>::Init);
+        record.observe(&watcher::Event::<ConfigMap>::InitDone);
+        assert!(!record.is_watched(&key));
+    }
+
+    #[test]
     fn a_child_shown_by_a_relist_is_no_longer_on_its_way() {
         let record = AppliedChildren::new();
         let desired = config_map("acme", "settings", "a");
@@ -637,6 +744,38 @@ mod tests {
         // The next apply is recorded as usual.
         record.start(key.clone()).record(&desired, Some("9".into()));
         assert!(record.is_current(&key, &desired, Some("9")));
+    }
+
+    #[test]
+    fn only_the_version_an_apply_returned_is_its_own_write() {
+        let record = AppliedChildren::new();
+        let desired = config_map("acme", "settings", "a");
+        assert!(
+            !record.is_own_write(&stored(desired.clone(), "7")),
+            "never applied"
+        );
+        record
+            .start(ChildKey::of(&desired))
+            .record(&desired, Some("7".into()));
+        assert!(record.is_own_write(&stored(desired.clone(), "7")));
+        assert!(
+            !record.is_own_write(&stored(desired.clone(), "8")),
+            "another writer"
+        );
+        assert!(
+            !record.is_own_write(&config_map("acme", "settings", "a")),
+            "no version"
+        );
+        let other = config_map("acme", "other", "a");
+        assert!(!record.is_own_write(&stored(other, "7")), "another child");
+
+        // A child read by content records no resourceVersion: each of its events is news.
+        let applied = quota("10", None, "3");
+        record
+            .start(ChildKey::of(&applied))
+            .record(&applied, Versioning::Content.of(&applied));
+        assert!(!record.is_own_write(&quota("10", Some("1"), "4")));
+        assert!(!record.is_own_write(&applied));
     }
 
     #[test]

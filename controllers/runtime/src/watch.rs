@@ -115,6 +115,7 @@ where
     synced: Synced,
     handlers: Vec<Handler<K>>,
     kept: Option<Kept<K>>,
+    cached: bool,
 }
 
 /// What of each object a [`SharedWatch`]'s cache keeps.
@@ -139,6 +140,7 @@ where
             synced: Synced(synced_rx),
             handlers: Vec::new(),
             kept: None,
+            cached: true,
         }
     }
 
@@ -148,6 +150,15 @@ where
     #[must_use]
     pub fn caching(mut self, keep: impl Fn(&K) -> K + Send + 'static) -> Self {
         self.kept = Some(Box::new(keep));
+        self
+    }
+
+    /// Keeps no objects at all (the store stays empty; [`synced`](Self::synced) still says
+    /// when the first list is through): for kinds whose handlers keep all the controllers
+    /// read, e.g. [`AppliedChildren::apply_watched`](crate::applied::AppliedChildren::apply_watched).
+    #[must_use]
+    pub fn uncached(mut self) -> Self {
+        self.cached = false;
         self
     }
 
@@ -229,6 +240,7 @@ where
             synced_tx,
             mut handlers,
             kept,
+            cached,
             ..
         } = self;
         let mut events = std::pin::pin!(events);
@@ -236,6 +248,7 @@ where
             match event {
                 Ok(event) => {
                     match &kept {
+                        _ if !cached => {}
                         Some(keep) => writer.apply_watcher_event(&event_of(&event, keep)),
                         None => writer.apply_watcher_event(&event),
                     }
@@ -376,6 +389,38 @@ mod tests {
             .expect("cached");
         assert_eq!(cached.data, None);
         assert_eq!(seen.collect::<Vec<_>>().await, [full.data]);
+    }
+
+    #[tokio::test]
+    async fn an_uncached_watch_keeps_nothing_and_still_syncs_and_hands_over_everything() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        let client = kube::Client::try_from(config).expect("client");
+        let mut shared = SharedWatch::new(
+            "configmaps",
+            Api::<ConfigMap>::all(client),
+            watcher::Config::default(),
+        )
+        .uncached();
+        let (store, synced) = (shared.store(), shared.synced());
+        let seen = shared.wakes(|event| match event {
+            watcher::Event::InitApply(cm) | watcher::Event::Apply(cm) => {
+                vec![cm.metadata.name.clone()]
+            }
+            _ => Vec::new(),
+        });
+        let events = futures::stream::iter([
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(named("a"))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(named("b"))),
+        ]);
+        shared.consume(events).await;
+        assert!(synced.is_synced());
+        assert_eq!(store.len(), 0);
+        assert_eq!(
+            seen.collect::<Vec<_>>().await,
+            [Some("a".to_owned()), Some("b".to_owned())]
+        );
     }
 
     #[tokio::test]

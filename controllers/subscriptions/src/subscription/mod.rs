@@ -107,7 +107,8 @@ pub fn controller<'a>(
         "namespaces",
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         wc,
-    );
+    )
+    .caching(namespace_kept);
     let mut quotas = SharedWatch::new(
         "resourcequotas",
         Api::<ResourceQuota>::all(client.clone()),
@@ -118,25 +119,25 @@ pub fn controller<'a>(
         Api::<PartialObjectMeta<LimitRange>>::all(client.clone()),
         managed.clone(),
     )
-    .caching(versioned);
+    .uncached();
     let mut role_bindings = SharedWatch::new(
         "rolebindings",
         Api::<PartialObjectMeta<RoleBinding>>::all(client.clone()),
         managed.clone(),
     )
-    .caching(versioned);
+    .uncached();
     let mut network_policies = SharedWatch::new(
         "networkpolicies",
         Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()),
         managed.clone(),
     )
-    .caching(versioned);
+    .uncached();
     let mut config_maps = SharedWatch::new(
         "configmaps",
         Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
         managed,
     )
-    .caching(versioned);
+    .uncached();
     let own_synced = [
         (namespaces.kind(), namespaces.synced()),
         (quotas.kind(), quotas.synced()),
@@ -183,10 +184,6 @@ pub fn controller<'a>(
         namespaces: namespaces.store(),
         namespace_claims: claims,
         quotas: quotas.store(),
-        limit_ranges: limit_ranges.store(),
-        network_policies: network_policies.store(),
-        role_bindings: role_bindings.store(),
-        config_maps: config_maps.store(),
         // The Subscription cache is the Controller's own: it does not reconcile before it
         // has listed.
         synced,
@@ -300,29 +297,36 @@ fn register_metrics(operator: &Operator, subscriptions: &Store<DeserializeGuard<
     }
 }
 
-/// What the caches of children cached as metadata keep: what the reconcile reads of them —
-/// whether the child exists, its `resourceVersion` (compared with the record of applied
-/// children), and what a delete needs: the UID (its precondition) and the controller
-/// reference (the proof that Flotilla made the child). Labels, annotations and other
-/// ownerReferences (about 1 KiB per child, times five children per tenant) are left out.
-fn versioned<K>(child: &PartialObjectMeta<K>) -> PartialObjectMeta<K> {
-    let meta = &child.metadata;
+/// What the Namespace cache keeps of each namespace (every namespace of the cluster, so its
+/// size matters): identity, version, deletion, every ownerReference, and Flotilla's own
+/// labels and annotations — what ownership, claims and the release patch read. Other
+/// labels and annotations (`kubectl`'s last-applied configuration among them) are left out.
+fn namespace_kept(namespace: &PartialObjectMeta<Namespace>) -> PartialObjectMeta<Namespace> {
+    let meta = &namespace.metadata;
+    let ours = |map: &Option<std::collections::BTreeMap<String, String>>, managed_by: bool| {
+        let kept: std::collections::BTreeMap<String, String> = map
+            .iter()
+            .flatten()
+            .filter(|(key, value)| {
+                key.starts_with(cancellation::FLOTILLA_KEY_PREFIX)
+                    || (managed_by
+                        && key.as_str() == labels::MANAGED_BY
+                        && value.as_str() == labels::MANAGED_BY_VALUE)
+            })
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        (!kept.is_empty()).then_some(kept)
+    };
     PartialObjectMeta {
         types: None,
         metadata: kube::api::ObjectMeta {
             name: meta.name.clone(),
-            namespace: meta.namespace.clone(),
+            uid: meta.uid.clone(),
             resource_version: meta.resource_version.clone(),
             deletion_timestamp: meta.deletion_timestamp.clone(),
-            // What a delete needs: the proof of ownership and the UID precondition.
-            uid: meta.uid.clone(),
-            owner_references: meta.owner_references.as_ref().map(|owners| {
-                owners
-                    .iter()
-                    .filter(|owner| owner.controller == Some(true))
-                    .cloned()
-                    .collect()
-            }),
+            owner_references: meta.owner_references.clone(),
+            labels: ours(&meta.labels, true),
+            annotations: ours(&meta.annotations, false),
             ..kube::api::ObjectMeta::default()
         },
         _phantom: std::marker::PhantomData,
@@ -330,7 +334,7 @@ fn versioned<K>(child: &PartialObjectMeta<K>) -> PartialObjectMeta<K> {
 }
 
 /// The wake-ups of a watch of children: any new version wakes the Subscription that controls
-/// the child. Each event also goes to `applied`, which forgets deleted children (and keeps an
+/// the child, but for the echo of its own apply. Each event also goes to `applied`, which forgets deleted children (and keeps an
 /// apply in flight from being recorded) and notes the ones the watch has shown.
 fn children<K>(
     watch: &mut SharedWatch<K>,
@@ -354,11 +358,80 @@ where
         });
     watch.wakes(move |event| {
         applied.observe(event);
-        index
-            .apply_watcher_event(event)
-            .owners
+        let owners = index.apply_watcher_event(event).owners;
+        // The echo of the reconcile's own apply: that reconcile already knew the result.
+        if let watcher::Event::Apply(child) = event
+            && applied.is_own_write(child)
+        {
+            return Vec::new();
+        }
+        owners
             .into_iter()
             .map(|name| ObjectRef::new(&name))
             .collect::<Vec<SubscriptionRef>>()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    #[test]
+    fn the_namespace_cache_keeps_what_ownership_and_release_read() {
+        let mut full = PartialObjectMeta::<Namespace>::default();
+        let meta = &mut full.metadata;
+        meta.name = Some("acme".into());
+        meta.uid = Some("ns-uid".into());
+        meta.resource_version = Some("12".into());
+        meta.labels = Some(
+            [
+                ("flotilla.dev/subscription", "acme"),
+                ("flotilla.dev/plan", "team"),
+                (labels::MANAGED_BY, labels::MANAGED_BY_VALUE),
+                ("kubernetes.io/metadata.name", "acme"),
+                ("team", "web"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+        );
+        meta.annotations = Some(
+            [
+                ("flotilla.dev/allow-deletion", "true"),
+                ("kubectl.kubernetes.io/last-applied-configuration", "{...}"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+        );
+        meta.owner_references = Some(vec![
+            OwnerReference {
+                uid: "sub-uid".into(),
+                controller: Some(true),
+                ..OwnerReference::default()
+            },
+            OwnerReference {
+                uid: "someone-else".into(),
+                ..OwnerReference::default()
+            },
+        ]);
+        let kept = namespace_kept(&full);
+        for uid in ["sub-uid", "other-uid", ""] {
+            assert_eq!(
+                cancellation::release_patch(&kept.metadata, uid),
+                cancellation::release_patch(&full.metadata, uid),
+                "the release patch of {uid:?} is the same from the cache"
+            );
+        }
+        let kept_labels = kept.metadata.labels.expect("labels");
+        assert_eq!(kept_labels.len(), 3, "{kept_labels:?}");
+        assert!(!kept_labels.contains_key("team"));
+        assert_eq!(
+            kept.metadata.annotations.expect("annotations").len(),
+            1,
+            "only Flotilla's annotations"
+        );
+        assert_eq!(kept.metadata.owner_references.map(|o| o.len()), Some(2));
+        assert_eq!(kept.metadata.resource_version.as_deref(), Some("12"));
+        assert_eq!(kept.metadata.uid.as_deref(), Some("ns-uid"));
+    }
 }

@@ -13,9 +13,7 @@ use std::time::Duration;
 
 use flotilla_crds::common::labels;
 use flotilla_crds::{Plan, SpecError, Subscription, SubscriptionPhase};
-use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use kube::api::{ListParams, ObjectMeta, PartialObjectMeta};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
@@ -60,14 +58,6 @@ pub struct Caches {
     pub namespace_claims: SharedIndex<NamespacesByClaim>,
     /// Flotilla's ResourceQuotas (whole objects: their status is the tenant's usage).
     pub quotas: Store<ResourceQuota>,
-    /// Flotilla's LimitRanges (metadata only).
-    pub limit_ranges: Store<PartialObjectMeta<LimitRange>>,
-    /// Flotilla's NetworkPolicies (metadata only).
-    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
-    /// Flotilla's RoleBindings (metadata only).
-    pub role_bindings: Store<PartialObjectMeta<RoleBinding>>,
-    /// Flotilla's ConfigMaps (metadata only).
-    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
     /// The first-list signal of every cache the controller depends on.
     pub synced: Vec<Synced>,
 }

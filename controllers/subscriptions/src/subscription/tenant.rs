@@ -13,8 +13,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{
-    DeleteParams, ListParams, ObjectMeta, PartialObjectMeta, Patch, PatchParams, PostParams,
-    Preconditions,
+    DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions,
 };
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -243,64 +242,24 @@ impl Tenant<'_> {
         };
         let limit_range = async {
             match &objects.limit_range {
-                Some(limit_range) => {
-                    let cached = caches.limit_ranges.get(&meta_ref(limit_range));
-                    self.apply_child(limit_range, cached.as_deref(), Versioning::ResourceVersion)
-                        .await
-                }
+                Some(limit_range) => self.apply_watched(limit_range).await,
                 None => {
-                    self.delete_unwanted::<LimitRange>(
-                        &namespace,
-                        LIMIT_RANGE_NAME,
-                        caches
-                            .limit_ranges
-                            .get(&ObjectRef::new(LIMIT_RANGE_NAME).within(&namespace))
-                            .as_deref()
-                            .map(|cached| &cached.metadata),
-                    )
-                    .await
+                    self.delete_unwatched::<LimitRange>(&namespace, LIMIT_RANGE_NAME)
+                        .await
                 }
             }
         };
         let network_policy = async {
             match &objects.network_policy {
-                Some(policy) => {
-                    let cached = caches.network_policies.get(&meta_ref(policy));
-                    self.apply_child(policy, cached.as_deref(), Versioning::ResourceVersion)
-                        .await
-                }
+                Some(policy) => self.apply_watched(policy).await,
                 None => {
-                    self.delete_unwanted::<NetworkPolicy>(
-                        &namespace,
-                        NETWORK_POLICY_NAME,
-                        caches
-                            .network_policies
-                            .get(&ObjectRef::new(NETWORK_POLICY_NAME).within(&namespace))
-                            .as_deref()
-                            .map(|cached| &cached.metadata),
-                    )
-                    .await
+                    self.delete_unwatched::<NetworkPolicy>(&namespace, NETWORK_POLICY_NAME)
+                        .await
                 }
             }
         };
-        let role_binding = async {
-            let cached = caches.role_bindings.get(&meta_ref(&objects.role_binding));
-            self.apply_child(
-                &objects.role_binding,
-                cached.as_deref(),
-                Versioning::ResourceVersion,
-            )
-            .await
-        };
-        let entitlements = async {
-            let cached = caches.config_maps.get(&meta_ref(&objects.entitlements));
-            self.apply_child(
-                &objects.entitlements,
-                cached.as_deref(),
-                Versioning::ResourceVersion,
-            )
-            .await
-        };
+        let role_binding = self.apply_watched(&objects.role_binding);
+        let entitlements = self.apply_watched(&objects.entitlements);
         tokio::try_join!(limit_range, network_policy, role_binding, entitlements)?;
         Ok(Provisioned {
             quota_applied: quota.await?,
@@ -409,6 +368,62 @@ impl Tenant<'_> {
                 ChildOperation::Apply,
                 format!("{} {namespace}/{}", K::kind(&()), child.name_any()),
             ))
+    }
+
+    /// [`apply_child`](Self::apply_child) for the children no cache keeps (LimitRange,
+    /// NetworkPolicy, RoleBinding, ConfigMap): their watch keeps only a hash of each one's
+    /// version, a few bytes instead of an object per child at 50,000 tenants.
+    async fn apply_watched<K>(&self, child: &K) -> Result<bool, SubscriptionError>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Serialize
+            + Debug,
+    {
+        let namespace = child.namespace().unwrap_or_default();
+        let api: Api<K> = Api::namespaced(self.client(), &namespace);
+        self.ctx
+            .state
+            .applied
+            .apply_watched(&api, child)
+            .await
+            .map(|done| done != ChildApply::Unchanged)
+            .map_err(self.failed(
+                ChildOperation::Apply,
+                format!("{} {namespace}/{}", K::kind(&()), child.name_any()),
+            ))
+    }
+
+    /// [`delete_unwanted`](Self::delete_unwanted) for a child no cache keeps: when its watch
+    /// holds it, its metadata is read fresh (a rare request: a plan dropped the feature), so
+    /// the ownership proof and the delete's preconditions come from the object itself.
+    async fn delete_unwatched<K>(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<bool, SubscriptionError>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        let key = ChildKey {
+            kind: K::kind(&()).into_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        if !self.ctx.state.applied.is_watched(&key) {
+            return Ok(false);
+        }
+        let api: Api<K> = Api::namespaced(self.client(), namespace);
+        let fresh = api.get_metadata_opt(name).await.map_err(self.failed(
+            ChildOperation::Read,
+            format!("{} {namespace}/{name}", K::kind(&())),
+        ))?;
+        self.delete_unwanted::<K>(namespace, name, fresh.as_ref().map(|meta| &meta.metadata))
+            .await
     }
 
     /// Deletes a child the plan no longer asks for, if the cache has seen one that is the
@@ -554,18 +569,6 @@ impl Tenant<'_> {
         result.map_err(self.failed(operation, target.to_string()))?;
         tracing::info!(workload = %target, %operation, "workload scaled");
         Ok(())
-    }
-}
-
-/// A reference into a metadata-only cache for a desired child of kind `K`.
-fn meta_ref<K>(child: &K) -> ObjectRef<PartialObjectMeta<K>>
-where
-    K: Resource<DynamicType = ()>,
-{
-    let reference = ObjectRef::new(&child.name_any());
-    match child.namespace() {
-        Some(namespace) => reference.within(&namespace),
-        None => reference,
     }
 }
 
