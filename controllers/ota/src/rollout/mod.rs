@@ -1,2 +1,4 @@
 //! The FirmwareRollout controller: a fixed plan of waves over the targeted Devices, at most
 //! `maxInFlight` updating at once, stopped by itself when failures cross a threshold.
+
+pub mod window;
