@@ -2,5 +2,7 @@
 //! `maxInFlight` updating at once, stopped by itself when failures cross a threshold.
 
 pub mod assign;
+pub mod plan;
+pub mod shards;
 pub mod thresholds;
 pub mod window;
