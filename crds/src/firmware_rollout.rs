@@ -15,6 +15,7 @@ use crate::common::{
     validate_time_zone,
 };
 use crate::condition::Condition;
+use crate::phase::Phase;
 
 /// Most waves of one rollout.
 pub const MAX_WAVES: u32 = 20;
@@ -513,6 +514,12 @@ pub struct FirmwareRolloutStatus {
     #[schemars(length(max = 253))]
     pub resume_at_pause: Option<String>,
 
+    /// Failed devices (`counts.failed`) accepted by the `spec.resume` that ended a
+    /// failure-threshold pause; the threshold pauses again only once more devices fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub acknowledged_failures: Option<i32>,
+
     /// The plan, computed before the start and then fixed: wave sizes, exclusions, hash and
     /// estimated timeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -547,6 +554,36 @@ pub enum FirmwareRolloutPhase {
 }
 
 impl FirmwareRolloutPhase {
+    /// Every phase, in lifecycle order.
+    pub const ALL: [FirmwareRolloutPhase; 10] = [
+        FirmwareRolloutPhase::Pending,
+        FirmwareRolloutPhase::AwaitingApproval,
+        FirmwareRolloutPhase::Progressing,
+        FirmwareRolloutPhase::Paused,
+        FirmwareRolloutPhase::WaitingForWindow,
+        FirmwareRolloutPhase::Succeeded,
+        FirmwareRolloutPhase::Failed,
+        FirmwareRolloutPhase::RollingBack,
+        FirmwareRolloutPhase::RolledBack,
+        FirmwareRolloutPhase::Aborted,
+    ];
+
+    /// The wire form (as in `status.phase`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FirmwareRolloutPhase::Pending => "Pending",
+            FirmwareRolloutPhase::AwaitingApproval => "AwaitingApproval",
+            FirmwareRolloutPhase::Progressing => "Progressing",
+            FirmwareRolloutPhase::Paused => "Paused",
+            FirmwareRolloutPhase::WaitingForWindow => "WaitingForWindow",
+            FirmwareRolloutPhase::Succeeded => "Succeeded",
+            FirmwareRolloutPhase::Failed => "Failed",
+            FirmwareRolloutPhase::RollingBack => "RollingBack",
+            FirmwareRolloutPhase::RolledBack => "RolledBack",
+            FirmwareRolloutPhase::Aborted => "Aborted",
+        }
+    }
+
     /// Whether the rollout is finished and will not change again.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -555,6 +592,39 @@ impl FirmwareRolloutPhase {
                 | FirmwareRolloutPhase::Failed
                 | FirmwareRolloutPhase::RolledBack
                 | FirmwareRolloutPhase::Aborted
+        )
+    }
+}
+
+/// The rollout lifecycle. A rollout starts (Pending or AwaitingApproval → Progressing) and,
+/// once started, moves between Progressing, Paused and WaitingForWindow until it finishes
+/// (Succeeded, Failed), is aborted, or rolls back. Abort is reachable from every live phase;
+/// nothing leaves a terminal phase, and nothing returns to Pending once started.
+impl Phase for FirmwareRolloutPhase {
+    const ALL: &'static [Self] = &FirmwareRolloutPhase::ALL;
+    const INITIAL: Self = FirmwareRolloutPhase::Pending;
+
+    fn as_str(self) -> &'static str {
+        FirmwareRolloutPhase::as_str(self)
+    }
+
+    fn allows(self, next: Self) -> bool {
+        use FirmwareRolloutPhase::{
+            Aborted, AwaitingApproval, Failed, Paused, Pending, Progressing, RolledBack,
+            RollingBack, Succeeded, WaitingForWindow,
+        };
+        matches!(
+            (self, next),
+            (Pending, AwaitingApproval | Progressing | Aborted)
+                | (AwaitingApproval, Pending | Progressing | Aborted)
+                | (
+                    Progressing | Paused | WaitingForWindow,
+                    Succeeded | Failed | RollingBack | Aborted
+                )
+                | (Progressing, Paused | WaitingForWindow)
+                | (Paused, Progressing | WaitingForWindow)
+                | (WaitingForWindow, Progressing | Paused)
+                | (RollingBack, RolledBack | Failed | Aborted)
         )
     }
 }
@@ -713,6 +783,11 @@ pub struct Exclusions {
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub held_by_another_rollout: i32,
+    /// Reporting no firmware version, or one that is not a semantic version: the rollout
+    /// cannot tell whether the release applies, nor what to roll back to.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub unknown_version: i32,
 }
 
 impl FirmwareRolloutSpec {
@@ -1020,6 +1095,30 @@ mod tests {
         assert_eq!(spec.validate(), Ok(()));
         assert!(!spec.awaits_approval_of(&hash));
         assert!(spec.awaits_approval_of(&"b".repeat(64)));
+    }
+
+    #[test]
+    fn phases_round_trip_their_wire_form() {
+        for phase in FirmwareRolloutPhase::ALL {
+            let wire = serde_json::to_value(phase).unwrap();
+            assert_eq!(wire, phase.as_str());
+            assert_eq!(
+                <FirmwareRolloutPhase as Phase>::parse(phase.as_str()),
+                Some(phase)
+            );
+        }
+    }
+
+    #[test]
+    fn terminal_phases_allow_no_move() {
+        for from in FirmwareRolloutPhase::ALL
+            .into_iter()
+            .filter(|p| p.is_terminal())
+        {
+            for to in FirmwareRolloutPhase::ALL {
+                assert!(!from.allows(to), "{from:?} -> {to:?}");
+            }
+        }
     }
 
     #[test]

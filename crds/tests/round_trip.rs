@@ -119,7 +119,7 @@ fn firmware_rollout() {
             "startedAt": "2030-01-01T22:00:00Z", "resumeAtPause": "2030-01-01",
             "plan": {"hash": "a".repeat(64), "version": "2.4.1", "targeted": 1000,
                      "waves": [{"number": 1, "devices": 100}, {"number": 2, "devices": 900, "estimatedFinishAt": "2030-01-03T04:00:00Z"}],
-                     "excluded": {"incompatibleModel": 3, "belowMinimumVersion": 1, "alreadyOnVersion": 10, "offline": 4, "heldByAnotherRollout": 0}},
+                     "excluded": {"incompatibleModel": 3, "belowMinimumVersion": 1, "alreadyOnVersion": 10, "offline": 4, "heldByAnotherRollout": 0, "unknownVersion": 0}},
         },
     }));
 }
