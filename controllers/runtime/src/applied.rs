@@ -129,6 +129,9 @@ struct Applied {
     desired: u64,
     /// A hash of the version the API server returned (the version is only compared).
     version: u64,
+    /// A hash of the `resourceVersion` the API server returned (equal to `version` but for
+    /// [`Versioning::Content`]): what tells the echo of the write ([`AppliedChildren::is_own_write`]).
+    resource_version: u64,
     /// The watch has shown the child since this apply: from now on, a cache without it means
     /// it is gone, not that its event is still on its way.
     shown: bool,
@@ -242,7 +245,19 @@ impl InFlight<'_> {
     /// there is no version, or when the watch reported the child deleted (or a re-list
     /// without it) while the request was in flight: the child the answer describes may
     /// already be gone, and no later event would say so.
-    pub fn record(mut self, desired: &impl Serialize, returned: Option<String>) {
+    pub fn record(self, desired: &impl Serialize, returned: Option<String>) {
+        let resource_version = returned.clone();
+        self.record_answer(desired, returned, resource_version);
+    }
+
+    /// [`record`](Self::record) with the answer's `resourceVersion` besides its version read
+    /// by [`Versioning::Content`].
+    pub fn record_answer(
+        mut self,
+        desired: &impl Serialize,
+        returned: Option<String>,
+        resource_version: Option<String>,
+    ) {
         let Some(key) = self.key.take() else { return };
         let mut record = self.children.lock();
         let flight = record.end_flight(&key);
@@ -250,7 +265,8 @@ impl InFlight<'_> {
             (Some(desired), Some(version)) if !flight.distrusted => {
                 let applied = Applied {
                     desired,
-                    version: hash(version),
+                    version: hash(&version),
+                    resource_version: hash(resource_version.as_ref().unwrap_or(&version)),
                     shown: flight.shown,
                 };
                 record.kind(&key.kind).entries.insert(key.slot(), applied);
@@ -360,17 +376,17 @@ impl AppliedChildren {
             .is_some_and(|kind| kind.seen.contains_key(&key.slot()))
     }
 
-    /// Whether `object` is at the version one of this controller's applies returned: the
-    /// watch event carrying it is the echo of that write and tells the reconcile nothing it
-    /// did not know (children read with [`Versioning::Content`] never match: their record
-    /// holds no resourceVersion).
+    /// Whether `object` is at the `resourceVersion` one of this controller's applies returned:
+    /// the watch event carrying it is the echo of that write and tells the reconcile nothing
+    /// it did not know. Any later write — another writer, the quota controller's usage report —
+    /// is a new resourceVersion.
     pub fn is_own_write<K: Resource<DynamicType = ()>>(&self, object: &K) -> bool {
         let Some(version) = object.meta().resource_version.as_deref() else {
             return false;
         };
         self.lock()
             .get(&ChildKey::of(object))
-            .is_some_and(|applied| applied.version == hash(version))
+            .is_some_and(|applied| applied.resource_version == hash(version))
     }
 
     /// Marks an apply (or create) of `key` as in flight, before its request is sent; the
@@ -421,7 +437,11 @@ impl AppliedChildren {
         let returned = api
             .patch(&desired.name_any(), &apply_params(), &Patch::Apply(desired))
             .await?;
-        flight.record(desired, versioning.of(&returned));
+        flight.record_answer(
+            desired,
+            versioning.of(&returned),
+            returned.meta().resource_version.clone(),
+        );
         Ok(ChildApply::Applied)
     }
 
@@ -769,13 +789,16 @@ mod tests {
         let other = config_map("acme", "other", "a");
         assert!(!record.is_own_write(&stored(other, "7")), "another child");
 
-        // A child read by content records no resourceVersion: each of its events is news.
+        // A child read by content: its echo is its own write, the usage report that follows
+        // (same content, new resourceVersion) is news.
         let applied = quota("10", None, "3");
-        record
-            .start(ChildKey::of(&applied))
-            .record(&applied, Versioning::Content.of(&applied));
+        record.start(ChildKey::of(&applied)).record_answer(
+            &applied,
+            Versioning::Content.of(&applied),
+            Some("3".into()),
+        );
+        assert!(record.is_own_write(&applied));
         assert!(!record.is_own_write(&quota("10", Some("1"), "4")));
-        assert!(!record.is_own_write(&applied));
     }
 
     #[test]

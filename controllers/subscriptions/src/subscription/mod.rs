@@ -163,7 +163,24 @@ pub fn controller<'a>(
         move |event: &watcher::Event<PartialObjectMeta<Namespace>>| {
             applied.observe(event);
             let touched = claims.lock().apply_watcher_event(event);
-            let claimants = triggers::claimants(&touched, &asking.lock());
+            let mut claimants = triggers::claimants(&touched, &asking.lock());
+            // The echo of a Subscription's own create or apply tells it nothing new; others
+            // that list the namespace still hear of it.
+            if let watcher::Event::Apply(namespace) = event
+                && applied.is_own_write(namespace)
+            {
+                let meta = &namespace.metadata;
+                if let Some(owner) = triggers::controlling_subscription(meta) {
+                    claimants.remove(&owner);
+                }
+                if let Some(owner) = meta
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(labels::SUBSCRIPTION))
+                {
+                    claimants.remove(owner);
+                }
+            }
             claimants
                 .into_iter()
                 .map(|name| ObjectRef::new(&name))
