@@ -76,29 +76,37 @@ impl AppState {
     }
 }
 
+const POLL: &str = "/{tenant}/controller/v1/{controller_id}";
+const DEPLOYMENT: &str = "/{tenant}/controller/v1/{controller_id}/deploymentBase/{action_id}";
+const DEPLOYMENT_FEEDBACK: &str =
+    "/{tenant}/controller/v1/{controller_id}/deploymentBase/{action_id}/feedback";
+const CANCEL: &str = "/{tenant}/controller/v1/{controller_id}/cancelAction/{action_id}";
+const CANCEL_FEEDBACK: &str =
+    "/{tenant}/controller/v1/{controller_id}/cancelAction/{action_id}/feedback";
+const CONFIG_DATA: &str = "/{tenant}/controller/v1/{controller_id}/configData";
+const OPENAPI_PATH: &str = "/openapi.json";
+
+/// Every route the device API serves (axum path syntax).
+pub const ROUTES: [&str; 7] = [
+    POLL,
+    DEPLOYMENT,
+    DEPLOYMENT_FEEDBACK,
+    CANCEL,
+    CANCEL_FEEDBACK,
+    CONFIG_DATA,
+    OPENAPI_PATH,
+];
+
 /// The device API routes, with `body_limit` bytes at most per request body.
 pub fn router(state: AppState, body_limit: usize) -> Router {
-    const BASE: &str = "/{tenant}/controller/v1/{controller_id}";
     Router::new()
-        .route(BASE, get(poll))
-        .route(
-            &format!("{BASE}/deploymentBase/{{action_id}}"),
-            get(deployment_base),
-        )
-        .route(
-            &format!("{BASE}/deploymentBase/{{action_id}}/feedback"),
-            post(deployment_feedback),
-        )
-        .route(
-            &format!("{BASE}/cancelAction/{{action_id}}"),
-            get(cancel_action),
-        )
-        .route(
-            &format!("{BASE}/cancelAction/{{action_id}}/feedback"),
-            post(cancel_feedback),
-        )
-        .route(&format!("{BASE}/configData"), put(config_data))
-        .route("/openapi.json", get(openapi))
+        .route(POLL, get(poll))
+        .route(DEPLOYMENT, get(deployment_base))
+        .route(DEPLOYMENT_FEEDBACK, post(deployment_feedback))
+        .route(CANCEL, get(cancel_action))
+        .route(CANCEL_FEEDBACK, post(cancel_feedback))
+        .route(CONFIG_DATA, put(config_data))
+        .route(OPENAPI_PATH, get(openapi))
         .fallback(|| async { ApiError::not_found("no such resource") })
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -515,4 +523,40 @@ async fn config_data(
 
 async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_in_the_openapi_document_and_nothing_else() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        let mut documented: Vec<String> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .keys()
+            .cloned()
+            .collect();
+        let mut served: Vec<String> = ROUTES
+            .iter()
+            .map(|r| {
+                r.replace("{controller_id}", "{controllerId}")
+                    .replace("{action_id}", "{actionId}")
+            })
+            .collect();
+        documented.sort();
+        served.sort();
+        assert_eq!(served, documented);
+        // Each documented operation names the responses the shell can give.
+        let poll = &doc["paths"]["/{tenant}/controller/v1/{controllerId}"]["get"]["responses"];
+        for code in ["200", "304", "401", "429"] {
+            assert!(poll.get(code).is_some(), "poll documents {code}");
+        }
+    }
+
+    #[test]
+    fn routes_are_labelled_by_their_fixed_segments() {
+        assert_eq!(route_label(None), "unmatched");
+    }
 }
