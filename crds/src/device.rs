@@ -2,6 +2,8 @@
 //! firmware it should run (written by the rollout controller); its status is what the device
 //! reported through the gateway. Labels (site, ring, customer) select devices for rollouts.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -35,7 +37,7 @@ use crate::firmware_release::{MODEL_MAX_LENGTH, MODEL_PATTERN};
            (status). Devices in a rollout carry the label flotilla.dev/rollout.",
     printcolumn(name = "Model", type_ = "string", json_path = ".spec.model"),
     printcolumn(
-        name = "Version",
+        name = "Current",
         type_ = "string",
         json_path = ".status.currentVersion",
         description = "Firmware version the device reports"
@@ -46,7 +48,12 @@ use crate::firmware_release::{MODEL_MAX_LENGTH, MODEL_PATTERN};
         json_path = ".spec.firmware.version",
         description = "Firmware version it should run"
     ),
-    printcolumn(name = "Update", type_ = "string", json_path = ".status.update.state"),
+    printcolumn(
+        name = "State",
+        type_ = "string",
+        json_path = ".status.update.state",
+        description = "State of the latest update"
+    ),
     printcolumn(
         name = "Progress",
         type_ = "integer",
@@ -102,6 +109,13 @@ pub struct DesiredFirmware {
     #[schemars(length(max = 253))]
     pub rollout: Option<String>,
 
+    /// The device gateway's action id for this assignment (hawkBit DDI `actionId`): a new
+    /// assignment, or a new attempt at the same version, gets a new, larger id. The rollout
+    /// controller uses the assignment time in milliseconds since the Unix epoch; set it the
+    /// same way when assigning by hand.
+    #[schemars(range(min = 1))]
+    pub action_id: i64,
+
     /// When it was assigned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assigned_at: Option<Time>,
@@ -149,9 +163,21 @@ pub struct DeviceStatus {
     #[schemars(length(max = SEMVER_MAX_LENGTH))]
     pub current_version: Option<String>,
 
+    /// What the device reports about itself through the gateway's `configData` (hardware
+    /// revision, serial number, free space...): at most 64 entries, keys up to 128 and values
+    /// up to 512 characters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "attributes_schema")]
+    pub attributes: BTreeMap<String, String>,
+
     /// Progress of the latest update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateStatus>,
+
+    /// The device's last finished updates, newest first (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_HISTORY))]
+    pub history: Vec<UpdateRecord>,
 
     /// When the device last contacted the gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,6 +192,27 @@ pub struct DeviceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub boot_count: Option<i64>,
+}
+
+/// Most entries in `status.attributes`.
+pub const MAX_ATTRIBUTES: usize = 64;
+/// Longest key in `status.attributes`.
+pub const MAX_ATTRIBUTE_KEY_LENGTH: usize = 128;
+/// Longest value in `status.attributes`.
+pub const MAX_ATTRIBUTE_VALUE_LENGTH: usize = 512;
+/// Most entries in `status.history`.
+pub const MAX_HISTORY: usize = 10;
+/// Longest `status.update.error.message`.
+pub const MAX_ERROR_MESSAGE_LENGTH: usize = 1024;
+/// Longest `status.update.error.code`.
+pub const MAX_ERROR_CODE_LENGTH: usize = 64;
+
+fn attributes_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": MAX_ATTRIBUTES,
+        "additionalProperties": {"type": "string", "maxLength": MAX_ATTRIBUTE_VALUE_LENGTH},
+    })
 }
 
 /// Lifecycle phase of a Device.
@@ -187,8 +234,13 @@ pub enum DevicePhase {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateStatus {
-    /// Idle, Downloading, Installing, Verifying, Succeeded or Failed.
+    /// Idle, Downloading, Installing, Verifying, Succeeded, Failed or Cancelled.
     pub state: UpdateState,
+
+    /// The gateway action (`spec.firmware.actionId` when it was offered) this status is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub action_id: Option<i64>,
 
     /// The version being installed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -202,14 +254,13 @@ pub struct UpdateStatus {
 
     /// The error the device reported, when Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
-    pub error: Option<String>,
+    pub error: Option<UpdateError>,
 
     /// When this attempt started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
 
-    /// When this attempt ended (Succeeded or Failed).
+    /// When this attempt ended (Succeeded, Failed or Cancelled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
 
@@ -217,6 +268,49 @@ pub struct UpdateStatus {
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub attempt: i32,
+}
+
+/// Why an update failed, as the device reported it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateError {
+    /// Machine-readable reason, the same for every device that failed the same way: the
+    /// device's numeric DDI status code when it sent one, else `UpdateFailed` or `Rejected`.
+    /// Rollouts group failures by it.
+    #[schemars(length(min = 1, max = MAX_ERROR_CODE_LENGTH))]
+    pub code: String,
+    /// What the device said (its DDI `details`, joined).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = MAX_ERROR_MESSAGE_LENGTH))]
+    pub message: String,
+}
+
+/// One finished update in a Device's history.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateRecord {
+    /// The version the update was to install.
+    #[schemars(length(max = SEMVER_MAX_LENGTH))]
+    pub version: String,
+    /// Succeeded, Failed or Cancelled.
+    pub result: UpdateState,
+    /// The gateway action of the update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_id: Option<i64>,
+    /// The FirmwareRollout that assigned it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub rollout: Option<String>,
+    /// The error code, when Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_ERROR_CODE_LENGTH))]
+    pub error_code: Option<String>,
+    /// When the device started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
 }
 
 /// State of a firmware update on a device.
@@ -236,12 +330,18 @@ pub enum UpdateState {
     Succeeded,
     /// The attempt failed; see `error`.
     Failed,
+    /// The attempt was called off (abort, rollback, release withdrawn) and the device
+    /// confirmed it.
+    Cancelled,
 }
 
 impl UpdateState {
     /// Whether the update has finished, well or badly.
     pub fn is_terminal(self) -> bool {
-        matches!(self, UpdateState::Succeeded | UpdateState::Failed)
+        matches!(
+            self,
+            UpdateState::Succeeded | UpdateState::Failed | UpdateState::Cancelled
+        )
     }
 
     /// Whether an update is under way.
@@ -284,14 +384,17 @@ mod tests {
             "metadata": {"name": "sensor-0001", "namespace": "fleet", "labels": {"site": "berlin", "ring": "canary"}},
             "spec": {
                 "model": "sensor-v2",
-                "firmware": {"version": "2.4.1", "release": "sensor-2-4-1", "rollout": "spring",
+                "firmware": {"version": "2.4.1", "release": "sensor-2-4-1", "rollout": "spring", "actionId": 1_893_488_400_000_i64,
                              "previous": {"version": "2.3.0", "release": "sensor-2-3-0"}},
                 "tokenSecretRef": {"name": "device-tokens", "key": "sensor-0001"},
             },
             "status": {
                 "currentVersion": "2.3.0",
-                "update": {"state": "Downloading", "targetVersion": "2.4.1", "progress": 40, "attempt": 1,
-                           "startedAt": "2030-01-01T09:00:00Z"},
+                "attributes": {"hwRevision": "C", "serial": "SN-0001"},
+                "update": {"state": "Downloading", "actionId": 1_893_488_400_000_i64, "targetVersion": "2.4.1",
+                           "progress": 40, "attempt": 1, "startedAt": "2030-01-01T09:00:00Z"},
+                "history": [{"version": "2.3.0", "result": "Failed", "errorCode": "UpdateFailed",
+                             "finishedAt": "2029-12-01T09:00:00Z"}],
                 "lastSeen": "2030-01-01T09:01:00Z",
             },
         });
@@ -303,6 +406,13 @@ mod tests {
     }
 
     #[test]
+    fn cancelled_updates_are_finished() {
+        assert!(UpdateState::Cancelled.is_terminal());
+        assert!(!UpdateState::Cancelled.is_in_progress());
+        assert!(!UpdateState::Idle.is_terminal());
+    }
+
+    #[test]
     fn desired_version_must_be_semver() {
         let spec = DeviceSpec {
             model: "sensor-v2".into(),
@@ -310,6 +420,7 @@ mod tests {
                 version: "latest".into(),
                 release: "x".into(),
                 rollout: None,
+                action_id: 1,
                 assigned_at: None,
                 previous: None,
             }),

@@ -441,7 +441,7 @@ fn device_admission() {
     let device = object(
         "Device",
         "sensor-0001",
-        json!({"model": "sensor-v2", "firmware": {"version": "2.4.1", "release": "sensor-2-4-1"}}),
+        json!({"model": "sensor-v2", "firmware": {"version": "2.4.1", "release": "sensor-2-4-1", "actionId": 1}}),
     );
     assert_admitted::<Device>(&device, None);
     assert_rejected::<Device>(

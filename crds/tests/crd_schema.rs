@@ -217,7 +217,8 @@ fn the_phases_are_the_documented_ones() {
             "Installing",
             "Verifying",
             "Succeeded",
-            "Failed"
+            "Failed",
+            "Cancelled"
         ]
     );
 }

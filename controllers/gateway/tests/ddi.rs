@@ -1,0 +1,796 @@
+//! The gateway against the sandbox API server, driven over HTTP as a device agent drives it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_crds::device::UpdateState;
+use flotilla_crds::{Device, DevicePhase};
+use flotilla_gateway::auth::token_hash_hex;
+use flotilla_gateway::{GatewayConfig, RateLimit, TOKEN_SECRET_LABEL};
+use flotilla_runtime::testing::wait_for;
+use flotilla_runtime::{ManualClock, Shutdown};
+use flotilla_sandbox::{Sandbox, Verb};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(10);
+const NS: &str = "fleet";
+const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+struct Fixture {
+    sandbox: Sandbox,
+    client: Client,
+    clock: ManualClock,
+    base: String,
+    admin: String,
+    http: reqwest::Client,
+    shutdown: Shutdown,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+fn token(device: &str) -> String {
+    format!("token-of-{device}")
+}
+
+async fn start() -> Fixture {
+    start_with(GatewayConfig::default()).await
+}
+
+async fn start_with(config: GatewayConfig) -> Fixture {
+    // The `hawkbit` crate brings rustls' aws-lc provider next to kube's ring: pick one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "flotilla=debug,kube=warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let sandbox = Sandbox::builder()
+        .crds(flotilla_crds::all_crds())
+        .start()
+        .await
+        .expect("sandbox");
+    let client = Client::try_from(sandbox.kube_config()).expect("client");
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap(),
+        )
+        .await
+        .expect("namespace");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "device-tokens", "labels": {TOKEN_SECRET_LABEL: "true"}},
+        "stringData": {"sensor-1": token_hash_hex(&token("sensor-1")),
+                       "sensor-2": format!("{}\n", token_hash_hex(&token("sensor-2")))},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+    for name in ["sensor-1", "sensor-2"] {
+        let device: Device = serde_json::from_value(json!({
+            "apiVersion": "flotilla.dev/v1alpha1", "kind": "Device",
+            "metadata": {"name": name},
+            "spec": {"model": "sensor-v2", "tokenSecretRef": {"name": "device-tokens", "key": name}},
+        }))
+        .unwrap();
+        Api::<Device>::namespaced(client.clone(), NS)
+            .create(&PostParams::default(), &device)
+            .await
+            .expect("device");
+    }
+    let release: flotilla_crds::FirmwareRelease = serde_json::from_value(json!({
+        "apiVersion": "flotilla.dev/v1alpha1", "kind": "FirmwareRelease",
+        "metadata": {"name": "sensor-2-4-1"},
+        "spec": {"version": "2.4.1", "compatibleModels": ["sensor-v2"],
+                 "artifact": {"url": "https://fw.example.com/sensor/2.4.1.bin", "sha256": SHA, "sizeBytes": 4096}},
+    }))
+    .unwrap();
+    Api::<flotilla_crds::FirmwareRelease>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &release)
+        .await
+        .expect("release");
+
+    let clock = ManualClock::new("2030-01-01T09:00:00Z".parse().unwrap());
+    let shutdown = Shutdown::new();
+    let config = GatewayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        namespaces: vec![NS.to_owned()],
+        ..config
+    };
+    let gateway = flotilla_gateway::start(
+        config,
+        Client::try_from(sandbox.kube_config()).expect("client"),
+        Arc::new(clock.clone()),
+        shutdown.clone(),
+    )
+    .await
+    .expect("gateway starts");
+    let base = format!("http://{}", gateway.address);
+    let admin = format!("http://{}", gateway.admin_address);
+    let readiness = gateway.readiness.clone();
+    wait_for("the gateway's caches", WAIT, || {
+        let ready = readiness.report().is_ready();
+        async move { ready.then_some(()) }
+    })
+    .await
+    .expect("ready");
+    tokio::spawn(gateway.wait());
+    Fixture {
+        sandbox,
+        client,
+        clock,
+        base,
+        admin,
+        http: reqwest::Client::new(),
+        shutdown,
+    }
+}
+
+impl Fixture {
+    fn url(&self, device: &str, rest: &str) -> String {
+        format!("{}/{NS}/controller/v1/{device}{rest}", self.base)
+    }
+
+    async fn get(&self, device: &str, rest: &str) -> (u16, Value) {
+        self.get_as(device, rest, &token(device)).await
+    }
+
+    async fn get_as(&self, device: &str, rest: &str, token: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(self.url(device, rest))
+            .header("Authorization", format!("TargetToken {token}"))
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        let body = response.bytes().await.expect("body");
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        device: &str,
+        rest: &str,
+        body: &Value,
+    ) -> (u16, Value) {
+        self.send_raw(
+            method,
+            device,
+            rest,
+            &token(device),
+            serde_json::to_vec(body).unwrap(),
+        )
+        .await
+    }
+
+    async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        device: &str,
+        rest: &str,
+        token: &str,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        let response = self
+            .http
+            .request(method, self.url(device, rest))
+            .header("Authorization", format!("TargetToken {token}"))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        let body = response.bytes().await.expect("body");
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    async fn feedback(&self, device: &str, action: i64, status: Value) -> u16 {
+        self.send(
+            reqwest::Method::POST,
+            device,
+            &format!("/deploymentBase/{action}/feedback"),
+            &json!({"id": action.to_string(), "status": status}),
+        )
+        .await
+        .0
+    }
+
+    fn status_writes(&self) -> usize {
+        self.sandbox.requests().count(Verb::Patch, "devices/status")
+    }
+
+    async fn device(&self, name: &str) -> Device {
+        Api::<Device>::namespaced(self.client.clone(), NS)
+            .get(name)
+            .await
+            .expect("device")
+    }
+
+    async fn assign(&self, name: &str, action: i64) {
+        self.set_firmware(
+            name,
+            json!({"version": "2.4.1", "release": "sensor-2-4-1", "rollout": "spring", "actionId": action}),
+        )
+        .await;
+    }
+
+    async fn set_firmware(&self, name: &str, firmware: Value) {
+        Api::<Device>::namespaced(self.client.clone(), NS)
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"firmware": firmware}})),
+            )
+            .await
+            .expect("assign");
+    }
+
+    /// Polls until the reply satisfies `wanted` (the gateway's cache catches up with a write).
+    async fn poll_until(&self, name: &str, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+        wait_for(what, WAIT, || async {
+            let (code, body) = self.get(name, "").await;
+            (code == 200 && wanted(&body)).then_some(body)
+        })
+        .await
+        .expect(what)
+    }
+
+    /// Waits until the Device's status satisfies `wanted`.
+    async fn status_until(
+        &self,
+        name: &str,
+        what: &str,
+        wanted: impl Fn(&Device) -> bool,
+    ) -> Device {
+        wait_for(what, WAIT, || async {
+            let device = self.device(name).await;
+            wanted(&device).then_some(device)
+        })
+        .await
+        .expect(what)
+    }
+}
+
+fn state(device: &Device) -> Option<UpdateState> {
+    device.status.as_ref()?.update.as_ref().map(|u| u.state)
+}
+
+#[tokio::test]
+async fn an_update_from_poll_to_success() {
+    let f = start().await;
+    // Idle: long sleep, only asked for attributes.
+    let (code, idle) = f.get("sensor-1", "").await;
+    assert_eq!(code, 200);
+    assert_eq!(idle["config"]["polling"]["sleep"], "00:30:00");
+    assert!(idle["_links"].get("deploymentBase").is_none(), "{idle}");
+    assert!(
+        idle["_links"]["configData"]["href"]
+            .as_str()
+            .unwrap()
+            .ends_with("/fleet/controller/v1/sensor-1/configData")
+    );
+    let seen = f
+        .status_until("sensor-1", "first contact recorded", |d| {
+            d.status.as_ref().is_some_and(|s| s.last_seen.is_some())
+        })
+        .await;
+    assert_eq!(seen.status.unwrap().phase, Some(DevicePhase::Online));
+
+    f.assign("sensor-1", 7).await;
+    let reply = f
+        .poll_until("sensor-1", "the deployment offered", |b| {
+            b["_links"].get("deploymentBase").is_some()
+        })
+        .await;
+    assert_eq!(reply["config"]["polling"]["sleep"], "00:00:30");
+    let href = reply["_links"]["deploymentBase"]["href"].as_str().unwrap();
+    assert!(
+        href.contains("/fleet/controller/v1/sensor-1/deploymentBase/7?c="),
+        "{href}"
+    );
+
+    let rest = &href[href.find("/deploymentBase").unwrap()..];
+    let response = f
+        .http
+        .get(f.url("sensor-1", rest))
+        .header(
+            "Authorization",
+            format!("TargetToken {}", token("sensor-1")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+    let deployment: Value = response.json().await.unwrap();
+    assert_eq!(deployment["id"], "7");
+    let artifact = &deployment["deployment"]["chunks"][0]["artifacts"][0];
+    assert_eq!(artifact["hashes"]["sha256"], SHA);
+    assert_eq!(artifact["size"], 4096);
+    assert_eq!(
+        artifact["_links"]["download"]["href"],
+        "https://fw.example.com/sensor/2.4.1.bin"
+    );
+    let cached = f
+        .http
+        .get(f.url("sensor-1", rest))
+        .header(
+            "Authorization",
+            format!("TargetToken {}", token("sensor-1")),
+        )
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), 304);
+
+    let progress = json!({"execution": "proceeding", "result": {"finished": "none", "progress": {"cnt": 1, "of": 2}}});
+    assert_eq!(f.feedback("sensor-1", 7, progress.clone()).await, 200);
+    let downloading = f
+        .status_until("sensor-1", "downloading", |d| {
+            state(d) == Some(UpdateState::Downloading)
+        })
+        .await;
+    let update = downloading.status.as_ref().unwrap().update.clone().unwrap();
+    assert_eq!((update.progress, update.action_id), (Some(50), Some(7)));
+
+    // The same report again writes nothing, right away or after the cache caught up.
+    let writes = f.status_writes();
+    assert_eq!(f.feedback("sensor-1", 7, progress.clone()).await, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(f.feedback("sensor-1", 7, progress).await, 200);
+    assert_eq!(
+        f.status_writes(),
+        writes,
+        "a repeated report is not written"
+    );
+
+    assert_eq!(
+        f.feedback(
+            "sensor-1",
+            7,
+            json!({"execution": "closed", "result": {"finished": "success"}})
+        )
+        .await,
+        200
+    );
+    let done = f
+        .status_until("sensor-1", "succeeded", |d| {
+            state(d) == Some(UpdateState::Succeeded)
+        })
+        .await;
+    let status = done.status.unwrap();
+    assert_eq!(status.current_version.as_deref(), Some("2.4.1"));
+    assert_eq!(status.history.len(), 1);
+    assert_eq!(status.history[0].rollout.as_deref(), Some("spring"));
+    // Closed: further reports are gone, and the device is idle again.
+    assert_eq!(
+        f.feedback(
+            "sensor-1",
+            7,
+            json!({"execution": "closed", "result": {"finished": "success"}})
+        )
+        .await,
+        410
+    );
+    let idle = f
+        .poll_until("sensor-1", "idle after success", |b| {
+            b["_links"].get("deploymentBase").is_none()
+        })
+        .await;
+    assert_eq!(idle["config"]["polling"]["sleep"], "00:30:00");
+
+    // The poll reply has an ETag too.
+    let response = f
+        .http
+        .get(f.url("sensor-1", ""))
+        .header(
+            "Authorization",
+            format!("TargetToken {}", token("sensor-1")),
+        )
+        .send()
+        .await
+        .unwrap();
+    let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+    let again = f
+        .http
+        .get(f.url("sensor-1", ""))
+        .header(
+            "Authorization",
+            format!("TargetToken {}", token("sensor-1")),
+        )
+        .header("If-None-Match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+
+    let metrics = reqwest::get(format!("{}/metrics", f.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"flotilla_gateway_requests_total{code="410",route="deploymentBase/feedback"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("flotilla_gateway_status_writes_total"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_failure_keeps_the_devices_code_and_older_actions_are_ignored() {
+    let f = start().await;
+    f.assign("sensor-1", 7).await;
+    f.poll_until("sensor-1", "offered", |b| {
+        b["_links"].get("deploymentBase").is_some()
+    })
+    .await;
+    assert_eq!(
+        f.feedback(
+            "sensor-1",
+            7,
+            json!({"execution": "closed", "result": {"finished": "failure"}, "code": 17,
+                   "details": ["bad signature"]})
+        )
+        .await,
+        200
+    );
+    let failed = f
+        .status_until("sensor-1", "failed", |d| {
+            state(d) == Some(UpdateState::Failed)
+        })
+        .await;
+    let error = failed.status.unwrap().update.unwrap().error.unwrap();
+    assert_eq!(
+        (error.code.as_str(), error.message.as_str()),
+        ("17", "bad signature")
+    );
+
+    // A new attempt; a late report about the old one changes nothing.
+    f.assign("sensor-1", 9).await;
+    f.poll_until("sensor-1", "the new attempt", |b| {
+        b["_links"]["deploymentBase"]["href"]
+            .as_str()
+            .is_some_and(|h| h.contains("/deploymentBase/9"))
+    })
+    .await;
+    let writes = f.status_writes();
+    let before = f.device("sensor-1").await.status;
+    assert_eq!(
+        f.feedback("sensor-1", 3, json!({"execution": "proceeding"}))
+            .await,
+        410
+    );
+    assert_eq!(
+        f.feedback("sensor-1", 10, json!({"execution": "proceeding"}))
+            .await,
+        404
+    );
+    assert_eq!(f.status_writes(), writes);
+    assert_eq!(f.device("sensor-1").await.status, before);
+    let (code, _) = f.get("sensor-1", "/deploymentBase/7").await;
+    assert_eq!(code, 404, "only the desired action's deployment is served");
+}
+
+#[tokio::test]
+async fn tokens_are_per_device() {
+    let f = start().await;
+    let (code, body) = f.get_as("sensor-1", "", "wrong").await;
+    assert_eq!(code, 401);
+    assert_eq!(
+        body["errorCode"],
+        "hawkbit.server.error.rest.authentication"
+    );
+    // Another device's valid token opens nothing of this one.
+    assert_eq!(f.get_as("sensor-1", "", &token("sensor-2")).await.0, 401);
+    let before = f.device("sensor-1").await.status;
+    let (code, _) = f
+        .send_raw(
+            reqwest::Method::PUT,
+            "sensor-1",
+            "/configData",
+            &token("sensor-2"),
+            br#"{"data": {"serial": "stolen"}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(code, 401);
+    assert_eq!(f.device("sensor-1").await.status, before);
+    // Unknown devices and missing headers look the same.
+    assert_eq!(f.get_as("sensor-9", "", &token("sensor-9")).await.0, 401);
+    let missing = f.http.get(f.url("sensor-1", "")).send().await.unwrap();
+    assert_eq!(missing.status(), 401);
+    // The hash may carry a trailing newline (`sha256sum` output).
+    assert_eq!(f.get("sensor-2", "").await.0, 200);
+    assert_eq!(
+        f.status_writes(),
+        1,
+        "only sensor-2's first contact was written"
+    );
+}
+
+#[tokio::test]
+async fn bodies_are_limited_and_must_be_json() {
+    let f = start().await;
+    let huge = format!(r#"{{"data": {{"k": "{}"}}}}"#, "x".repeat(70 * 1024));
+    let (code, body) = f
+        .send_raw(
+            reqwest::Method::PUT,
+            "sensor-1",
+            "/configData",
+            &token("sensor-1"),
+            huge.into_bytes(),
+        )
+        .await;
+    assert_eq!(code, 413);
+    assert_eq!(body["errorCode"], "hawkbit.server.error.rest.body.tooLarge");
+    let (code, body) = f
+        .send_raw(
+            reqwest::Method::PUT,
+            "sensor-1",
+            "/configData",
+            &token("sensor-1"),
+            b"{not json".to_vec(),
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert_eq!(
+        body["errorCode"],
+        "hawkbit.server.error.rest.body.notReadable"
+    );
+    let (code, _) = f
+        .send(
+            reqwest::Method::PUT,
+            "sensor-1",
+            "/configData",
+            &json!({"data": {"": "x"}}),
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert_eq!(f.status_writes(), 0);
+
+    let (code, _) = f
+        .send(
+            reqwest::Method::PUT,
+            "sensor-1",
+            "/configData",
+            &json!({"mode": "merge", "data": {"hwRevision": "C", "serial": "SN-1"}}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let reported = f
+        .status_until("sensor-1", "attributes", |d| {
+            d.status.as_ref().is_some_and(|s| !s.attributes.is_empty())
+        })
+        .await;
+    assert_eq!(reported.status.unwrap().attributes["serial"], "SN-1");
+    f.poll_until("sensor-1", "no more configData link", |b| {
+        b.get("_links")
+            .is_none_or(|l| l.get("configData").is_none())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_cancelled_action_is_offered_until_confirmed() {
+    let f = start().await;
+    f.assign("sensor-1", 7).await;
+    f.poll_until("sensor-1", "offered", |b| {
+        b["_links"].get("deploymentBase").is_some()
+    })
+    .await;
+    assert_eq!(
+        f.feedback("sensor-1", 7, json!({"execution": "download"}))
+            .await,
+        200
+    );
+    f.status_until("sensor-1", "downloading", |d| {
+        state(d) == Some(UpdateState::Downloading)
+    })
+    .await;
+    // Reassigned (say, a rollback picked another attempt): the running one is cancelled first.
+    f.assign("sensor-1", 8).await;
+    let reply = f
+        .poll_until("sensor-1", "the cancel offered", |b| {
+            b["_links"].get("cancelAction").is_some()
+        })
+        .await;
+    assert!(reply["_links"].get("deploymentBase").is_none());
+    assert!(
+        reply["_links"]["cancelAction"]["href"]
+            .as_str()
+            .unwrap()
+            .ends_with("/cancelAction/7")
+    );
+    let (code, cancel) = f.get("sensor-1", "/cancelAction/7").await;
+    assert_eq!(code, 200);
+    assert_eq!(cancel, json!({"id": "7", "cancelAction": {"stopId": "7"}}));
+    assert_eq!(f.get("sensor-1", "/cancelAction/8").await.0, 404);
+    let (code, _) = f
+        .send(
+            reqwest::Method::POST,
+            "sensor-1",
+            "/cancelAction/7/feedback",
+            &json!({"id": "7", "status": {"execution": "closed", "result": {"finished": "success"}}}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let cancelled = f
+        .status_until("sensor-1", "cancelled", |d| {
+            state(d) == Some(UpdateState::Cancelled)
+        })
+        .await;
+    assert_eq!(
+        cancelled.status.unwrap().history[0].result,
+        UpdateState::Cancelled
+    );
+    f.poll_until("sensor-1", "the new action offered", |b| {
+        b["_links"]["deploymentBase"]["href"]
+            .as_str()
+            .is_some_and(|h| h.contains("/deploymentBase/8"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn last_seen_is_written_once_per_resolution() {
+    let f = start().await;
+    assert_eq!(f.get("sensor-1", "").await.0, 200);
+    f.status_until("sensor-1", "first contact", |d| {
+        d.status.as_ref().is_some_and(|s| s.last_seen.is_some())
+    })
+    .await;
+    assert_eq!(f.status_writes(), 1);
+    for _ in 0..5 {
+        assert_eq!(f.get("sensor-1", "").await.0, 200);
+    }
+    f.clock.advance(SignedDuration::from_secs(299));
+    assert_eq!(f.get("sensor-1", "").await.0, 200);
+    assert_eq!(f.status_writes(), 1, "within the resolution: no write");
+    f.clock.advance(SignedDuration::from_secs(1));
+    assert_eq!(f.get("sensor-1", "").await.0, 200);
+    assert_eq!(f.status_writes(), 2);
+    let seen = f
+        .device("sensor-1")
+        .await
+        .status
+        .unwrap()
+        .last_seen
+        .unwrap()
+        .0;
+    assert_eq!(seen, "2030-01-01T09:05:00Z".parse::<Timestamp>().unwrap());
+}
+
+#[tokio::test]
+async fn each_device_has_its_own_rate() {
+    let f = start_with(GatewayConfig {
+        rate_limit: RateLimit {
+            per_minute: 1.try_into().unwrap(),
+            burst: 3.try_into().unwrap(),
+        },
+        ..GatewayConfig::default()
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(f.get("sensor-1", "").await.0, 200);
+    }
+    let limited = f
+        .http
+        .get(f.url("sensor-1", ""))
+        .header(
+            "Authorization",
+            format!("TargetToken {}", token("sensor-1")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    assert_eq!(
+        f.get("sensor-2", "").await.0,
+        200,
+        "another device is not limited"
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served() {
+    let f = start().await;
+    let doc: Value = reqwest::get(format!("{}/openapi.json", f.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let health = reqwest::get(format!("{}/readyz", f.admin)).await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+/// A DDI client Flotilla did not write (the `hawkbit` crate) through a whole update.
+#[tokio::test]
+async fn the_hawkbit_crate_updates_a_device() {
+    use hawkbit::ddi::{Client as Ddi, ClientAuthorization, Execution, Finished, Mode};
+    let f = start().await;
+    let ddi = Ddi::new(
+        &f.base,
+        NS,
+        "sensor-1",
+        ClientAuthorization::TargetToken(token("sensor-1")),
+        None,
+        None,
+        None,
+    )
+    .expect("client");
+    let reply = ddi.poll().await.expect("poll");
+    assert_eq!(reply.polling_sleep().unwrap(), Duration::from_secs(1800));
+    assert!(reply.update().is_none());
+    reply
+        .config_data_request()
+        .expect("attributes wanted")
+        .upload(
+            Execution::Closed,
+            Finished::Success,
+            Some(Mode::Merge),
+            json!({"serial": "SN-1"}),
+            vec![],
+        )
+        .await
+        .expect("configData");
+
+    f.assign("sensor-1", 11).await;
+    let update = wait_for("the crate sees the update", WAIT, || async {
+        ddi.poll().await.ok()?.update()
+    })
+    .await
+    .expect("offered")
+    .fetch()
+    .await
+    .expect("deploymentBase");
+    assert_eq!(update.action_id(), "11");
+    let chunk = update.chunks().next().expect("a chunk");
+    assert_eq!(chunk.version(), "2.4.1");
+    let artifact = chunk.artifacts().next().expect("an artifact");
+    assert_eq!((artifact.filename(), artifact.size()), ("2.4.1.bin", 4096));
+    update
+        .send_feedback_with_progress(
+            Execution::Proceeding,
+            Finished::None,
+            json!({"cnt": 1, "of": 4}),
+            vec!["Downloading"],
+        )
+        .await
+        .expect("progress");
+    update
+        .send_feedback(Execution::Closed, Finished::Success, vec!["done"])
+        .await
+        .expect("result");
+    let done = f
+        .status_until("sensor-1", "succeeded", |d| {
+            state(d) == Some(UpdateState::Succeeded)
+        })
+        .await;
+    let status = done.status.unwrap();
+    assert_eq!(status.current_version.as_deref(), Some("2.4.1"));
+    assert_eq!(status.attributes["serial"], "SN-1");
+}
