@@ -39,8 +39,80 @@ pub enum Command {
     /// Start an in-memory API server with the CRDs, write a kubeconfig for it, and run the
     /// operator against it (a local demo; Ctrl-C stops everything).
     Dev(DevArgs),
+    /// Run the device gateway: hawkBit's Direct Device Integration API v1 in front of the
+    /// Device objects (devices hold no Kubernetes credentials).
+    Gateway(GatewayArgs),
     /// Print every CustomResourceDefinition as YAML.
     Crds,
+}
+
+/// Flags of `flotilla gateway` (defaults from `flotilla_gateway::GatewayConfig`).
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Address of the device API.
+    #[arg(long, default_value = "0.0.0.0:8443", env = "FLOTILLA_GATEWAY_LISTEN")]
+    pub listen: SocketAddr,
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, default_value = "0.0.0.0:8081")]
+    pub admin_listen: SocketAddr,
+    /// Namespaces (tenants) served, comma-separated; none serves every namespace.
+    #[arg(long, value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Polling sleep handed to a device that has work (Go duration).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub poll_busy: Duration,
+    /// Polling sleep handed to an idle device (Go duration).
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub poll_idle: Duration,
+    /// `lastSeen` is written at most this often per device while nothing else changes.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub last_seen_resolution: Duration,
+    /// Sustained requests per minute per device.
+    #[arg(long, default_value = "120")]
+    pub rate_per_minute: std::num::NonZeroU32,
+    /// Requests per device allowed at once above the sustained rate.
+    #[arg(long, default_value = "30")]
+    pub rate_burst: std::num::NonZeroU32,
+    /// Largest request body in bytes (larger: 413).
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub body_limit: usize,
+    /// Base URL of the links in replies; from each request's Host header when unset.
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// PEM certificate chain: serve TLS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl GatewayArgs {
+    /// The gateway's configuration from the flags.
+    pub fn config(&self) -> flotilla_gateway::GatewayConfig {
+        flotilla_gateway::GatewayConfig {
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            namespaces: self.namespaces.clone(),
+            polling: flotilla_gateway::PollingSleep {
+                busy: self.poll_busy,
+                idle: self.poll_idle,
+            },
+            last_seen_resolution: self.last_seen_resolution,
+            rate_limit: flotilla_gateway::RateLimit {
+                per_minute: self.rate_per_minute,
+                burst: self.rate_burst,
+            },
+            body_limit: self.body_limit,
+            public_url: self.public_url.clone(),
+            tls: self
+                .tls_cert
+                .clone()
+                .zip(self.tls_key.clone())
+                .map(|(certificate, key)| flotilla_gateway::TlsFiles { certificate, key }),
+            ..flotilla_gateway::GatewayConfig::default()
+        }
+    }
 }
 
 /// Flags of every command that runs the operator.
@@ -183,6 +255,14 @@ pub async fn execute(command: Command) -> anyhow::Result<()> {
             run_operator(client, &args, Shutdown::on_process_signals()).await
         }
         Command::Dev(args) => crate::dev::run(args).await,
+        Command::Gateway(args) => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the cluster (kubeconfig or in-cluster service account)")?;
+            flotilla_gateway::run(args.config(), client, Shutdown::on_process_signals())
+                .await
+                .context("running the device gateway")
+        }
         Command::Crds => {
             let mut stdout = std::io::stdout().lock();
             match stdout
@@ -330,6 +410,44 @@ mod tests {
         let lease = args.lease().expect("leader election");
         assert_eq!(lease.namespace, "flotilla-system");
         assert_eq!(lease.identity.as_deref(), Some("flotilla-abc"));
+    }
+
+    #[test]
+    fn the_gateway_flags_default_to_the_gateways_defaults() {
+        let cli = Cli::try_parse_from(["flotilla", "gateway"]).expect("parse");
+        let Command::Gateway(args) = cli.command else {
+            panic!("not gateway")
+        };
+        let config = args.config();
+        let defaults = flotilla_gateway::GatewayConfig::default();
+        assert_eq!(config.listen, defaults.listen);
+        assert_eq!(config.admin_listen, defaults.admin_listen);
+        assert_eq!(config.polling, defaults.polling);
+        assert_eq!(config.last_seen_resolution, defaults.last_seen_resolution);
+        assert_eq!(config.rate_limit, defaults.rate_limit);
+        assert_eq!(config.body_limit, defaults.body_limit);
+        assert_eq!(config.tls, None);
+
+        let cli = Cli::try_parse_from([
+            "flotilla",
+            "gateway",
+            "--namespaces=fleet-a,fleet-b",
+            "--tls-cert=/tls/tls.crt",
+            "--tls-key=/tls/tls.key",
+            "--poll-idle=1h",
+        ])
+        .expect("parse");
+        let Command::Gateway(args) = cli.command else {
+            panic!("not gateway")
+        };
+        let config = args.config();
+        assert_eq!(config.namespaces, ["fleet-a", "fleet-b"]);
+        assert_eq!(config.polling.idle, Duration::from_secs(3600));
+        assert!(config.tls.is_some());
+        assert!(
+            Cli::try_parse_from(["flotilla", "gateway", "--tls-cert=/tls/tls.crt"]).is_err(),
+            "a certificate needs its key"
+        );
     }
 
     #[test]
