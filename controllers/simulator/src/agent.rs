@@ -139,8 +139,7 @@ impl Agent {
     }
 
     pub async fn run(mut self) {
-        // Devices switched on together still spread their first polls over a second.
-        let start = Duration::from_secs(1).mul_f64(crate::spec::fraction(
+        let start = self.spec.start_spread.mul_f64(crate::spec::fraction(
             self.spec.seed,
             &self.profile.name,
             "start",

@@ -77,6 +77,10 @@ pub struct FleetSpec {
     /// Most HTTP requests in flight at once over the whole fleet.
     #[arg(long, default_value_t = 256)]
     pub max_in_flight_requests: usize,
+    /// Devices make their first poll at a time drawn over this span, so a large fleet
+    /// started at once does not poll in one burst.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub start_spread: Duration,
     /// Free space devices report, in bytes.
     #[arg(long, default_value_t = 512 * 1024 * 1024)]
     pub free_space_bytes: u64,

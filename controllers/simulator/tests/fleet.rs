@@ -364,3 +364,62 @@ async fn a_cancelled_update_is_confirmed_and_a_reboot_loop_reports_its_boots() {
     assert_eq!(counts.feedback_failure, 0);
     assert_eq!(counts.errors(), 0, "{:?}", counts.errors_by_status);
 }
+
+#[tokio::test]
+async fn updates_from_a_bad_version_fail() {
+    let f = start().await;
+    let spec = f.fleet(FleetSpec {
+        devices: 3,
+        starting_version: "0.9.0".into(),
+        from_version_failure_rates: vec![ModelRate {
+            key: "0.9.0".into(),
+            rate: 1.0,
+        }],
+        // Another from-version's rate does not apply.
+        model_failure_rates: vec![ModelRate {
+            key: "gamma".into(),
+            rate: 1.0,
+        }],
+        ..FleetSpec::default()
+    });
+    provision(&f.client, &spec).await.expect("provisioned");
+    let (simulation, stop) = simulate(spec.clone(), &f.shutdown).await;
+    for (index, profile) in spec.profiles().enumerate() {
+        f.assign(&profile.name, 100 + index as i64).await;
+    }
+    let devices = f
+        .all_until("every device finished", |d| {
+            state(d).is_some_and(UpdateState::is_terminal)
+        })
+        .await;
+    for device in &devices {
+        let status = device.status.as_ref().unwrap();
+        assert_eq!(
+            state(device),
+            Some(UpdateState::Failed),
+            "{}",
+            name_of(device)
+        );
+        assert_eq!(status.current_version.as_deref(), Some("0.9.0"));
+        assert_eq!(status.history[0].error_code.as_deref(), Some("1001"));
+    }
+    stop.trigger();
+    let counts = simulation.wait().await;
+    assert_eq!(counts.feedback_failure, 3);
+    assert_eq!(counts.feedback_success, 0);
+}
+
+#[test]
+fn tokens_hash_as_the_gateway_checks_them() {
+    let token = flotilla_simulator::token_for(7, "sim-0001");
+    let hash = flotilla_simulator::token_hash(&token);
+    assert_eq!(hash, flotilla_gateway::auth::token_hash_hex(&token));
+    assert!(flotilla_gateway::auth::token_matches(
+        &token,
+        hash.as_bytes()
+    ));
+    assert_eq!(
+        flotilla_simulator::provision::TOKEN_SECRET_LABEL,
+        flotilla_gateway::TOKEN_SECRET_LABEL
+    );
+}
