@@ -11,7 +11,7 @@ use flotilla_gateway::{GatewayConfig, PollingSleep, RateLimit};
 use flotilla_runtime::testing::wait_for;
 use flotilla_runtime::{Shutdown, SystemClock};
 use flotilla_sandbox::Sandbox;
-use flotilla_simulator::{FleetSpec, ModelRate, ModelShare, Simulation, provision};
+use flotilla_simulator::{Counts, FleetSpec, ModelRate, ModelShare, Simulation, provision};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -214,6 +214,19 @@ fn seed_with_offline(spec: &FleetSpec) -> u64 {
         .expect("some seed")
 }
 
+/// Waits until the simulator counted `wanted`: the gateway answers after its write, so a
+/// status can be visible a moment before the device has counted the answer.
+async fn counts_until(simulation: &Simulation, what: &str, wanted: impl Fn(&Counts) -> bool) {
+    let counters = simulation.counters();
+    wait_for(what, WAIT, || {
+        let counts = counters.snapshot();
+        let done = wanted(&counts);
+        async move { done.then_some(()) }
+    })
+    .await
+    .expect(what)
+}
+
 async fn simulate(spec: FleetSpec, shutdown: &Shutdown) -> (Simulation, Shutdown) {
     let stop = shutdown.child();
     let simulation = flotilla_simulator::start(spec, stop.clone()).expect("simulator starts");
@@ -261,7 +274,10 @@ async fn a_fleet_updates_and_one_model_fails_with_its_code() {
     let devices = f
         .all_until("every online device finished its update", |d| {
             let profile = profiles.iter().find(|p| p.name == name_of(d)).unwrap();
-            profile.offline || state(d).is_some_and(UpdateState::is_terminal)
+            // A device reports its new version in configData after its success.
+            profile.offline
+                || state(d).is_some_and(UpdateState::is_terminal)
+                    && (profile.model == "beta" || attribute(d, "firmwareVersion") == Some("2.0.0"))
         })
         .await;
     for device in &devices {
@@ -289,6 +305,10 @@ async fn a_fleet_updates_and_one_model_fails_with_its_code() {
             assert_eq!(status.history.len(), 1);
         }
     }
+    counts_until(&simulation, "every result counted", |c| {
+        c.feedback_success + c.feedback_failure == online as u64
+    })
+    .await;
     let counters = simulation.counters();
     stop.trigger();
     let counts = simulation.wait().await;
@@ -403,6 +423,10 @@ async fn updates_from_a_bad_version_fail() {
         assert_eq!(status.current_version.as_deref(), Some("0.9.0"));
         assert_eq!(status.history[0].error_code.as_deref(), Some("1001"));
     }
+    counts_until(&simulation, "every result counted", |c| {
+        c.feedback_failure == 3
+    })
+    .await;
     stop.trigger();
     let counts = simulation.wait().await;
     assert_eq!(counts.feedback_failure, 3);
