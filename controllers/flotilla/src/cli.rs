@@ -42,8 +42,22 @@ pub enum Command {
     /// Run the device gateway: hawkBit's Direct Device Integration API v1 in front of the
     /// Device objects (devices hold no Kubernetes credentials).
     Gateway(GatewayArgs),
+    /// Run simulated devices that talk to the gateway's DDI API as real agents do.
+    SimulateDevices(SimulateArgs),
     /// Print every CustomResourceDefinition as YAML.
     Crds,
+}
+
+/// Flags of `flotilla simulate-devices`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Create the Devices and token Secrets first (current kubeconfig context); existing
+    /// ones are left alone.
+    #[arg(long)]
+    pub provision: bool,
+    /// The fleet.
+    #[command(flatten)]
+    pub fleet: flotilla_simulator::FleetSpec,
 }
 
 /// Flags of `flotilla gateway` (defaults from `flotilla_gateway::GatewayConfig`).
@@ -262,6 +276,21 @@ pub async fn execute(command: Command) -> anyhow::Result<()> {
             flotilla_gateway::run(args.config(), client, Shutdown::on_process_signals())
                 .await
                 .context("running the device gateway")
+        }
+        Command::SimulateDevices(args) => {
+            if args.provision {
+                let client = kube::Client::try_default()
+                    .await
+                    .context("connecting to the cluster to provision the fleet")?;
+                flotilla_simulator::provision(&client, &args.fleet)
+                    .await
+                    .context("creating the Devices and token Secrets")?;
+            }
+            let counts = flotilla_simulator::run(args.fleet, Shutdown::on_process_signals())
+                .await
+                .context("simulating devices")?;
+            tracing::info!(?counts, "simulated fleet stopped");
+            Ok(())
         }
         Command::Crds => {
             let mut stdout = std::io::stdout().lock();
