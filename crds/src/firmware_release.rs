@@ -141,6 +141,11 @@ pub struct FirmwareReleaseStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_LISTED_ROLLOUTS), inner(length(max = 253)), extend("x-kubernetes-list-type" = "set"))]
     pub rollouts: Vec<String>,
+
+    /// Devices in this namespace whose `status.currentVersion` is this release's version.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub devices: i64,
 }
 
 /// Lifecycle phase of a FirmwareRelease.
@@ -156,6 +161,35 @@ pub enum FirmwareReleasePhase {
     Invalid,
     /// Deleted, waiting until no running rollout uses it.
     Terminating,
+}
+
+impl crate::phase::Phase for FirmwareReleasePhase {
+    const ALL: &'static [Self] = &[
+        FirmwareReleasePhase::Pending,
+        FirmwareReleasePhase::Ready,
+        FirmwareReleasePhase::Invalid,
+        FirmwareReleasePhase::Terminating,
+    ];
+    const INITIAL: Self = FirmwareReleasePhase::Pending;
+
+    fn as_str(self) -> &'static str {
+        match self {
+            FirmwareReleasePhase::Pending => "Pending",
+            FirmwareReleasePhase::Ready => "Ready",
+            FirmwareReleasePhase::Invalid => "Invalid",
+            FirmwareReleasePhase::Terminating => "Terminating",
+        }
+    }
+
+    fn allows(self, next: Self) -> bool {
+        use FirmwareReleasePhase::{Invalid, Pending, Ready, Terminating};
+        matches!(
+            (self, next),
+            (Pending, Ready | Invalid | Terminating)
+                | (Ready, Invalid | Terminating)
+                | (Invalid, Ready | Terminating)
+        )
+    }
 }
 
 impl FirmwareReleaseSpec {

@@ -22,12 +22,17 @@ pub enum ControllerName {
     Plan,
     /// Subscriptions: tenant namespaces, quotas, trial, payment, suspension, cancellation.
     Subscription,
+    /// FirmwareReleases: validation, device counts, deletion protection while rollouts use them.
+    Release,
 }
 
 impl ControllerName {
     /// Every controller.
-    pub const ALL: &'static [ControllerName] =
-        &[ControllerName::Plan, ControllerName::Subscription];
+    pub const ALL: &'static [ControllerName] = &[
+        ControllerName::Plan,
+        ControllerName::Subscription,
+        ControllerName::Release,
+    ];
 }
 
 /// Runs every controller until the operator's shutdown signal trips, then waits for their
@@ -44,5 +49,10 @@ pub async fn run_selected(operator: &Operator, selected: &[ControllerName]) {
         plan: selected.contains(&ControllerName::Plan),
         subscription: selected.contains(&ControllerName::Subscription),
     };
-    subscriptions::run_selected(operator, selection).await;
+    let ota = async {
+        if selected.contains(&ControllerName::Release) {
+            flotilla_ota::run(operator).await;
+        }
+    };
+    futures::join!(subscriptions::run_selected(operator, selection), ota);
 }

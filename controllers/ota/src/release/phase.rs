@@ -1,0 +1,189 @@
+//! The FirmwareRelease lifecycle: `Pending → Ready ⇄ Invalid`, and from any of them
+//! `→ Terminating` once the release is deleted. Terminating is final.
+
+use flotilla_crds::firmware_release::MAX_LISTED_ROLLOUTS;
+use flotilla_crds::{FirmwareReleasePhase, SpecError};
+
+use flotilla_runtime::phase::{IllegalTransition, Phase};
+
+/// What the controller observed about a release and the world around it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observation {
+    /// The outcome of `FirmwareReleaseSpec::validate`.
+    pub validation: Result<(), Vec<SpecError>>,
+    /// The release has a `deletionTimestamp`.
+    pub deleting: bool,
+    /// The live FirmwareRollouts that use the release.
+    pub rollouts: LiveRollouts,
+    /// Devices in the namespace running the release's version.
+    pub devices: usize,
+}
+
+/// The live rollouts that use a release: how many, and the first names in order (as many as
+/// status lists, [`MAX_LISTED_ROLLOUTS`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveRollouts {
+    /// How many there are.
+    pub count: usize,
+    /// The first names, sorted.
+    pub first: Vec<String>,
+}
+
+impl LiveRollouts {
+    /// Whether no live rollout uses the release.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+impl FromIterator<String> for LiveRollouts {
+    /// From every name, sorted.
+    fn from_iter<I: IntoIterator<Item = String>>(names: I) -> Self {
+        let mut rollouts = LiveRollouts::default();
+        for name in names {
+            if rollouts.first.len() < MAX_LISTED_ROLLOUTS as usize {
+                rollouts.first.push(name);
+            }
+            rollouts.count += 1;
+        }
+        rollouts
+    }
+}
+
+/// What to do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// The phase to report.
+    pub phase: FirmwareReleasePhase,
+    /// Whether to remove the finalizer and let the deletion complete.
+    pub release: bool,
+}
+
+/// The pure decision: the phase the release is in now, and whether its deletion may proceed
+/// (only once no live rollout uses it). Refuses phase moves the lifecycle forbids.
+pub fn step(
+    current: FirmwareReleasePhase,
+    observed: &Observation,
+) -> Result<Step, IllegalTransition<FirmwareReleasePhase>> {
+    let wanted = if observed.deleting {
+        FirmwareReleasePhase::Terminating
+    } else if observed.validation.is_ok() {
+        FirmwareReleasePhase::Ready
+    } else {
+        FirmwareReleasePhase::Invalid
+    };
+    let phase = current.transition(wanted)?;
+    Ok(Step {
+        phase,
+        release: phase == FirmwareReleasePhase::Terminating && observed.rollouts.is_empty(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use FirmwareReleasePhase::{Invalid, Pending, Ready, Terminating};
+    use flotilla_runtime::phase::assert_transition_table;
+
+    #[test]
+    fn every_legal_and_illegal_transition() {
+        assert_transition_table(&[
+            (Pending, Ready),
+            (Pending, Invalid),
+            (Pending, Terminating),
+            (Ready, Invalid),
+            (Ready, Terminating),
+            (Invalid, Ready),
+            (Invalid, Terminating),
+        ]);
+    }
+
+    #[test]
+    fn status_strings_match_the_api() {
+        for phase in FirmwareReleasePhase::ALL {
+            let wire = serde_json::to_value(phase).expect("serialize");
+            assert_eq!(wire, phase.as_str());
+        }
+    }
+
+    fn observed(valid: bool, deleting: bool, rollouts: &[&str]) -> Observation {
+        Observation {
+            validation: if valid {
+                Ok(())
+            } else {
+                Err(vec![SpecError::new(
+                    "spec.version",
+                    "not a semantic version",
+                )])
+            },
+            deleting,
+            rollouts: rollouts.iter().map(|s| (*s).to_owned()).collect(),
+            devices: 0,
+        }
+    }
+
+    #[test]
+    fn validity_decides_ready_or_invalid() {
+        assert_eq!(
+            step(Pending, &observed(true, false, &[])).unwrap().phase,
+            Ready
+        );
+        assert_eq!(
+            step(Pending, &observed(false, false, &[])).unwrap().phase,
+            Invalid
+        );
+        assert_eq!(
+            step(Ready, &observed(false, false, &["r"])).unwrap().phase,
+            Invalid
+        );
+        assert_eq!(
+            step(Invalid, &observed(true, false, &[])).unwrap().phase,
+            Ready
+        );
+    }
+
+    #[test]
+    fn deletion_waits_for_live_rollouts_then_releases() {
+        let blocked = step(Ready, &observed(true, true, &["r1"])).unwrap();
+        assert_eq!(
+            blocked,
+            Step {
+                phase: Terminating,
+                release: false
+            }
+        );
+        let free = step(Terminating, &observed(true, true, &[])).unwrap();
+        assert_eq!(
+            free,
+            Step {
+                phase: Terminating,
+                release: true
+            }
+        );
+        assert!(step(Invalid, &observed(false, true, &[])).unwrap().release);
+    }
+
+    #[test]
+    fn a_terminating_release_never_comes_back_and_a_living_one_is_never_released() {
+        assert_eq!(
+            step(Terminating, &observed(true, false, &[])).unwrap_err(),
+            IllegalTransition {
+                from: Terminating,
+                to: Ready
+            }
+        );
+        for current in [Pending, Ready, Invalid] {
+            for valid in [true, false] {
+                assert!(!step(current, &observed(valid, false, &[])).unwrap().release);
+            }
+        }
+    }
+
+    #[test]
+    fn rollout_names_are_bounded_but_all_counted() {
+        let rollouts: LiveRollouts = (0..40).map(|i| format!("r{i:02}")).collect();
+        assert_eq!(rollouts.count, 40);
+        assert_eq!(rollouts.first.len(), MAX_LISTED_ROLLOUTS as usize);
+        assert_eq!(rollouts.first[0], "r00");
+    }
+}

@@ -1,0 +1,245 @@
+//! The harness of the OTA controller tests: a sandbox API server with Flotilla's CRDs and the
+//! real OTA controllers running against it in-process.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_runtime::testing::wait_for;
+use flotilla_runtime::{Config, Operator, Shutdown, SystemClock};
+use flotilla_sandbox::{Sandbox, Verb};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+
+/// How long any single wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The namespace every test object lives in.
+pub const NAMESPACE: &str = "default";
+
+/// A running sandbox and operator.
+pub struct Harness {
+    sandbox: Option<Sandbox>,
+    /// The tests' own client.
+    pub client: Client,
+    pub operator: Operator,
+    controllers: Option<JoinHandle<()>>,
+}
+
+impl Harness {
+    /// Starts the sandbox with the CRDs and runs the OTA controllers against it.
+    pub async fn start() -> Self {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("flotilla=debug,kube=warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .with_ansi(false)
+            .try_init();
+        let sandbox = Sandbox::builder()
+            .crds(flotilla_crds::all_crds())
+            .start()
+            .await
+            .expect("sandbox starts");
+        let client = sandbox.client();
+        let config = Config {
+            backoff_base: Duration::from_millis(50),
+            backoff_cap: Duration::from_millis(800),
+            concurrency: 4,
+            ..Config::default()
+        };
+        let operator = Operator::new(
+            sandbox.client(),
+            config,
+            Arc::new(SystemClock),
+            Shutdown::new(),
+        )
+        .expect("operator");
+        let running = operator.clone();
+        let controllers = tokio::spawn(async move { flotilla_ota::run(&running).await });
+        Self {
+            sandbox: Some(sandbox),
+            client,
+            operator,
+            controllers: Some(controllers),
+        }
+    }
+
+    /// The sandbox API server.
+    pub fn sandbox(&self) -> &Sandbox {
+        self.sandbox
+            .as_ref()
+            .expect("the sandbox runs until stop()")
+    }
+
+    /// Waits until every cache reports synced.
+    pub async fn ready(&self) {
+        let readiness = self.operator.readiness.clone();
+        wait_for("the operator's caches to sync", WAIT, || {
+            let report = readiness.report();
+            async move { report.is_ready().then_some(()) }
+        })
+        .await
+        .expect("ready");
+    }
+
+    /// Waits until `controller` has nothing to do: no reconcile running, none queued.
+    pub async fn quiet(&self, controller: &'static str) {
+        let queue = self.operator.queues.of(controller);
+        let started = format!(r#"flotilla_reconciliations_total{{controller="{controller}"}}"#);
+        let finished =
+            format!(r#"flotilla_reconcile_duration_seconds_count{{controller="{controller}"}}"#);
+        wait_for(
+            format!("the {controller} controller to be quiet"),
+            WAIT,
+            || {
+                let quiet = queue.is_empty() && self.metric(&started) == self.metric(&finished);
+                async move { quiet.then_some(()) }
+            },
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{error}: {queue:?}"));
+    }
+
+    /// Served requests of `verb` on `resource` (e.g. `firmwarereleases/status`).
+    pub fn served(&self, verb: Verb, resource: &str) -> usize {
+        self.sandbox()
+            .requests()
+            .snapshot()
+            .iter()
+            .filter(|r| r.verb == verb && r.full_resource() == resource)
+            .count()
+    }
+
+    /// Trips the shutdown signal and waits for the controllers to drain.
+    pub async fn stop(mut self) {
+        self.operator.shutdown.trigger();
+        if let Some(controllers) = self.controllers.take() {
+            tokio::time::timeout(WAIT, controllers)
+                .await
+                .expect("controllers stop after the shutdown signal")
+                .expect("controller task");
+        }
+        if let Some(sandbox) = self.sandbox.take() {
+            sandbox.shutdown().await;
+        }
+    }
+
+    /// The namespaced API of `K` in [`NAMESPACE`].
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        Api::namespaced(self.client.clone(), NAMESPACE)
+    }
+
+    /// Creates an object in [`NAMESPACE`] from JSON.
+    pub async fn create<K>(&self, object: serde_json::Value) -> K
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let object: K = serde_json::from_value(object).expect("valid object");
+        self.api::<K>()
+            .create(&PostParams::default(), &object)
+            .await
+            .unwrap_or_else(|error| panic!("create {}: {error}", object.name_any()))
+    }
+
+    /// Writes `status` of a `K` through its status subresource (as the gateway or the rollout
+    /// controller would).
+    pub async fn write_status<K>(&self, name: &str, status: serde_json::Value)
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.api::<K>()
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "status": status })),
+            )
+            .await
+            .unwrap_or_else(|error| panic!("status of {name}: {error}"));
+    }
+
+    /// The value of one sample in the operator's metrics.
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = self.operator.metrics.render().expect("metrics render");
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .map_or(0.0, |value| value.trim().parse().expect("numeric sample"))
+    }
+
+    /// Events (events.k8s.io/v1) about the object `kind`/`name` in [`NAMESPACE`].
+    pub async fn events_about(&self, kind: &str, name: &str) -> Vec<Event> {
+        self.api::<Event>()
+            .list(&ListParams::default())
+            .await
+            .map(|list| list.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|event| {
+                event.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name)
+                })
+            })
+            .collect()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.operator.shutdown.trigger();
+    }
+}
+
+/// A valid FirmwareRelease of `version`.
+pub fn release(name: &str, version: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "flotilla.dev/v1alpha1",
+        "kind": "FirmwareRelease",
+        "metadata": {"name": name},
+        "spec": {
+            "version": version,
+            "artifact": {
+                "url": "https://firmware.example.com/fw.bin",
+                "sha256": "ab".repeat(32),
+                "sizeBytes": 1024,
+            },
+            "compatibleModels": ["gw-100"],
+        },
+    })
+}
+
+/// A Device of model gw-100.
+pub fn device(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "flotilla.dev/v1alpha1",
+        "kind": "Device",
+        "metadata": {"name": name, "labels": {"ring": "canary"}},
+        "spec": {"model": "gw-100"},
+    })
+}
+
+/// A FirmwareRollout of `release`.
+pub fn rollout(name: &str, release: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "flotilla.dev/v1alpha1",
+        "kind": "FirmwareRollout",
+        "metadata": {"name": name},
+        "spec": {"release": release, "selector": {"matchLabels": {"ring": "canary"}}},
+    })
+}
