@@ -90,7 +90,7 @@ fn firmware_release() {
         "apiVersion": "flotilla.dev/v1alpha1", "kind": "FirmwareRelease", "metadata": {"name": "fw-2-4-1", "namespace": "fleet"},
         "spec": {"version": "2.4.1", "artifact": {"url": "https://fw.example.com/2.4.1.bin", "sha256": "0".repeat(64), "sizeBytes": 1024},
                  "compatibleModels": ["sensor-v2"]},
-        "status": {"phase": "Ready", "conditions": [ready(1)], "observedGeneration": 1, "rollouts": ["spring"]},
+        "status": {"phase": "Ready", "conditions": [ready(1)], "observedGeneration": 1, "rollouts": ["spring"], "devices": 12},
     }));
 }
 
