@@ -45,8 +45,6 @@ async fn start() -> Fixture {
 }
 
 async fn start_with(config: GatewayConfig) -> Fixture {
-    // The `hawkbit` crate brings rustls' aws-lc provider next to kube's ring: pick one.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -725,72 +723,4 @@ async fn the_openapi_document_is_served() {
     assert_eq!(doc["openapi"], "3.0.3");
     let health = reqwest::get(format!("{}/readyz", f.admin)).await.unwrap();
     assert_eq!(health.status(), 200);
-}
-
-/// A DDI client Flotilla did not write (the `hawkbit` crate) through a whole update.
-#[tokio::test]
-async fn the_hawkbit_crate_updates_a_device() {
-    use hawkbit::ddi::{Client as Ddi, ClientAuthorization, Execution, Finished, Mode};
-    let f = start().await;
-    let ddi = Ddi::new(
-        &f.base,
-        NS,
-        "sensor-1",
-        ClientAuthorization::TargetToken(token("sensor-1")),
-        None,
-        None,
-        None,
-    )
-    .expect("client");
-    let reply = ddi.poll().await.expect("poll");
-    assert_eq!(reply.polling_sleep().unwrap(), Duration::from_secs(1800));
-    assert!(reply.update().is_none());
-    reply
-        .config_data_request()
-        .expect("attributes wanted")
-        .upload(
-            Execution::Closed,
-            Finished::Success,
-            Some(Mode::Merge),
-            json!({"serial": "SN-1"}),
-            vec![],
-        )
-        .await
-        .expect("configData");
-
-    f.assign("sensor-1", 11).await;
-    let update = wait_for("the crate sees the update", WAIT, || async {
-        ddi.poll().await.ok()?.update()
-    })
-    .await
-    .expect("offered")
-    .fetch()
-    .await
-    .expect("deploymentBase");
-    assert_eq!(update.action_id(), "11");
-    let chunk = update.chunks().next().expect("a chunk");
-    assert_eq!(chunk.version(), "2.4.1");
-    let artifact = chunk.artifacts().next().expect("an artifact");
-    assert_eq!((artifact.filename(), artifact.size()), ("2.4.1.bin", 4096));
-    update
-        .send_feedback_with_progress(
-            Execution::Proceeding,
-            Finished::None,
-            json!({"cnt": 1, "of": 4}),
-            vec!["Downloading"],
-        )
-        .await
-        .expect("progress");
-    update
-        .send_feedback(Execution::Closed, Finished::Success, vec!["done"])
-        .await
-        .expect("result");
-    let done = f
-        .status_until("sensor-1", "succeeded", |d| {
-            state(d) == Some(UpdateState::Succeeded)
-        })
-        .await;
-    let status = done.status.unwrap();
-    assert_eq!(status.current_version.as_deref(), Some("2.4.1"));
-    assert_eq!(status.attributes["serial"], "SN-1");
 }
