@@ -427,22 +427,8 @@ impl AppliedChildren {
     {
         let key = ChildKey::of(desired);
         let observed = cached.and_then(|cached| versioning.of(cached));
-        if self.is_current(&key, desired, observed.as_deref()) {
-            return Ok(match observed {
-                Some(_) => ChildApply::Unchanged,
-                None => ChildApply::Pending,
-            });
-        }
-        let flight = self.start(key);
-        let returned = api
-            .patch(&desired.name_any(), &apply_params(), &Patch::Apply(desired))
-            .await?;
-        flight.record_answer(
-            desired,
-            versioning.of(&returned),
-            returned.meta().resource_version.clone(),
-        );
-        Ok(ChildApply::Applied)
+        self.apply_at(api, desired, key, observed.map(hash), versioning)
+            .await
     }
 
     /// [`apply`](Self::apply) for a kind whose children no cache keeps: the version to compare
@@ -458,6 +444,23 @@ impl AppliedChildren {
     {
         let key = ChildKey::of(desired);
         let observed = self.watched_version(&key);
+        self.apply_at(api, desired, key, observed, Versioning::ResourceVersion)
+            .await
+    }
+
+    /// The apply both [`apply`](Self::apply) and [`apply_watched`](Self::apply_watched) send,
+    /// unless `desired` is current at `observed` (a hash of the child's version).
+    async fn apply_at<K>(
+        &self,
+        api: &Api<K>,
+        desired: &K,
+        key: ChildKey,
+        observed: Option<u64>,
+        versioning: Versioning,
+    ) -> Result<ChildApply, kube::Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
+    {
         if self.is_current_at(&key, desired, observed) {
             return Ok(match observed {
                 Some(_) => ChildApply::Unchanged,
@@ -468,7 +471,11 @@ impl AppliedChildren {
         let returned = api
             .patch(&desired.name_any(), &apply_params(), &Patch::Apply(desired))
             .await?;
-        flight.record(desired, Versioning::ResourceVersion.of(&returned));
+        flight.record_answer(
+            desired,
+            versioning.of(&returned),
+            returned.meta().resource_version.clone(),
+        );
         Ok(ChildApply::Applied)
     }
 
