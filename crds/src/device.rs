@@ -116,6 +116,12 @@ pub struct DesiredFirmware {
     #[schemars(range(min = 1))]
     pub action_id: i64,
 
+    /// Which attempt at this version the assignment is, from 1: a rollout retrying a failed
+    /// device assigns it again with the next attempt and a new `actionId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub attempt: Option<i32>,
+
     /// When it was assigned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assigned_at: Option<Time>,
@@ -421,6 +427,7 @@ mod tests {
                 release: "x".into(),
                 rollout: None,
                 action_id: 1,
+                attempt: None,
                 assigned_at: None,
                 previous: None,
             }),

@@ -24,6 +24,8 @@ pub enum ControllerName {
     Subscription,
     /// FirmwareReleases: validation, device counts, deletion protection while rollouts use them.
     Release,
+    /// FirmwareRollouts: waves over the fleet, thresholds, rollback.
+    Rollout,
 }
 
 impl ControllerName {
@@ -32,6 +34,7 @@ impl ControllerName {
         ControllerName::Plan,
         ControllerName::Subscription,
         ControllerName::Release,
+        ControllerName::Rollout,
     ];
 }
 
@@ -49,10 +52,12 @@ pub async fn run_selected(operator: &Operator, selected: &[ControllerName]) {
         plan: selected.contains(&ControllerName::Plan),
         subscription: selected.contains(&ControllerName::Subscription),
     };
-    let ota = async {
-        if selected.contains(&ControllerName::Release) {
-            flotilla_ota::run(operator).await;
-        }
-    };
+    let ota = flotilla_ota::run(
+        operator,
+        flotilla_ota::Selection {
+            release: selected.contains(&ControllerName::Release),
+            rollout: selected.contains(&ControllerName::Rollout),
+        },
+    );
     futures::join!(subscriptions::run_selected(operator, selection), ota);
 }

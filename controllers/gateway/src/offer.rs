@@ -44,7 +44,14 @@ pub fn work(device: &Device) -> Work<'_> {
     {
         return Work::Cancel(running);
     }
+    // A device already running the desired version has nothing to install (a rollback of a
+    // device whose update failed before it switched, or a hand assignment of its version).
+    let running = device
+        .status
+        .as_ref()
+        .and_then(|s| s.current_version.as_deref());
     match desired {
+        Some(firmware) if running == Some(firmware.version.as_str()) => Work::Idle,
         Some(firmware)
             if !update.is_some_and(|u| {
                 u.action_id == Some(firmware.action_id) && u.state.is_terminal()

@@ -15,16 +15,31 @@ use flotilla_runtime::Operator;
 use flotilla_runtime::index::SharedIndex;
 use flotilla_runtime::watch::{self, SharedWatch};
 use index::{DevicesByVersion, LiveRolloutsByRelease, ReleasesByVersion};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use rollout::book::Tracker;
 
-/// Runs the OTA controllers (today the FirmwareRelease controller) on one watch per kind —
-/// Devices, FirmwareRollouts, FirmwareReleases — until the operator's shutdown signal, then
-/// waits for their in-flight reconciles to finish.
-pub fn run(operator: &Operator) -> BoxFuture<'_, ()> {
+/// Which OTA controllers run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Selection {
+    /// The FirmwareRelease controller.
+    pub release: bool,
+    /// The FirmwareRollout controller.
+    pub rollout: bool,
+}
+
+/// Runs the selected OTA controllers on one watch per kind — Devices, FirmwareRollouts,
+/// FirmwareReleases — until the operator's shutdown signal, then waits for their in-flight
+/// reconciles to finish.
+pub fn run(operator: &Operator, selection: Selection) -> BoxFuture<'_, ()> {
     Box::pin(async move {
+        if !selection.release && !selection.rollout {
+            return;
+        }
         let client = operator.client.clone();
         let wc = watch::watcher_config(&operator.config);
-        // 100,000 Devices: the release controller reads them only through its index, so the
-        // cache keeps nothing until a controller needs it.
+        // 100,000 Devices: the controllers read them only through their indexes (counts per
+        // version, the rollout fleet's compact views), so the cache keeps nothing.
         let mut devices = SharedWatch::new(
             "devices",
             Api::<DeserializeGuard<Device>>::all(client.clone()),
@@ -57,34 +72,98 @@ pub fn run(operator: &Operator) -> BoxFuture<'_, ()> {
         let feed = live_rollouts.clone();
         let rollouts_changed = rollouts.wakes(move |event| feed.lock().apply_watcher_event(event));
 
-        let device_counts = SharedIndex::new(DevicesByVersion::default());
-        let feed = device_counts.clone();
-        let releases_of = by_version.clone();
-        let devices_changed = devices.wakes(move |event| {
-            let touched = feed.lock().apply_watcher_event(event);
-            let releases = releases_of.lock();
-            touched
-                .iter()
-                .flat_map(|(namespace, version)| releases.releases(namespace, version))
-                .collect::<Vec<_>>()
+        let release_controller = selection.release.then(|| {
+            let device_counts = SharedIndex::new(DevicesByVersion::default());
+            let feed = device_counts.clone();
+            let releases_of = by_version.clone();
+            let devices_changed = devices.wakes(move |event| {
+                let touched = feed.lock().apply_watcher_event(event);
+                let releases = releases_of.lock();
+                touched
+                    .iter()
+                    .flat_map(|(namespace, version)| releases.releases(namespace, version))
+                    .collect::<Vec<_>>()
+            });
+            release::controller(
+                operator,
+                &mut releases,
+                release::Relations {
+                    rollouts: live_rollouts.clone(),
+                    devices: device_counts,
+                    synced: vec![rollouts.synced(), devices.synced()],
+                    changed: vec![rollouts_changed.boxed(), devices_changed.boxed()],
+                },
+            )
         });
 
-        let release_controller = release::controller(
-            operator,
-            &mut releases,
-            release::Relations {
-                rollouts: live_rollouts,
-                devices: device_counts,
-                synced: vec![rollouts.synced(), devices.synced()],
-                changed: vec![rollouts_changed.boxed(), devices_changed.boxed()],
-            },
-        );
+        let rollout_controller = selection.rollout.then(|| {
+            let tracker = SharedIndex::new(Tracker::default());
+            let feed = tracker.clone();
+            let clock = operator.clock.clone();
+            let progress_changed = devices.wakes(move |event| {
+                feed.lock()
+                    .apply_device_event(event, clock.now())
+                    .into_iter()
+                    .map(|(namespace, name)| ObjectRef::new(&name).within(&namespace))
+                    .collect::<Vec<_>>()
+            });
+            // A release that changes wakes its live rollouts (one waiting for it to become
+            // Ready; one that pauses when it stops being Ready).
+            let users = live_rollouts.clone();
+            let release_changed = releases.wakes(move |event| {
+                let users = users.lock();
+                let touched: Vec<_> = match event {
+                    watcher::Event::Apply(release) | watcher::Event::Delete(release) => {
+                        vec![release.clone()]
+                    }
+                    _ => Vec::new(),
+                };
+                touched
+                    .iter()
+                    .filter_map(|release| {
+                        let meta = match &release.0 {
+                            Ok(r) => &r.metadata,
+                            Err(e) => &e.metadata,
+                        };
+                        Some((meta.namespace.clone()?, meta.name.clone()?))
+                    })
+                    .flat_map(|(namespace, name)| {
+                        users
+                            .rollouts(&namespace, &name)
+                            .map(|rollout| ObjectRef::new(rollout).within(&namespace))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let synced = vec![devices.synced(), releases.synced(), rollouts.synced()];
+            rollout::controller(
+                operator,
+                &mut rollouts,
+                rollout::Relations {
+                    tracker,
+                    releases: releases.store(),
+                    releases_by_version: by_version.clone(),
+                    synced,
+                    changed: vec![progress_changed.boxed(), release_changed.boxed()],
+                },
+            )
+        });
+
         let stop = || operator.shutdown.signalled();
         futures::join!(
             Box::pin(devices.run(stop())),
             Box::pin(rollouts.run(stop())),
             Box::pin(releases.run(stop())),
-            release_controller,
+            async {
+                if let Some(controller) = release_controller {
+                    controller.await;
+                }
+            },
+            async {
+                if let Some(controller) = rollout_controller {
+                    controller.await;
+                }
+            },
         );
     })
 }

@@ -3,12 +3,133 @@
 //!
 //! Functional core (pure, unit-tested): `plan` (exclusions, order, waves, hash, timeline),
 //! `shards` (the target set in ConfigMap-sized pieces), `window` (maintenance windows),
-//! `thresholds` (overall, per wave, per cohort), `assign` (which devices next), `phase`
-//! (the lifecycle and each reconcile's decision).
+//! `thresholds` (overall, per wave, per cohort), `assign` (which devices next), `progress`
+//! (where a target stands, from its Device alone), `phase` (the lifecycle and each
+//! reconcile's decision), `status` (status and Events).
+//!
+//! Shell: `fleet` (a compact view of every Device from the uncached Device watch), `book`
+//! (the progress of each started rollout, current with every Device event), `reconcile`.
+//!
+//! Wakes: its own rollouts (spec, deletion, finalizers — not its own status writes); a Device
+//! event only when it changes the progress of a target (a heartbeat wakes nobody); releases
+//! (a rollout waits for its release to become Ready, and pauses when it stops being Ready).
 
 pub mod assign;
+pub mod book;
+pub mod fleet;
 pub mod phase;
 pub mod plan;
+pub mod progress;
+pub mod reconcile;
 pub mod shards;
+pub mod status;
 pub mod thresholds;
 pub mod window;
+
+use std::sync::Arc;
+
+use flotilla_crds::{FirmwareRelease, FirmwareRollout};
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt, future, stream};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+
+use book::Tracker;
+use flotilla_runtime::context::Operator;
+use flotilla_runtime::index::{SharedIndex, reconcile_inputs};
+use flotilla_runtime::watch::{SharedWatch, Synced};
+use flotilla_runtime::{phase as phases, reconciler};
+use reconcile::{RolloutError, RolloutState};
+
+use crate::index::ReleasesByVersion;
+
+/// The controller's name in metrics, spans and readiness.
+pub const CONTROLLER: &str = "rollout";
+
+/// A rollout to reconcile.
+pub type RolloutRef = ObjectRef<DeserializeGuard<FirmwareRollout>>;
+
+/// What the rollout controller reads besides its own watch.
+pub struct Relations {
+    /// The fleet and the books (fed by the Device watch).
+    pub tracker: SharedIndex<Tracker>,
+    /// The releases' watch cache.
+    pub releases: kube::runtime::reflector::Store<DeserializeGuard<FirmwareRelease>>,
+    /// Releases per version.
+    pub releases_by_version: SharedIndex<ReleasesByVersion>,
+    /// Whether the Device and release watches have listed.
+    pub synced: Vec<Synced>,
+    /// Rollouts whose inputs changed (Device progress, releases).
+    pub changed: Vec<futures::stream::BoxStream<'static, RolloutRef>>,
+}
+
+/// Builds the rollout controller on the process's shared watches; the returned future runs
+/// it until the operator's shutdown signal, then lets in-flight reconciles finish.
+pub fn controller<'a>(
+    operator: &'a Operator,
+    rollouts: &mut SharedWatch<DeserializeGuard<FirmwareRollout>>,
+    relations: Relations,
+) -> BoxFuture<'a, ()> {
+    let census_source = rollouts.store();
+    operator.metrics.track_phases(CONTROLLER, move || {
+        phases::census(
+            census_source
+                .state()
+                .iter()
+                .filter_map(|guarded| guarded.0.as_ref().ok())
+                .map(|rollout| rollout.status.as_ref().and_then(|status| status.phase)),
+        )
+    });
+    let state = RolloutState::new(
+        operator.client.clone(),
+        relations.tracker,
+        relations.releases,
+        rollouts.store(),
+        relations.releases_by_version,
+        relations.synced,
+    );
+    let ctx = operator.context(CONTROLLER, state);
+    let own = rollouts.changes(reconcile_inputs);
+    let queue = ctx.queue.clone();
+    let related: std::pin::Pin<Box<dyn Stream<Item = RolloutRef> + Send>> =
+        Box::pin(stream::select_all(relations.changed));
+    let controller = Controller::for_stream(
+        queue.own_objects(
+            stream::pending::<Result<DeserializeGuard<FirmwareRollout>, watcher::Error>>(),
+            &rollouts.store(),
+        ),
+        rollouts.store(),
+    )
+    .with_config(controller::Config::default().concurrency(operator.config.concurrency))
+    .reconcile_on(queue.triggers(own))
+    .reconcile_on(queue.triggers(related))
+    .graceful_shutdown_on(operator.shutdown.signalled());
+    async move {
+        controller
+            .run(
+                reconcile::reconcile,
+                |rollout, error: &RolloutError, ctx: Arc<_>| {
+                    reconciler::error_policy(rollout, error, ctx)
+                },
+                ctx,
+            )
+            .for_each(|result| {
+                match result {
+                    Ok((rollout, action)) => {
+                        tracing::trace!(rollout = %rollout.name, ?action, "reconciled");
+                    }
+                    Err(
+                        controller::Error::ReconcilerFailed(..)
+                        | controller::Error::ObjectNotFound(_),
+                    ) => {}
+                    Err(error) => tracing::warn!(%error, "rollout controller"),
+                }
+                future::ready(())
+            })
+            .await;
+        tracing::info!(controller = CONTROLLER, "stopped");
+    }
+    .boxed()
+}

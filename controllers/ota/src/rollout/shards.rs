@@ -209,6 +209,20 @@ pub fn data_bytes(shard: &Shard) -> usize {
     shard.data.iter().map(|(k, v)| k.len() + v.len()).sum()
 }
 
+/// How many shards the plan of `shard` has (read from its `meta`), so that a reader can
+/// fetch shard 0 first and then the rest by index.
+pub fn shard_count(shard: &Shard) -> Result<usize, ShardError> {
+    let meta = shard.data.get("meta").ok_or_else(|| ShardError::Corrupt {
+        index: shard.index,
+        problem: "no meta".into(),
+    })?;
+    let meta: Meta = serde_json::from_str(meta).map_err(|e| ShardError::Corrupt {
+        index: shard.index,
+        problem: format!("meta: {e}"),
+    })?;
+    Ok(meta.count)
+}
+
 /// Reassembles the ordered targets from shards given in any order, checking that every
 /// shard is there once, undamaged, and from the same plan.
 pub fn decode_shards(shards: &[Shard]) -> Result<Vec<Target>, ShardError> {

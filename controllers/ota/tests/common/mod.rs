@@ -31,8 +31,18 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// Starts the sandbox with the CRDs and runs the OTA controllers against it.
+    /// Starts the sandbox with the CRDs and runs the FirmwareRelease controller against it
+    /// (the tests write rollouts' status themselves).
     pub async fn start() -> Self {
+        Self::start_with(flotilla_ota::Selection {
+            release: true,
+            rollout: false,
+        })
+        .await
+    }
+
+    /// Starts the sandbox with the CRDs and runs the selected OTA controllers against it.
+    pub async fn start_with(selection: flotilla_ota::Selection) -> Self {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("flotilla=debug,kube=warn"));
         let _ = tracing_subscriber::fmt()
@@ -60,7 +70,7 @@ impl Harness {
         )
         .expect("operator");
         let running = operator.clone();
-        let controllers = tokio::spawn(async move { flotilla_ota::run(&running).await });
+        let controllers = tokio::spawn(async move { flotilla_ota::run(&running, selection).await });
         Self {
             sandbox: Some(sandbox),
             client,

@@ -1,0 +1,361 @@
+//! The FirmwareRollout controller through the real `Controller`, against the sandbox, with the
+//! real device gateway and a simulated fleet talking DDI over HTTP: nothing writes Device
+//! status but the gateway.
+
+mod common;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::{Harness, NAMESPACE};
+use flotilla_crds::condition::types;
+use flotilla_crds::{Device, FirmwareRelease, FirmwareRollout, FirmwareRolloutPhase};
+use flotilla_gateway::{GatewayConfig, PollingSleep, RateLimit};
+use flotilla_runtime::testing::wait_for;
+use flotilla_runtime::{Shutdown, SystemClock};
+use flotilla_simulator::{FleetSpec, ModelRate, ModelShare, Simulation};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::ListParams;
+use serde_json::json;
+
+const LONG: Duration = Duration::from_secs(60);
+const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+struct Fleet {
+    harness: Harness,
+    gateway_url: String,
+    shutdown: Shutdown,
+    _simulation: Option<Simulation>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+fn release(name: &str, version: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "flotilla.dev/v1alpha1", "kind": "FirmwareRelease",
+        "metadata": {"name": name},
+        "spec": {"version": version, "compatibleModels": ["alpha", "beta"],
+                 "artifact": {"url": format!("https://fw.example.com/{version}.bin"), "sha256": SHA, "sizeBytes": 4096}},
+    })
+}
+
+async fn start() -> Fleet {
+    let harness = Harness::start_with(flotilla_ota::Selection {
+        release: true,
+        rollout: true,
+    })
+    .await;
+    harness
+        .create::<FirmwareRelease>(release("fw-1-0-0", "1.0.0"))
+        .await;
+    harness
+        .create::<FirmwareRelease>(release("fw-2-0-0", "2.0.0"))
+        .await;
+    let shutdown = Shutdown::new();
+    let config = GatewayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        namespaces: vec![NAMESPACE.to_owned()],
+        polling: PollingSleep {
+            busy: Duration::from_secs(1),
+            idle: Duration::from_secs(1),
+        },
+        last_seen_resolution: Duration::from_secs(1),
+        rate_limit: RateLimit {
+            per_minute: NonZeroU32::new(6000).unwrap(),
+            burst: NonZeroU32::new(100).unwrap(),
+        },
+        ..GatewayConfig::default()
+    };
+    let gateway = flotilla_gateway::start(
+        config,
+        harness.client.clone(),
+        Arc::new(SystemClock),
+        shutdown.clone(),
+    )
+    .await
+    .expect("gateway starts");
+    let gateway_url = format!("http://{}", gateway.address);
+    tokio::spawn(gateway.wait());
+    harness.ready().await;
+    Fleet {
+        harness,
+        gateway_url,
+        shutdown,
+        _simulation: None,
+    }
+}
+
+impl Fleet {
+    /// Provisions and starts `devices` simulated devices (models alpha and beta, half each)
+    /// on 1.0.0.
+    async fn simulate(&mut self, devices: usize, spec: FleetSpec) {
+        let spec = FleetSpec {
+            gateway_url: self.gateway_url.clone(),
+            namespace: NAMESPACE.to_owned(),
+            devices,
+            models: vec![
+                ModelShare {
+                    model: "alpha".into(),
+                    share: 1,
+                },
+                ModelShare {
+                    model: "beta".into(),
+                    share: 1,
+                },
+            ],
+            starting_version: "1.0.0".into(),
+            update_duration: Duration::from_millis(400),
+            progress_steps: 2,
+            ..spec
+        };
+        flotilla_simulator::provision(&self.harness.client, &spec)
+            .await
+            .expect("provision");
+        self._simulation =
+            Some(flotilla_simulator::start(spec, self.shutdown.clone()).expect("simulator"));
+        // Every device has reported once (lastSeen set), so none is planned as offline.
+        let api = self.harness.api::<Device>();
+        wait_for("every device to report", LONG, || async {
+            let list = api.list(&ListParams::default()).await.ok()?;
+            (list.items.len() == devices
+                && list
+                    .items
+                    .iter()
+                    .all(|d| d.status.as_ref().is_some_and(|s| s.last_seen.is_some())))
+            .then_some(())
+        })
+        .await
+        .expect("devices report");
+    }
+
+    async fn rollout(&self, name: &str, spec: serde_json::Value) -> FirmwareRollout {
+        let mut base = json!({
+            "release": "fw-2-0-0",
+            "selector": {"matchLabels": {"flotilla.dev/simulated": "sim"}},
+            "waves": [{"percent": 10}, {"percent": 50}, {"percent": 100}],
+            "maxInFlight": 4,
+            "soakTime": "1s",
+            "deviceTimeout": "30s",
+            "offlineAfter": "1m",
+            "retries": {"limit": 0, "initialBackoff": "1s", "maxBackoff": "1s"},
+        });
+        base.as_object_mut()
+            .unwrap()
+            .extend(spec.as_object().unwrap().clone());
+        self.harness
+            .create::<FirmwareRollout>(json!({
+                "apiVersion": "flotilla.dev/v1alpha1", "kind": "FirmwareRollout",
+                "metadata": {"name": name}, "spec": base,
+            }))
+            .await
+    }
+
+    /// Waits for the rollout to reach `phase`, sampling `updating` on the way.
+    async fn until_phase(
+        &self,
+        name: &str,
+        phase: FirmwareRolloutPhase,
+        most_updating: &AtomicU32,
+    ) -> FirmwareRollout {
+        let api = self.harness.api::<FirmwareRollout>();
+        wait_for(format!("rollout {name} to be {phase:?}"), LONG, || async {
+            let rollout = api.get(name).await.ok()?;
+            let status = rollout.status.as_ref()?;
+            if let Some(counts) = &status.counts {
+                most_updating.fetch_max(counts.updating as u32, Ordering::Relaxed);
+            }
+            (status.phase == Some(phase)).then_some(rollout)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn devices(&self) -> Vec<Device> {
+        self.harness
+            .api::<Device>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+    }
+}
+
+fn current(device: &Device) -> Option<&str> {
+    device.status.as_ref()?.current_version.as_deref()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_moves_every_device_through_its_waves() {
+    let mut fleet = start().await;
+    fleet.simulate(20, FleetSpec::default()).await;
+    fleet.rollout("spring", json!({})).await;
+    let most_updating = AtomicU32::new(0);
+    let done = fleet
+        .until_phase("spring", FirmwareRolloutPhase::Succeeded, &most_updating)
+        .await;
+    let status = done.status.unwrap();
+    let counts = status.counts.unwrap();
+    assert_eq!(
+        (counts.targeted, counts.succeeded, counts.failed),
+        (20, 20, 0)
+    );
+    // Waves of ⌈10%⌉, ⌈50%⌉ − 2 and the rest.
+    let sizes: Vec<i32> = status.waves.iter().map(|w| w.counts.targeted).collect();
+    assert_eq!(sizes, [2, 8, 10]);
+    assert!(status.waves.iter().all(|w| w.completed_at.is_some()));
+    assert!(status.started_at.is_some() && status.completed_at.is_some());
+    assert!(
+        most_updating.load(Ordering::Relaxed) <= 4,
+        "never above maxInFlight"
+    );
+    let plan = status.plan.unwrap();
+    assert_eq!(plan.targeted, 20);
+    for device in fleet.devices().await {
+        assert_eq!(current(&device), Some("2.0.0"));
+        let firmware = device.spec.firmware.as_ref().unwrap();
+        assert_eq!(firmware.rollout.as_deref(), Some("spring"));
+        assert_eq!(firmware.previous.as_ref().unwrap().version, "1.0.0");
+        assert_eq!(
+            firmware.previous.as_ref().unwrap().release.as_deref(),
+            Some("fw-1-0-0")
+        );
+        assert_eq!(
+            device
+                .metadata
+                .labels
+                .as_ref()
+                .unwrap()
+                .get("flotilla.dev/rollout")
+                .map(String::as_str),
+            Some("spring")
+        );
+    }
+    // One write per device: the assignment (patch), nothing else from the operator.
+    let shards = fleet
+        .harness
+        .api::<ConfigMap>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(shards.items.len(), 1, "20 targets fit in one shard");
+    let events = fleet
+        .harness
+        .events_about("FirmwareRollout", "spring")
+        .await;
+    let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).collect();
+    assert!(reasons.iter().any(|r| r == "Started"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "Completed"), "{reasons:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_failing_model_rolls_the_rollout_back_while_the_fleet_rate_is_fine() {
+    let mut fleet = start().await;
+    fleet
+        .simulate(
+            20,
+            FleetSpec {
+                model_failure_rates: vec![ModelRate {
+                    key: "beta".into(),
+                    rate: 1.0,
+                }],
+                ..FleetSpec::default()
+            },
+        )
+        .await;
+    fleet
+        .rollout(
+            "risky",
+            json!({
+                "waves": [{"percent": 100}],
+                "failureThreshold": {"overall": {"percent": 90}, "perCohort": {"count": 2}, "minFinished": 10},
+                "onFailure": "Rollback",
+            }),
+        )
+        .await;
+    let most_updating = AtomicU32::new(0);
+    let done = fleet
+        .until_phase("risky", FirmwareRolloutPhase::RolledBack, &most_updating)
+        .await;
+    let status = done.status.unwrap();
+    let crossed = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == types::FAILURE_THRESHOLD_EXCEEDED)
+        .unwrap();
+    assert_eq!(crossed.status, "True");
+    assert!(
+        crossed.message.contains("cohort model=beta"),
+        "{}",
+        crossed.message
+    );
+    assert!(status.failure_reasons.iter().any(|r| r.count >= 2));
+    // Every device the rollout touched runs 1.0.0 again; untouched ones never left it.
+    for device in fleet.devices().await {
+        assert_eq!(
+            current(&device),
+            Some("1.0.0"),
+            "{:?}",
+            device.metadata.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleting_a_running_rollout_releases_its_devices_and_keeps_their_versions() {
+    let mut fleet = start().await;
+    fleet.simulate(10, FleetSpec::default()).await;
+    fleet
+        .rollout(
+            "held",
+            json!({"waves": [{"percent": 10, "pause": {"untilResumed": true}}, {"percent": 100}]}),
+        )
+        .await;
+    let most_updating = AtomicU32::new(0);
+    fleet
+        .until_phase("held", FirmwareRolloutPhase::Paused, &most_updating)
+        .await;
+    let api = fleet.harness.api::<FirmwareRollout>();
+    api.delete("held", &Default::default()).await.unwrap();
+    wait_for("the rollout to go", LONG, || async {
+        api.get_opt("held").await.ok()?.is_none().then_some(())
+    })
+    .await
+    .unwrap();
+    let devices = fleet.devices().await;
+    let updated: Vec<_> = devices
+        .iter()
+        .filter(|d| current(d) == Some("2.0.0"))
+        .collect();
+    assert_eq!(updated.len(), 1, "the first wave (10% of 10) was updated");
+    for device in &devices {
+        assert!(
+            device.labels_get("flotilla.dev/rollout").is_none(),
+            "released: {:?}",
+            device.metadata.name
+        );
+    }
+    assert!(
+        updated[0]
+            .spec
+            .firmware
+            .as_ref()
+            .is_some_and(|f| f.version == "2.0.0")
+    );
+}
+
+trait Labels {
+    fn labels_get(&self, key: &str) -> Option<&str>;
+}
+
+impl Labels for Device {
+    fn labels_get(&self, key: &str) -> Option<&str> {
+        self.metadata.labels.as_ref()?.get(key).map(String::as_str)
+    }
+}
