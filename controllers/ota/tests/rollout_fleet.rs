@@ -15,6 +15,7 @@ use flotilla_crds::{Device, FirmwareRelease, FirmwareRollout, FirmwareRolloutPha
 use flotilla_gateway::{GatewayConfig, PollingSleep, RateLimit};
 use flotilla_runtime::testing::wait_for;
 use flotilla_runtime::{Shutdown, SystemClock};
+use flotilla_sandbox::Verb;
 use flotilla_simulator::{FleetSpec, ModelRate, ModelShare, Simulation};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ListParams;
@@ -238,6 +239,7 @@ async fn a_rollout_moves_every_device_through_its_waves() {
         );
     }
     // One write per device: the assignment (patch), nothing else from the operator.
+    assert_eq!(fleet.harness.succeeded(Verb::Patch, "devices"), 20);
     let shards = fleet
         .harness
         .api::<ConfigMap>()
@@ -358,4 +360,131 @@ impl Labels for Device {
     fn labels_get(&self, key: &str) -> Option<&str> {
         self.metadata.labels.as_ref()?.get(key).map(String::as_str)
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_operator_resumes_from_the_shards_without_assigning_anyone_twice() {
+    let mut fleet = start().await;
+    fleet
+        .simulate(
+            30,
+            FleetSpec {
+                update_duration: Duration::from_millis(1500),
+                ..FleetSpec::default()
+            },
+        )
+        .await;
+    fleet
+        .rollout(
+            "steady",
+            json!({"waves": [{"percent": 20}, {"percent": 100}], "maxInFlight": 3}),
+        )
+        .await;
+    let api = fleet.harness.api::<FirmwareRollout>();
+    wait_for("some devices assigned", LONG, || async {
+        let rollout = api.get("steady").await.ok()?;
+        let counts = rollout.status?.counts?;
+        (counts.updating > 0).then_some(())
+    })
+    .await
+    .unwrap();
+    fleet.harness.restart().await;
+    let most_updating = AtomicU32::new(0);
+    let done = fleet
+        .until_phase("steady", FirmwareRolloutPhase::Succeeded, &most_updating)
+        .await;
+    let counts = done.status.unwrap().counts.unwrap();
+    assert_eq!((counts.targeted, counts.succeeded), (30, 30));
+    assert!(most_updating.load(Ordering::Relaxed) <= 3);
+    // Exactly one assignment per device across both operators.
+    assert_eq!(fleet.harness.succeeded(Verb::Patch, "devices"), 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn approval_pause_and_resume_are_decided_in_spec() {
+    let mut fleet = start().await;
+    fleet.simulate(10, FleetSpec::default()).await;
+    fleet
+        .rollout(
+            "gated",
+            json!({"approval": {"required": true},
+                   "waves": [{"percent": 10, "pause": {"untilResumed": true}}, {"percent": 100}]}),
+        )
+        .await;
+    let most_updating = AtomicU32::new(0);
+    let waiting = fleet
+        .until_phase(
+            "gated",
+            FirmwareRolloutPhase::AwaitingApproval,
+            &most_updating,
+        )
+        .await;
+    let hash = waiting.status.unwrap().plan.unwrap().hash;
+    let api = fleet.harness.api::<FirmwareRollout>();
+    let patch = |spec: serde_json::Value| {
+        let api = api.clone();
+        async move {
+            api.patch(
+                "gated",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"spec": spec})),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    // A wrong hash is refused with a condition saying so; nothing is assigned.
+    patch(json!({"approvedPlanHash": "0".repeat(64)})).await;
+    wait_for("the mismatch condition", LONG, || async {
+        let rollout = api.get("gated").await.ok()?;
+        rollout
+            .status?
+            .conditions
+            .iter()
+            .any(|c| c.type_ == types::APPROVED && c.reason == "PlanHashMismatch")
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(fleet.harness.succeeded(Verb::Patch, "devices"), 0);
+    patch(json!({"approvedPlanHash": hash})).await;
+    fleet
+        .until_phase("gated", FirmwareRolloutPhase::Paused, &most_updating)
+        .await;
+    assert_eq!(
+        fleet.harness.succeeded(Verb::Patch, "devices"),
+        1,
+        "wave 1 only"
+    );
+    patch(json!({"resume": "go"})).await;
+    fleet
+        .until_phase("gated", FirmwareRolloutPhase::Succeeded, &most_updating)
+        .await;
+    assert_eq!(fleet.harness.succeeded(Verb::Patch, "devices"), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_of_an_unknown_release_waits_and_says_why() {
+    let mut fleet = start().await;
+    fleet.simulate(4, FleetSpec::default()).await;
+    fleet
+        .rollout("orphan", json!({"release": "no-such-release"}))
+        .await;
+    let api = fleet.harness.api::<FirmwareRollout>();
+    let condition = wait_for("the ReleaseReady condition", LONG, || async {
+        let rollout = api.get("orphan").await.ok()?;
+        rollout
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == types::RELEASE_READY && c.status == "False")
+    })
+    .await
+    .unwrap();
+    assert!(
+        condition.message.contains("no-such-release not found"),
+        "{}",
+        condition.message
+    );
+    assert_eq!(fleet.harness.succeeded(Verb::Patch, "devices"), 0);
 }

@@ -92,8 +92,9 @@ pub struct DeviceView {
     pub assigned: Option<Assigned>,
     /// `status.update`.
     pub reported: Option<Reported>,
-    /// `metadata.resourceVersion`: the precondition of the controller's writes.
-    pub resource_version: Option<Arc<str>>,
+    /// `metadata.generation`: the precondition of an assignment (it moves with the spec only,
+    /// so a status report or heartbeat between reading and writing does not spoil it).
+    pub generation: Option<i64>,
 }
 
 impl DeviceView {
@@ -248,7 +249,7 @@ impl Fleet {
                 .map(|r| strings.get(r)),
             assigned,
             reported,
-            resource_version: device.metadata.resource_version.as_deref().map(Arc::from),
+            generation: device.metadata.generation,
         };
         Some((namespace, name, view))
     }

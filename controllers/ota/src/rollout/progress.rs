@@ -275,7 +275,7 @@ mod tests {
             rollout_label: None,
             assigned: None,
             reported: None,
-            resource_version: None,
+            generation: Some(1),
         }
     }
 

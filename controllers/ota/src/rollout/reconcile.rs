@@ -23,6 +23,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use super::assign::Gate;
 use super::book::{Joining, RolloutBook, RolloutKey, Tracker};
+use super::fleet::DeviceView;
 use super::phase::{
     self, Action as Step, Observation, Recorded, RollbackState, WaveState, WindowState,
 };
@@ -843,11 +844,43 @@ async fn read_shard(
     })
 }
 
-/// One assignment to write.
+/// The JSON patch of one assignment: `spec.firmware` and the rollout label, guarded by the
+/// Device's generation (a test op), so a concurrent change of its spec — another rollout, a
+/// person — makes the write fail with 422 instead of being overwritten, while a status report
+/// does not.
+fn assignment_patch(view: &DeviceView, rollout: &str, firmware: serde_json::Value) -> DevicePatch {
+    let mut ops = Vec::new();
+    // The API server always sets a custom resource's generation.
+    if let Some(generation) = view.generation {
+        ops.push(serde_json::json!(
+            {"op": "test", "path": "/metadata/generation", "value": generation}
+        ));
+    }
+    let label_path = format!("/metadata/labels/{}", labels::ROLLOUT.replace('/', "~1"));
+    if view.labels.is_empty() {
+        ops.push(serde_json::json!(
+            {"op": "add", "path": "/metadata/labels", "value": {labels::ROLLOUT: rollout}}
+        ));
+    } else {
+        ops.push(serde_json::json!({"op": "add", "path": label_path, "value": rollout}));
+    }
+    ops.push(serde_json::json!({"op": "add", "path": "/spec/firmware", "value": firmware}));
+    DevicePatch::Json(serde_json::from_value(ops.into()).expect("a well-formed JSON patch"))
+}
+
+/// A write to a Device.
+enum DevicePatch {
+    /// An assignment.
+    Json(json_patch::Patch),
+    /// A release of the rollout label.
+    Merge(serde_json::Value),
+}
+
+/// One write to a Device.
 struct Write {
     position: usize,
     device: String,
-    patch: serde_json::Value,
+    patch: DevicePatch,
     action_id: i64,
     attempt: u32,
 }
@@ -898,21 +931,16 @@ async fn assign(
                 if let Some(r) = previous_release {
                     previous["release"] = r.into();
                 }
-                let patch = serde_json::json!({
-                    "metadata": {
-                        "labels": {labels::ROLLOUT: &name},
-                        "resourceVersion": view.resource_version.as_deref(),
-                    },
-                    "spec": {"firmware": {
-                        "version": &version,
-                        "release": &release,
-                        "rollout": &name,
-                        "actionId": action_id,
-                        "attempt": assignment.attempt,
-                        "assignedAt": now.to_string(),
-                        "previous": previous,
-                    }},
+                let firmware = serde_json::json!({
+                    "version": &version,
+                    "release": &release,
+                    "rollout": &name,
+                    "actionId": action_id,
+                    "attempt": assignment.attempt,
+                    "assignedAt": now.to_string(),
+                    "previous": previous,
                 });
+                let patch = assignment_patch(view, &name, firmware);
                 Some(Write {
                     position: assignment.position,
                     device,
@@ -942,7 +970,7 @@ async fn assign(
                 }
                 // Changed or gone meanwhile: the watch brings the news, the next reconcile
                 // judges again.
-                Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {}
+                Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409 | 422) => {}
                 Err(error) => failure = Some(error),
             }
         }
@@ -962,14 +990,18 @@ async fn send(
     for write in writes {
         let api = api.clone();
         sends.push(async move {
-            let result = api
-                .patch(
-                    &write.device,
-                    &PatchParams::default(),
-                    &Patch::Merge(&write.patch),
-                )
-                .await
-                .map(|_| ());
+            let params = PatchParams::default();
+            let result = match &write.patch {
+                DevicePatch::Json(patch) => {
+                    api.patch(&write.device, &params, &Patch::Json::<()>(patch.clone()))
+                        .await
+                }
+                DevicePatch::Merge(patch) => {
+                    api.patch(&write.device, &params, &Patch::Merge(patch))
+                        .await
+                }
+            }
+            .map(|_| ());
             (write, result)
         });
     }
@@ -1012,21 +1044,16 @@ async fn roll_back(
                     .map(|r| r.to_string())
                     .or_else(|| first_release(&releases, &namespace, &previous))?;
                 let action_id = action_id_after(view.assigned.as_ref().map(|a| a.action_id), now);
-                let patch = serde_json::json!({
-                    "metadata": {
-                        "labels": {labels::ROLLOUT: &name},
-                        "resourceVersion": view.resource_version.as_deref(),
-                    },
-                    "spec": {"firmware": {
-                        "version": &*previous,
-                        "release": release,
-                        "rollout": &name,
-                        "actionId": action_id,
-                        "attempt": 1,
-                        "assignedAt": now.to_string(),
-                        "previous": {"version": &version, "release": &rollout.spec.release},
-                    }},
+                let firmware = serde_json::json!({
+                    "version": &*previous,
+                    "release": release,
+                    "rollout": &name,
+                    "actionId": action_id,
+                    "attempt": 1,
+                    "assignedAt": now.to_string(),
+                    "previous": {"version": &version, "release": &rollout.spec.release},
                 });
+                let patch = assignment_patch(view, &name, firmware);
                 Some(Write {
                     position,
                     device,
@@ -1047,7 +1074,7 @@ async fn roll_back(
         for (write, result) in results {
             match result {
                 Ok(()) => book.rollback_assigned(write.position, write.action_id, deadline),
-                Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {}
+                Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409 | 422) => {}
                 Err(error) => failure = Some(error),
             }
         }
@@ -1144,10 +1171,10 @@ async fn cleanup(
             .map(|d| Write {
                 position: 0,
                 device: d.name_any(),
-                patch: serde_json::json!({"metadata": {
+                patch: DevicePatch::Merge(serde_json::json!({"metadata": {
                     "labels": {labels::ROLLOUT: null},
                     "resourceVersion": d.resource_version(),
-                }}),
+                }})),
                 action_id: 0,
                 attempt: 0,
             })

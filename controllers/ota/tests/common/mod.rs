@@ -28,6 +28,7 @@ pub struct Harness {
     pub client: Client,
     pub operator: Operator,
     controllers: Option<JoinHandle<()>>,
+    selection: flotilla_ota::Selection,
 }
 
 impl Harness {
@@ -76,6 +77,7 @@ impl Harness {
             client,
             operator,
             controllers: Some(controllers),
+            selection,
         }
     }
 
@@ -122,6 +124,42 @@ impl Harness {
             .snapshot()
             .iter()
             .filter(|r| r.verb == verb && r.full_resource() == resource)
+            .count()
+    }
+
+    /// Stops the operator (its in-memory state goes with it) and starts a fresh one against
+    /// the same API server, as after a crash or a leader change.
+    pub async fn restart(&mut self) {
+        self.operator.shutdown.trigger();
+        if let Some(controllers) = self.controllers.take() {
+            tokio::time::timeout(WAIT, controllers)
+                .await
+                .expect("controllers stop after the shutdown signal")
+                .expect("controller task");
+        }
+        let config = (*self.operator.config).clone();
+        let operator = Operator::new(
+            self.sandbox().client(),
+            config,
+            Arc::new(SystemClock),
+            Shutdown::new(),
+        )
+        .expect("operator");
+        let running = operator.clone();
+        let selection = self.selection;
+        self.controllers = Some(tokio::spawn(async move {
+            flotilla_ota::run(&running, selection).await
+        }));
+        self.operator = operator;
+    }
+
+    /// Requests of `verb` on `resource` that succeeded (2xx): the writes that happened.
+    pub fn succeeded(&self, verb: Verb, resource: &str) -> usize {
+        self.sandbox()
+            .requests()
+            .snapshot()
+            .iter()
+            .filter(|r| r.verb == verb && r.full_resource() == resource && r.status < 300)
             .count()
     }
 
