@@ -15,7 +15,7 @@ use flotilla_crds::{Device, FirmwareRelease, FirmwareRollout, FirmwareRolloutPha
 use flotilla_gateway::{GatewayConfig, PollingSleep, RateLimit};
 use flotilla_runtime::testing::wait_for;
 use flotilla_runtime::{Shutdown, SystemClock};
-use flotilla_sandbox::Verb;
+use flotilla_sandbox::{FaultRule, Verb};
 use flotilla_simulator::{FleetSpec, ModelRate, ModelShare, Simulation};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ListParams;
@@ -487,4 +487,197 @@ async fn a_rollout_of_an_unknown_release_waits_and_says_why() {
         condition.message
     );
     assert_eq!(fleet.harness.succeeded(Verb::Patch, "devices"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_converges_through_api_faults_and_cut_watches() {
+    let mut fleet = start().await;
+    fleet.simulate(12, FleetSpec::default()).await;
+    let faults = fleet.harness.sandbox().faults();
+    // 500s are not retried by kube's client: the controller's own backoff must carry them.
+    faults.inject(FaultRule::new(Verb::Patch, "devices").status(500).times(3));
+    faults.inject(
+        FaultRule::new(Verb::Patch, "configmaps")
+            .status(500)
+            .times(1),
+    );
+    faults.inject(
+        FaultRule::new(Verb::Patch, "firmwarerollouts")
+            .subresource("status")
+            .status(409)
+            .times(2),
+    );
+    fleet
+        .rollout(
+            "bumpy",
+            json!({"waves": [{"percent": 25}, {"percent": 100}], "maxInFlight": 3}),
+        )
+        .await;
+    let api = fleet.harness.api::<FirmwareRollout>();
+    wait_for("the first assignments", LONG, || async {
+        let counts = api.get("bumpy").await.ok()?.status?.counts?;
+        (counts.updating + counts.succeeded > 0).then_some(())
+    })
+    .await
+    .unwrap();
+    fleet.harness.sandbox().faults().cut_watches();
+    let most_updating = AtomicU32::new(0);
+    let done = fleet
+        .until_phase("bumpy", FirmwareRolloutPhase::Succeeded, &most_updating)
+        .await;
+    let status = done.status.unwrap();
+    let counts = status.counts.unwrap();
+    assert_eq!(
+        (counts.targeted, counts.succeeded, counts.failed),
+        (12, 12, 0),
+        "{:?}",
+        status.plan
+    );
+    assert!(most_updating.load(Ordering::Relaxed) <= 3);
+    assert_eq!(
+        fleet.harness.sandbox().faults().pending(),
+        0,
+        "every fault fired"
+    );
+    assert_eq!(fleet.harness.succeeded(Verb::Patch, "devices"), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_rollout_over_held_devices_waits_and_names_the_holder() {
+    let mut fleet = start().await;
+    fleet.simulate(6, FleetSpec::default()).await;
+    fleet
+        .rollout(
+            "first",
+            json!({"waves": [{"percent": 20, "pause": {"untilResumed": true}}, {"percent": 100}]}),
+        )
+        .await;
+    let most_updating = AtomicU32::new(0);
+    fleet
+        .until_phase("first", FirmwareRolloutPhase::Paused, &most_updating)
+        .await;
+    fleet.rollout("second", json!({})).await;
+    let api = fleet.harness.api::<FirmwareRollout>();
+    let contended = wait_for("the DevicesContended condition", LONG, || async {
+        let status = api.get("second").await.ok()?.status?;
+        let condition = status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == types::DEVICES_CONTENDED && c.status == "True")?;
+        (status.phase == Some(FirmwareRolloutPhase::Pending)).then_some(condition)
+    })
+    .await
+    .unwrap();
+    assert!(contended.message.contains("first"), "{}", contended.message);
+    let before = fleet.harness.succeeded(Verb::Patch, "devices");
+    api.patch(
+        "first",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"resume": "go"}})),
+    )
+    .await
+    .unwrap();
+    fleet
+        .until_phase("first", FirmwareRolloutPhase::Succeeded, &most_updating)
+        .await;
+    // Once the holder is done, the second plans over devices already on the version.
+    let second = fleet
+        .until_phase("second", FirmwareRolloutPhase::Succeeded, &most_updating)
+        .await;
+    let plan = second.status.unwrap().plan.unwrap();
+    assert_eq!((plan.targeted, plan.excluded.already_on_version), (0, 6));
+    // One assignment per device, all by the first rollout.
+    assert!(before >= 1);
+    assert_eq!(fleet.harness.succeeded(Verb::Patch, "devices"), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn devices_that_never_finish_time_out_and_the_threshold_pauses() {
+    let mut fleet = start().await;
+    fleet
+        .simulate(
+            6,
+            FleetSpec {
+                slow_share: 1.0,
+                slow_factor: 100.0,
+                ..FleetSpec::default()
+            },
+        )
+        .await;
+    fleet
+        .rollout(
+            "slow",
+            json!({"deviceTimeout": "2s", "waves": [{"percent": 100}], "maxInFlight": 2,
+                   "failureThreshold": {"overall": {"count": 2}}, "onFailure": "Pause"}),
+        )
+        .await;
+    let most_updating = AtomicU32::new(0);
+    let paused = fleet
+        .until_phase("slow", FirmwareRolloutPhase::Paused, &most_updating)
+        .await;
+    let status = paused.status.unwrap();
+    assert_eq!(status.failure_reasons[0].reason, "Timeout");
+    assert!(status.failure_reasons[0].count >= 2);
+    assert!(status.failed_devices.iter().all(|d| d.reason == "Timeout"));
+    let progressing = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == types::PROGRESSING)
+        .unwrap();
+    assert!(
+        progressing.message.contains("failure threshold"),
+        "{}",
+        progressing.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_device_that_starts_matching_joins_the_last_wave() {
+    let mut fleet = start().await;
+    fleet.simulate(6, FleetSpec::default()).await;
+    fleet
+        .rollout(
+            "growing",
+            json!({"includeNewDevices": true,
+                   "waves": [{"percent": 20, "pause": {"untilResumed": true}}, {"percent": 100}]}),
+        )
+        .await;
+    let most_updating = AtomicU32::new(0);
+    fleet
+        .until_phase("growing", FirmwareRolloutPhase::Paused, &most_updating)
+        .await;
+    // A device created later, already reporting 1.0.0.
+    fleet
+        .harness
+        .create::<Device>(json!({
+            "apiVersion": "flotilla.dev/v1alpha1", "kind": "Device",
+            "metadata": {"name": "late", "labels": {"flotilla.dev/simulated": "sim"}},
+            "spec": {"model": "alpha"},
+        }))
+        .await;
+    fleet
+        .harness
+        .write_status::<Device>(
+            "late",
+            json!({"currentVersion": "1.0.0", "lastSeen": jiff::Timestamp::now().to_string()}),
+        )
+        .await;
+    let api = fleet.harness.api::<FirmwareRollout>();
+    let status = wait_for("the late device to join", LONG, || async {
+        let status = api.get("growing").await.ok()?.status?;
+        (status.counts.as_ref()?.targeted == 7).then_some(status)
+    })
+    .await
+    .unwrap();
+    // ⌈20% of 6⌉ = 2 in the first wave; the other 4 and the newcomer in the last.
+    assert_eq!(
+        status.waves.last().unwrap().counts.targeted,
+        5,
+        "joined the last wave"
+    );
+    assert_eq!(
+        status.plan.unwrap().targeted,
+        6,
+        "the plan stays as it was fixed"
+    );
 }

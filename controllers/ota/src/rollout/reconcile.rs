@@ -362,7 +362,7 @@ async fn apply(
                 observed_generation: rollout.metadata.generation,
                 ..current.clone()
             };
-            report(&rollout, &desired, None, true, ctx).await?;
+            report(&rollout, status_now, &desired, None, true, ctx).await?;
         }
         return Ok(Action::await_change());
     }
@@ -382,7 +382,7 @@ async fn apply(
         };
         let desired = status::desired_status(None, &inputs);
         tracing::info!(errors = errors.len(), "invalid spec");
-        report(&rollout, &desired, None, true, ctx).await?;
+        report(&rollout, status_now, &desired, None, true, ctx).await?;
         // A new generation wakes it; nothing loops.
         return Ok(Action::await_change());
     }
@@ -463,41 +463,8 @@ async fn apply(
     };
     tracing::debug!(?decision.phase, ?decision.actions, waves = waves_total, "decided");
 
-    if decision.does(Step::Start) {
-        let plan = proposal.as_ref().expect("a start has a plan");
-        let release = release.as_ref().expect("a start has a release");
-        write_shards(&rollout, &shards::encode_shards(&plan.targets), ctx).await?;
-        let mut tracker = ctx.state.tracker.lock();
-        let terms = Terms::new(&name, &release.spec.version, &rollout.spec);
-        let mut book = RolloutBook::new(
-            &uid,
-            &plan.hash,
-            terms,
-            &plan.targets,
-            &plan.wave_ends,
-            &mut tracker.fleet,
-        );
-        book.joining = joining(&rollout, release);
-        tracker.install(key.clone(), book, now);
-    }
-    if decision.does(Step::Assign) {
-        let gate = Gate {
-            now,
-            wave: decision.current_wave.saturating_sub(1) as usize,
-            max_in_flight: u32::try_from(rollout.spec.max_in_flight)
-                .unwrap_or(1)
-                .max(1),
-            window_open: window_state == WindowState::Open,
-            paused: false,
-        };
-        assign(&rollout, &key, &uid, gate, ctx).await?;
-    }
-    if decision.does(Step::Rollback) {
-        roll_back(&rollout, &key, &uid, ctx).await?;
-    }
-
     let approval_required = rollout.spec.approval.as_ref().is_some_and(|a| a.required);
-    let (desired, next_deadline) = {
+    let compose = |base: Option<&FirmwareRolloutStatus>| {
         let tracker = ctx.state.tracker.lock();
         let book = tracker.book(&key, &uid);
         let holders = proposal
@@ -505,7 +472,7 @@ async fn apply(
             .map(|p| p.holders.clone())
             .unwrap_or_default();
         let inputs = Inputs {
-            current: status_now,
+            current: base,
             generation: rollout.metadata.generation,
             validation: &validation,
             release: &release_ready,
@@ -527,15 +494,76 @@ async fn apply(
         }
         (desired, book.and_then(RolloutBook::next_deadline))
     };
-    let phase_changed = status_now.and_then(|s| s.phase) != desired.phase;
+
+    let mut started_status = None;
+    if decision.does(Step::Start) {
+        let plan = proposal.as_ref().expect("a start has a plan");
+        let release = release.as_ref().expect("a start has a release");
+        write_shards(&rollout, &shards::encode_shards(&plan.targets), ctx).await?;
+        {
+            let mut tracker = ctx.state.tracker.lock();
+            let terms = Terms::new(&name, &release.spec.version, &rollout.spec);
+            let mut book = RolloutBook::new(
+                &uid,
+                &plan.hash,
+                terms,
+                &plan.targets,
+                &plan.wave_ends,
+                &mut tracker.fleet,
+            );
+            book.joining = joining(&rollout, release);
+            tracker.install(key.clone(), book, now);
+        }
+        // The start is recorded before anything is assigned: an assignment made under a
+        // plan that was not recorded would be planned again.
+        let (desired, _) = compose(status_now);
+        report(
+            &rollout,
+            status_now,
+            &desired,
+            Some(&decision.reason),
+            true,
+            ctx,
+        )
+        .await?;
+        started_status = Some(desired);
+    }
+    let mut failure = None;
+    if decision.does(Step::Assign) {
+        let gate = Gate {
+            now,
+            wave: decision.current_wave.saturating_sub(1) as usize,
+            max_in_flight: u32::try_from(rollout.spec.max_in_flight)
+                .unwrap_or(1)
+                .max(1),
+            window_open: window_state == WindowState::Open,
+            paused: false,
+        };
+        if let Err(error) = assign(&rollout, &key, &uid, gate, ctx).await {
+            failure = Some(error);
+        }
+    }
+    if decision.does(Step::Rollback) {
+        if let Err(error) = roll_back(&rollout, &key, &uid, ctx).await {
+            failure = Some(error);
+        }
+    }
+
+    let base = started_status.as_ref().or(status_now);
+    let (desired, next_deadline) = compose(base);
+    let phase_changed = base.and_then(|s| s.phase) != desired.phase;
     let flush = report(
         &rollout,
+        base,
         &desired,
         Some(&decision.reason),
         phase_changed,
         ctx,
     )
     .await?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
     if decision.does(Step::Complete) && flush.is_none() {
         ctx.state.tracker.lock().forget(&key);
     }
@@ -1089,12 +1117,12 @@ async fn roll_back(
 /// per [`STATUS_INTERVAL`]. Returns when to come back for a held-back write.
 async fn report(
     rollout: &FirmwareRollout,
+    current: Option<&FirmwareRolloutStatus>,
     desired: &FirmwareRolloutStatus,
     reason: Option<&phase::Reason>,
     urgent: bool,
     ctx: &Context<RolloutState>,
 ) -> Result<Option<Duration>, RolloutError> {
-    let current = rollout.status.as_ref();
     if current == Some(desired) {
         return Ok(None);
     }
