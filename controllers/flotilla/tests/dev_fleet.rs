@@ -4,13 +4,26 @@
 
 use std::time::Duration;
 
-use flotilla::dev::{FLEET_NAMESPACE, start_fleet};
+use flotilla::dev::{FLEET_MODELS, FLEET_NAMESPACE, STARTING_VERSION, start_fleet};
 use flotilla::runtime::Shutdown;
 use flotilla::testing::wait_for;
-use flotilla_crds::Device;
+use flotilla_crds::{Device, FirmwareRelease, FirmwareRollout};
 use flotilla_sandbox::Sandbox;
 use kube::Api;
-use kube::api::ListParams;
+use kube::api::{ListParams, PostParams};
+use serde::Deserialize as _;
+
+/// The OTA sample made for this fleet: its Namespace, FirmwareRelease and FirmwareRollout.
+fn fleet_samples() -> Vec<serde_json::Value> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/samples/fleet-spring-update.yaml"
+    );
+    let text = std::fs::read_to_string(path).expect("the fleet sample");
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|document| serde_json::Value::deserialize(document).expect("YAML"))
+        .collect()
+}
 
 #[tokio::test]
 async fn the_dev_fleet_polls_the_gateway() {
@@ -65,6 +78,42 @@ async fn the_dev_fleet_polls_the_gateway() {
     assert!(list.items.iter().all(|d| {
         d.status.as_ref().and_then(|s| s.current_version.as_deref()) == Some("1.0.0")
     }));
+
+    // The samples fit this fleet: a release for both models and another version, and a
+    // rollout whose selector matches every device.
+    let samples = fleet_samples();
+    let release: FirmwareRelease = serde_json::from_value(samples[1].clone()).unwrap();
+    for (model, _) in FLEET_MODELS {
+        assert!(
+            release.spec.compatible_models.iter().any(|m| m == model),
+            "{model}"
+        );
+    }
+    assert_ne!(release.spec.version, STARTING_VERSION);
+    let rollout: FirmwareRollout = serde_json::from_value(samples[2].clone()).unwrap();
+    assert_eq!(rollout.metadata.namespace.as_deref(), Some(FLEET_NAMESPACE));
+    Api::<FirmwareRelease>::namespaced(client.clone(), FLEET_NAMESPACE)
+        .create(&PostParams::default(), &release)
+        .await
+        .expect("the sandbox admits the release sample");
+    Api::<FirmwareRollout>::namespaced(client.clone(), FLEET_NAMESPACE)
+        .create(&PostParams::default(), &rollout)
+        .await
+        .expect("the sandbox admits the rollout sample");
+    let selector = rollout
+        .spec
+        .selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let selected = devices
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap();
+    assert_eq!(selected.items.len(), 200, "{selector} selects the fleet");
 
     let mut out = Vec::new();
     flotilla::plugin::fleet::versions(&client, FLEET_NAMESPACE, None, &mut out)
