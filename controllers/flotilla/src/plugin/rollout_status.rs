@@ -166,6 +166,18 @@ pub fn render(rollout: &FirmwareRollout, now: Timestamp) -> String {
                 "Paused",
                 "by spec.paused (kubectl flotilla rollout resume)",
             );
+        } else if phase == FirmwareRolloutPhase::Paused && status.next_wave_at.is_none() {
+            // A wave pause `untilResumed` or the failure threshold; a timed pause shows its
+            // next wave instead.
+            line(
+                &mut text,
+                "Paused",
+                &format!(
+                    "until resumed: kubectl flotilla rollout resume {} -n {}",
+                    rollout.name_any(),
+                    rollout.namespace().as_deref().unwrap_or("default"),
+                ),
+            );
         }
     }
     let total_waves = plan
@@ -695,6 +707,16 @@ Waiting for approval: kubectl flotilla rollout approve spring-update -n fleet
     #[test]
     fn pause_and_abort_requests_show_while_live() {
         let mut rollout = progressing();
+        let status = rollout.status.as_mut().unwrap();
+        status.phase = Some(FirmwareRolloutPhase::Paused);
+        assert!(
+            !render(&rollout, now()).contains("Paused:"),
+            "a timed pause shows its next wave"
+        );
+        rollout.status.as_mut().unwrap().next_wave_at = None;
+        assert!(render(&rollout, now()).contains(
+            "Paused:        until resumed: kubectl flotilla rollout resume spring-update -n fleet\n"
+        ));
         rollout.spec.paused = true;
         assert!(render(&rollout, now()).contains("Paused:        by spec.paused"));
         rollout.spec.abort = true;
@@ -727,6 +749,46 @@ Waiting for approval: kubectl flotilla rollout approve spring-update -n fleet
             rollout.status.as_mut().unwrap().phase = Some(phase);
             assert_eq!(finished(&rollout), outcome, "{phase:?}");
         }
+    }
+
+    #[test]
+    fn a_watch_prints_changes_only_and_redraws_a_terminal() {
+        let mut out = Vec::new();
+        let mut printer = Printer {
+            options: StatusOptions {
+                watch: true,
+                clear_screen: false,
+            },
+            last: None,
+            out: &mut out,
+        };
+        let mut rollout = rollout(json!({"phase": "Pending"}));
+        printer.print(&rollout).unwrap();
+        printer.print(&rollout).unwrap();
+        rollout.status.as_mut().unwrap().phase = Some(FirmwareRolloutPhase::Progressing);
+        printer.print(&rollout).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("Name:").count(), 2, "{text}");
+        assert!(
+            text.contains("\n\nName:          spring-update\n"),
+            "appended after a blank line"
+        );
+
+        let mut out = Vec::new();
+        let mut printer = Printer {
+            options: StatusOptions {
+                watch: true,
+                clear_screen: true,
+            },
+            last: None,
+            out: &mut out,
+        };
+        printer.print(&rollout).unwrap();
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .starts_with("\x1b[H\x1b[2JName:")
+        );
     }
 
     #[test]
