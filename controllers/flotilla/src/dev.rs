@@ -274,6 +274,43 @@ mod tests {
     }
 
     #[test]
+    fn the_banner_names_the_gateway_and_the_fleet() {
+        use clap::Parser as _;
+        let cli = crate::cli::Cli::try_parse_from(["flotilla", "dev"]).unwrap();
+        let crate::cli::Command::Dev(args) = cli.command else {
+            panic!("not dev")
+        };
+        let fleet = RunningFleet {
+            gateway_url: Some("http://127.0.0.1:4321".into()),
+            devices: 0,
+            gateway: None,
+            simulation: None,
+        };
+        let text = banner(&args, "http://127.0.0.1:1234", &fleet);
+        assert!(text.contains("in-memory API server at http://127.0.0.1:1234\n"));
+        assert!(
+            text.contains(
+                "device gateway: http://127.0.0.1:4321 (hawkBit DDI v1, namespace fleet)\n"
+            )
+        );
+        assert!(text.contains("fleet: none (--devices 0)\n"));
+        assert!(text.contains("get devices -n fleet\n"));
+        assert!(text.contains(
+            "kubectl flotilla --kubeconfig ./flotilla-dev.kubeconfig fleet versions -n fleet\n"
+        ));
+        let fleet = RunningFleet {
+            gateway_url: None,
+            devices: 200,
+            ..fleet
+        };
+        let text = banner(&args, "http://127.0.0.1:1234", &fleet);
+        assert!(text.contains("device gateway: not started (--no-gateway)\n"));
+        assert!(
+            text.contains("fleet: 200 Devices in namespace fleet, not simulated (no gateway)\n")
+        );
+    }
+
+    #[test]
     fn the_demo_gateway_serves_the_fleet_on_loopback() {
         let config = gateway_config();
         assert!(config.listen.ip().is_loopback() && config.listen.port() == 0);
