@@ -150,12 +150,22 @@ pub fn main() -> ExitCode {
             let _ = stdout.flush();
             ExitCode::from(outcome.exit_code())
         }
+        // `kubectl flotilla fleet versions | head` closes the pipe early; that is not a failure.
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             let _ = stdout.flush();
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// How a command ended, as an exit status.
@@ -326,6 +336,14 @@ mod tests {
         };
         assert_eq!(selector.as_deref(), Some("site=berlin"));
         assert!(PluginCli::try_parse_from(["kubectl-flotilla", "rollout", "approve"]).is_err());
+    }
+
+    #[test]
+    fn a_closed_stdout_is_no_failure() {
+        let error = anyhow::Error::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            .context("writing to stdout");
+        assert!(is_broken_pipe(&error));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("not found")));
     }
 
     #[test]
