@@ -1,6 +1,7 @@
 //! Every object in `config/samples/` parses into its type, passes the spec's `validate()`, is
 //! admitted by the CRD schema (OpenAPI and CEL), and survives a serde round trip; the
-//! Kustomization lists exactly the sample files.
+//! Kustomization lists exactly the sample files; `kubectl apply -f config/samples/` meets every
+//! namespace before the objects in it.
 
 mod support;
 
@@ -70,6 +71,12 @@ fn every_sample_is_a_valid_object_of_its_kind() {
         "expected at least three Plans and three Subscriptions"
     );
     for (file, value) in &documents {
+        if value["kind"] == "Namespace" {
+            assert_eq!(value["apiVersion"], "v1", "{file}");
+            let name = value["metadata"]["name"].as_str().unwrap_or_default();
+            assert!(!name.is_empty(), "{file}: a Namespace without a name");
+            continue;
+        }
         assert_eq!(value["apiVersion"], "flotilla.dev/v1alpha1", "{file}");
         match value["kind"].as_str().unwrap_or_default() {
             "Plan" => check_sample::<Plan>(file, value, |p| p.spec.validate()),
@@ -131,4 +138,61 @@ fn the_kustomization_lists_every_sample_file() {
         listed, files,
         "Kustomization resources and the sample files differ"
     );
+}
+
+/// kubectl applies the files of a directory in name order and the documents of a file in
+/// order, so a namespace must come before the objects in it.
+#[test]
+fn every_namespace_is_applied_before_the_objects_in_it() {
+    let mut namespaces = BTreeSet::new();
+    for (file, value) in sample_documents() {
+        let metadata = &value["metadata"];
+        if value["kind"] == "Namespace" {
+            namespaces.insert(metadata["name"].as_str().unwrap().to_owned());
+        } else if let Some(namespace) = metadata["namespace"].as_str() {
+            assert!(
+                namespaces.contains(namespace),
+                "{file}: {} {} is in namespace {namespace}, which no earlier sample creates",
+                value["kind"],
+                metadata["name"]
+            );
+        }
+    }
+}
+
+#[test]
+fn the_ota_samples_roll_a_ready_release_out_to_its_models() {
+    let documents = sample_documents();
+    let of_kind = |kind: &str| -> Vec<&Value> {
+        documents
+            .iter()
+            .filter(|(_, v)| v["kind"] == kind)
+            .map(|(_, v)| v)
+            .collect()
+    };
+    let releases: Vec<FirmwareRelease> = of_kind("FirmwareRelease")
+        .into_iter()
+        .map(|v| serde_json::from_value(v.clone()).unwrap())
+        .collect();
+    let rollouts: Vec<FirmwareRollout> = of_kind("FirmwareRollout")
+        .into_iter()
+        .map(|v| serde_json::from_value(v.clone()).unwrap())
+        .collect();
+    assert!(!rollouts.is_empty(), "a FirmwareRollout sample");
+    for rollout in &rollouts {
+        let release = releases
+            .iter()
+            .find(|r| {
+                r.metadata.name.as_deref() == Some(rollout.spec.release.as_str())
+                    && r.metadata.namespace == rollout.metadata.namespace
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "rollout {:?} uses release {}, which no sample defines in its namespace",
+                    rollout.metadata.name, rollout.spec.release
+                )
+            });
+        assert!(release.spec.compatible_models.len() >= 2);
+        assert_eq!(rollout.spec.waves.last().and_then(|w| w.percent), Some(100));
+    }
 }

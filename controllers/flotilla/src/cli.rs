@@ -37,7 +37,8 @@ pub enum Command {
     /// Run the operator against the current kubeconfig context, or in-cluster.
     Run(OperatorArgs),
     /// Start an in-memory API server with the CRDs, write a kubeconfig for it, and run the
-    /// operator against it (a local demo; Ctrl-C stops everything).
+    /// operator, the device gateway and a simulated fleet against it (a local demo; Ctrl-C
+    /// stops everything).
     Dev(DevArgs),
     /// Run the device gateway: hawkBit's Direct Device Integration API v1 in front of the
     /// Device objects (devices hold no Kubernetes credentials).
@@ -202,6 +203,12 @@ pub struct DevArgs {
     /// Where to write the kubeconfig of the in-memory API server.
     #[arg(long, default_value = "./flotilla-dev.kubeconfig")]
     pub kubeconfig_out: PathBuf,
+    /// Simulated devices in namespace `fleet` (0: none).
+    #[arg(long, default_value_t = 200)]
+    pub devices: usize,
+    /// Do not start the device gateway (the fleet's Devices are created but not simulated).
+    #[arg(long)]
+    pub no_gateway: bool,
     /// The operator's flags.
     #[command(flatten)]
     pub operator: OperatorArgs,
@@ -521,5 +528,14 @@ mod tests {
             args.kubeconfig_out,
             PathBuf::from("./flotilla-dev.kubeconfig")
         );
+        assert_eq!(args.devices, 200);
+        assert!(!args.no_gateway);
+        let cli = Cli::try_parse_from(["flotilla", "dev", "--devices", "0", "--no-gateway"])
+            .expect("parse");
+        let Command::Dev(args) = cli.command else {
+            panic!("not dev")
+        };
+        assert_eq!(args.devices, 0);
+        assert!(args.no_gateway);
     }
 }

@@ -5,9 +5,11 @@
 //! - [`runtime`] (crate `flotilla-runtime`): the machinery every controller shares.
 //! - [`subscriptions`] (crate `flotilla-subscriptions`): the Plan and Subscription controllers.
 //! - [`cli`]: the `flotilla` command line; [`dev`]: `flotilla dev`.
+//! - [`plugin`]: the kubectl plugin `kubectl-flotilla` (`kubectl flotilla rollout status ...`).
 
 pub mod cli;
 pub mod dev;
+pub mod plugin;
 
 pub use flotilla_runtime as runtime;
 pub use flotilla_runtime::testing;

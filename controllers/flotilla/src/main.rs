@@ -1,5 +1,9 @@
-//! The `flotilla` binary; everything lives in the library (`flotilla::cli`).
+//! The `flotilla` binary; everything lives in the library (`flotilla::cli`). Installed (or
+//! linked) under the name `kubectl-flotilla` it is the kubectl plugin (`flotilla::plugin`).
 
 fn main() -> std::process::ExitCode {
+    if flotilla::plugin::invoked_as_plugin(std::env::args_os().next()) {
+        return flotilla::plugin::main();
+    }
     flotilla::cli::main()
 }

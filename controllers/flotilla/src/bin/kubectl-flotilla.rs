@@ -1,0 +1,5 @@
+//! The kubectl plugin (`kubectl flotilla ...`); everything lives in `flotilla::plugin`.
+
+fn main() -> std::process::ExitCode {
+    flotilla::plugin::main()
+}
