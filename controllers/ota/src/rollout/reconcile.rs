@@ -543,10 +543,10 @@ async fn apply(
             failure = Some(error);
         }
     }
-    if decision.does(Step::Rollback) {
-        if let Err(error) = roll_back(&rollout, &key, &uid, ctx).await {
-            failure = Some(error);
-        }
+    if decision.does(Step::Rollback)
+        && let Err(error) = roll_back(&rollout, &key, &uid, ctx).await
+    {
+        failure = Some(error);
     }
 
     let base = started_status.as_ref().or(status_now);
