@@ -26,7 +26,8 @@ pub mod labels {
     pub const SUBSCRIPTION: &str = "flotilla.dev/subscription";
     /// On tenant Namespaces: the name of the Plan the Subscription is on.
     pub const PLAN: &str = "flotilla.dev/plan";
-    /// On Devices: the FirmwareRollout that currently holds the device.
+    /// On Devices: the FirmwareRollout that last assigned the device (it holds the device
+    /// while it is live).
     pub const ROLLOUT: &str = "flotilla.dev/rollout";
     /// Marks objects created and kept in shape by Flotilla.
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";

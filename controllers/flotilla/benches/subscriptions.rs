@@ -20,7 +20,6 @@
 //! Subscription) at that rate.
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -32,6 +31,11 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
+
+mod support;
+use support::{
+    Process, free_port, histogram, metric_value, own_cpu_seconds, quantile, scrape, wait_ready,
+};
 
 /// Writes per Subscription in the ideal: finalizer, namespace create, five child applies,
 /// status.
@@ -117,7 +121,7 @@ async fn run(count: usize, latency: Duration) -> anyhow::Result<Figures> {
     let kubeconfig = dir.path().join("kubeconfig");
     sandbox.write_kubeconfig(&kubeconfig)?;
     let admin_port = free_port()?;
-    let mut operator = Operator::spawn(&kubeconfig, admin_port)?;
+    let mut operator = Process::operator(&kubeconfig, admin_port, "plan,subscription")?;
     wait_ready(admin_port).await?;
 
     let store = sandbox.store();
@@ -387,173 +391,4 @@ fn count_active(sandbox: &Sandbox, key: &ResourceKey) -> anyhow::Result<Arc<Atom
         }
     });
     Ok(count)
-}
-
-struct Operator(Child);
-
-impl Operator {
-    fn spawn(kubeconfig: &std::path::Path, admin_port: u16) -> anyhow::Result<Self> {
-        let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-            .args([
-                "run",
-                "--controllers",
-                "plan,subscription",
-                "--log-level",
-                "warn",
-            ])
-            .arg("--metrics-address")
-            .arg(format!("127.0.0.1:{admin_port}"))
-            .args(
-                std::env::var("FLOTILLA_BENCH_OPERATOR_ARGS")
-                    .unwrap_or_default()
-                    .split_whitespace(),
-            )
-            .env("KUBECONFIG", kubeconfig)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .spawn()?;
-        Ok(Self(child))
-    }
-
-    /// A memory figure of the operator process from `/proc/PID/status`, in KiB: `VmRSS:`
-    /// (resident now) or `VmHWM:` (the most it was ever resident).
-    fn status_kib(&self, field: &str) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with(field))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse().ok())
-            })
-            .unwrap_or(0)
-    }
-
-    /// User and system CPU time the operator process has used, in seconds.
-    fn cpu_seconds(&self) -> f64 {
-        cpu_seconds(&format!("/proc/{}/stat", self.0.id()))
-    }
-
-    fn stop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// User and system CPU time of this process (the sandbox and the benchmark), in seconds.
-fn own_cpu_seconds() -> f64 {
-    cpu_seconds("/proc/self/stat")
-}
-
-/// `utime + stime` from a `/proc/PID/stat` file, in seconds (at the usual 100 ticks per second).
-fn cpu_seconds(stat: &str) -> f64 {
-    let Ok(text) = std::fs::read_to_string(stat) else {
-        return 0.0;
-    };
-    // The command name may hold spaces; the fields after it are space-separated.
-    let fields: Vec<&str> = text
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // After the name: state is field 0, utime field 11, stime field 12.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-async fn http_get(port: u16, path: &str) -> std::io::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    Ok(response)
-}
-
-async fn wait_ready(port: u16) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = http_get(port, "/readyz").await
-            && r.starts_with("HTTP/1.1 200")
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("the operator did not become ready within 30s")
-}
-
-async fn scrape(port: u16) -> std::io::Result<String> {
-    http_get(port, "/metrics").await
-}
-
-/// Sums a counter's samples for one controller label.
-fn metric_value(metrics: &str, name: &str, controller: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(&format!("controller=\"{controller}\"")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// A histogram's cumulative buckets for one controller: (upper bound, count), ascending.
-fn histogram(metrics: &str, name: &str, controller: &str) -> Vec<(f64, f64)> {
-    let prefix = format!("{name}_bucket{{");
-    let mut buckets: Vec<(f64, f64)> = metrics
-        .lines()
-        .filter(|l| l.starts_with(&prefix) && l.contains(&format!("controller=\"{controller}\"")))
-        .filter_map(|l| {
-            let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let bound = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((bound, l.rsplit(' ').next()?.parse().ok()?))
-        })
-        .collect();
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    buckets
-}
-
-/// The `q` quantile of a cumulative histogram, interpolated linearly within its bucket (as
-/// Prometheus' `histogram_quantile` does).
-fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
-    let Some(&(_, total)) = buckets.last() else {
-        return 0.0;
-    };
-    let rank = q * total;
-    let mut lower = (0.0, 0.0);
-    for &(bound, count) in buckets {
-        if count >= rank {
-            if bound.is_infinite() {
-                return lower.0;
-            }
-            let within = if count > lower.1 {
-                (rank - lower.1) / (count - lower.1)
-            } else {
-                0.0
-            };
-            return lower.0 + (bound - lower.0) * within;
-        }
-        lower = (bound, count);
-    }
-    lower.0
 }

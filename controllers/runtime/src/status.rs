@@ -81,10 +81,65 @@ where
     }))
 }
 
+/// Holds back status writes that only refresh counters (devices on a version, devices
+/// updated), so that a fleet's worth of Device events costs a few writes per second per
+/// object instead of one per event. A change that matters (phase, conditions, generation) is
+/// written at once; a held-back write is retried after the returned delay.
+#[derive(Debug)]
+pub struct WriteThrottle {
+    interval: std::time::Duration,
+    last: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl WriteThrottle {
+    /// At most one counter-only write per `interval` per object.
+    pub fn new(interval: std::time::Duration) -> Self {
+        Self {
+            interval,
+            last: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Whether to hold back a write to `key`: `None` to write now, else how long to wait.
+    pub fn hold(&self, key: &str, urgent: bool) -> Option<std::time::Duration> {
+        if urgent {
+            return None;
+        }
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let since = last.get(key)?.elapsed();
+        (since < self.interval).then(|| self.interval - since)
+    }
+
+    /// Records a write to `key` made now.
+    pub fn wrote(&self, key: &str) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.insert(key.to_owned(), std::time::Instant::now());
+    }
+
+    /// Forgets `key` (the object is gone).
+    pub fn forget(&self, key: &str) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.remove(key);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use flotilla_crds::{Plan, PlanPhase, PlanStatus};
+
+    #[test]
+    fn a_throttle_holds_counter_writes_but_not_urgent_ones() {
+        let throttle = WriteThrottle::new(std::time::Duration::from_secs(60));
+        assert_eq!(throttle.hold("a", false), None, "nothing written yet");
+        throttle.wrote("a");
+        let held = throttle.hold("a", false).expect("held back");
+        assert!(held > std::time::Duration::from_secs(59));
+        assert_eq!(throttle.hold("a", true), None);
+        assert_eq!(throttle.hold("b", false), None);
+        throttle.forget("a");
+        assert_eq!(throttle.hold("a", false), None);
+    }
 
     #[test]
     fn the_patch_carries_type_meta_name_and_status_only() {

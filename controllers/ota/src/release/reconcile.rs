@@ -22,13 +22,17 @@ use flotilla_runtime::error::{
 use flotilla_runtime::finalizer::{Cleanup, FinalizerError, reconcile_with_finalizer};
 use flotilla_runtime::index::SharedIndex;
 use flotilla_runtime::phase::IllegalTransition;
-use flotilla_runtime::status::{StatusWrite, write_status};
+use flotilla_runtime::status::{StatusWrite, WriteThrottle, write_status};
 use flotilla_runtime::watch::Synced;
 use flotilla_runtime::{events, reconciler};
 
 /// How long a reconcile waits for the Device and rollout caches' first list: counting from an
 /// empty cache would report zero.
 const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most writes per release that only refresh `status.devices`: a fleet moving to a version
+/// changes the count with every Device.
+pub const COUNT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Page size of the authoritative rollout list made before releasing a deleted release.
 const LIST_PAGE_SIZE: u32 = 500;
@@ -43,6 +47,7 @@ pub struct ReleaseState {
     /// Whether the rollout and Device caches (and so the indexes) have synced.
     pub synced: Vec<Synced>,
     rollouts_raw: ApiResource,
+    throttle: WriteThrottle,
 }
 
 impl std::fmt::Debug for ReleaseState {
@@ -65,6 +70,7 @@ impl ReleaseState {
             devices,
             synced,
             rollouts_raw: ApiResource::erase::<FirmwareRollout>(&()),
+            throttle: WriteThrottle::new(COUNT_INTERVAL),
         }
     }
 
@@ -277,9 +283,9 @@ async fn apply(
 ) -> Result<Action, ReleaseError> {
     let observed = observe(&release, ctx, false);
     let step = decide(&release, &observed)?;
-    report(&release, &observed, step.phase, ctx).await?;
+    let held = report(&release, &observed, step.phase, ctx).await?;
     // An invalid spec waits for a new generation: its own watch wakes it; nothing loops.
-    Ok(Action::requeue(ctx.config.resync_interval))
+    Ok(Action::requeue(held.unwrap_or(ctx.config.resync_interval)))
 }
 
 /// The release is being deleted: let it go only when no live rollout uses it.
@@ -316,7 +322,10 @@ async fn cleanup(
         .await;
         return Ok(Cleanup::Done);
     }
-    report(&release, &observed, step.phase, ctx).await?;
+    let held = report(&release, &observed, step.phase, ctx).await?;
+    if let Some(held) = held {
+        return Ok(Cleanup::Wait(Action::requeue(held)));
+    }
     // The rollout watch wakes this release when one of its rollouts ends, moves or goes.
     Ok(Cleanup::Wait(Action::requeue(ctx.config.resync_interval)))
 }
@@ -333,13 +342,15 @@ fn decide(release: &FirmwareRelease, observed: &Observation) -> Result<phase::St
     })
 }
 
-/// Writes the status (if it changed) and publishes the Events the change deserves.
+/// Writes the status (if it changed) and publishes the Events the change deserves. A change
+/// of `status.devices` alone is written at most once per [`COUNT_INTERVAL`]; the returned
+/// delay says when to come back for it.
 async fn report(
     release: &FirmwareRelease,
     observed: &Observation,
     phase: FirmwareReleasePhase,
     ctx: &Context<ReleaseState>,
-) -> Result<(), ReleaseError> {
+) -> Result<Option<Duration>, ReleaseError> {
     let name = release.name_any();
     let current = release.status.as_ref();
     let desired = status::desired_status(
@@ -349,6 +360,17 @@ async fn report(
         release.metadata.generation,
         ctx.now(),
     );
+    let key = format!("{}/{}", release.namespace().unwrap_or_default(), name);
+    let count_only = current.is_some_and(|current| {
+        let mut recounted = current.clone();
+        recounted.devices = desired.devices;
+        recounted == desired
+    });
+    if current != Some(&desired)
+        && let Some(held) = ctx.state.throttle.hold(&key, !count_only)
+    {
+        return Ok(Some(held));
+    }
     let api = ctx.state.releases(&release.namespace().unwrap_or_default());
     let written = write_status(&api, &name, current, &desired)
         .await
@@ -357,6 +379,7 @@ async fn report(
             source,
         })?;
     if written == StatusWrite::Applied {
+        ctx.state.throttle.wrote(&key);
         tracing::info!(
             ?phase,
             devices = desired.devices,
@@ -375,5 +398,5 @@ async fn report(
             .await;
         }
     }
-    Ok(())
+    Ok(None)
 }

@@ -3,9 +3,8 @@
 //! assigned Device), write status at most once per [`STATUS_INTERVAL`] unless the phase
 //! changes, and publish Events.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use flotilla_crds::common::labels;
 use flotilla_crds::condition::{ConditionStatus, find_condition, types};
@@ -42,7 +41,7 @@ use flotilla_runtime::error::{
 use flotilla_runtime::finalizer::{Cleanup, FinalizerError, reconcile_with_finalizer};
 use flotilla_runtime::index::SharedIndex;
 use flotilla_runtime::phase::IllegalTransition;
-use flotilla_runtime::status::{FIELD_MANAGER, StatusWrite, write_status};
+use flotilla_runtime::status::{FIELD_MANAGER, StatusWrite, WriteThrottle, write_status};
 use flotilla_runtime::watch::Synced;
 use flotilla_runtime::{events, reconciler};
 
@@ -74,7 +73,7 @@ pub struct RolloutState {
     pub synced: Vec<Synced>,
     /// One start at a time, so two rollouts never claim the same Device.
     starts: tokio::sync::Mutex<()>,
-    last_status: Mutex<HashMap<RolloutKey, Instant>>,
+    throttle: WriteThrottle,
 }
 
 impl std::fmt::Debug for RolloutState {
@@ -101,7 +100,7 @@ impl RolloutState {
             releases_by_version,
             synced,
             starts: tokio::sync::Mutex::new(()),
-            last_status: Mutex::new(HashMap::new()),
+            throttle: WriteThrottle::new(STATUS_INTERVAL),
         }
     }
 
@@ -408,6 +407,12 @@ async fn apply(
         let namespace = rollout.namespace().unwrap_or_default();
         let mut tracker = ctx.state.tracker.lock();
         if let Some((fleet, book)) = tracker.fleet_and_book(&key, &uid) {
+            // A new generation may change timeouts, soak or retries; the version stays the
+            // plan's.
+            let terms = Terms::new(&name, &book.terms.version, &rollout.spec);
+            if book.terms != terms {
+                book.terms = terms;
+            }
             book.judge_due(&namespace, fleet, now);
         }
     } else if let (Some(release), Ok(())) = (&release, &release_ready) {
@@ -1126,23 +1131,15 @@ async fn report(
     if current == Some(desired) {
         return Ok(None);
     }
-    let key = key_of(rollout);
+    let key = format!(
+        "{}/{}",
+        rollout.namespace().unwrap_or_default(),
+        rollout.name_any()
+    );
     let generation_moved =
         current.and_then(|s| s.observed_generation) != desired.observed_generation;
-    if !urgent && !generation_moved {
-        let last = ctx
-            .state
-            .last_status
-            .lock()
-            .expect("not poisoned")
-            .get(&key)
-            .copied();
-        if let Some(last) = last {
-            let since = last.elapsed();
-            if since < STATUS_INTERVAL {
-                return Ok(Some(STATUS_INTERVAL - since));
-            }
-        }
+    if let Some(wait) = ctx.state.throttle.hold(&key, urgent || generation_moved) {
+        return Ok(Some(wait));
     }
     let name = rollout.name_any();
     let api = ctx
@@ -1152,11 +1149,7 @@ async fn report(
         .await
         .map_err(api_error(&name, "writing the status"))?;
     if written == StatusWrite::Applied {
-        ctx.state
-            .last_status
-            .lock()
-            .expect("not poisoned")
-            .insert(key, Instant::now());
+        ctx.state.throttle.wrote(&key);
         tracing::info!(phase = ?desired.phase, wave = desired.current_wave, "status updated");
         for event in status::transition_events(current, desired, reason) {
             events::publish(
