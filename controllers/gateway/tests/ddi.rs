@@ -1,5 +1,7 @@
 //! The gateway against the sandbox API server, driven over HTTP as a device agent drives it.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +19,9 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
+/// The `User-Agent` of the gateway's API client, so the sandbox's log tells its requests from
+/// the test's own.
+const GATEWAY_USER_AGENT: &str = "flotilla-gateway-under-test";
 const NS: &str = "fleet";
 const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
@@ -107,9 +112,14 @@ async fn start_with(config: GatewayConfig) -> Fixture {
         namespaces: vec![NS.to_owned()],
         ..config
     };
+    let mut gateway_config = sandbox.kube_config();
+    gateway_config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(GATEWAY_USER_AGENT),
+    ));
     let gateway = flotilla_gateway::start(
         config,
-        Client::try_from(sandbox.kube_config()).expect("client"),
+        Client::try_from(gateway_config).expect("client"),
         Arc::new(clock.clone()),
         shutdown.clone(),
     )
@@ -723,4 +733,68 @@ async fn the_openapi_document_is_served() {
     assert_eq!(doc["openapi"], "3.0.3");
     let health = reqwest::get(format!("{}/readyz", f.admin)).await.unwrap();
     assert_eq!(health.status(), 200);
+}
+
+/// Every request the gateway sends through polls, a deployment, feedback (with a write conflict,
+/// which makes it re-read the Device) and configData is granted by config/rbac/gateway_role.yaml,
+/// and every verb the Role grants is one of them.
+#[tokio::test]
+async fn the_gateways_requests_are_exactly_what_its_role_grants() {
+    let f = start().await;
+    assert_eq!(f.get("sensor-1", "").await.0, 200);
+    let (code, _) = f
+        .send(
+            reqwest::Method::PUT,
+            "sensor-1",
+            "/configData",
+            &json!({"mode": "merge", "data": {"serial": "SN-1"}}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    f.assign("sensor-1", 7).await;
+    let reply = f
+        .poll_until("sensor-1", "the deployment offered", |b| {
+            b["_links"].get("deploymentBase").is_some()
+        })
+        .await;
+    let href = reply["_links"]["deploymentBase"]["href"].as_str().unwrap();
+    let rest = &href[href.find("/deploymentBase").unwrap()..];
+    assert_eq!(f.get("sensor-1", rest).await.0, 200);
+    let progress = json!({"execution": "proceeding", "result": {"finished": "none"}});
+    assert_eq!(f.feedback("sensor-1", 7, progress).await, 200);
+    // One conflict: the gateway re-reads the Device (`get devices`) and applies again.
+    f.sandbox.faults().inject(
+        flotilla_sandbox::FaultRule::new(Verb::Patch, "devices")
+            .subresource("status")
+            .namespace(NS)
+            .status(409),
+    );
+    let done = json!({"execution": "closed", "result": {"finished": "success"}});
+    assert_eq!(f.feedback("sensor-1", 7, done).await, 200);
+    f.status_until("sensor-1", "succeeded", |d| {
+        state(d) == Some(UpdateState::Succeeded)
+    })
+    .await;
+
+    let sent: Vec<_> = f
+        .sandbox
+        .requests()
+        .snapshot()
+        .into_iter()
+        .filter(|r| r.user_agent == GATEWAY_USER_AGENT)
+        .collect();
+    assert!(
+        sent.iter()
+            .any(|r| r.verb == Verb::Get && r.resource == "devices"),
+        "the conflict made the gateway re-read the Device"
+    );
+    let (denied, unused) = common::rbac::check(&sent, &common::rbac::gateway_rules());
+    assert!(
+        denied.is_empty(),
+        "gateway_role.yaml does not grant {denied:?}"
+    );
+    assert!(
+        unused.is_empty(),
+        "gateway_role.yaml grants {unused:?}, which the gateway never used"
+    );
 }
