@@ -170,7 +170,7 @@ documented there); .ci/check_chart_rbac.py fails CI when they differ.
 {{- define "flotilla.gateway.rules" -}}
 - apiGroups: ["flotilla.dev"]
   resources: ["devices"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "create"]
 - apiGroups: ["flotilla.dev"]
   resources: ["devices/status"]
   verbs: ["patch"]
