@@ -200,6 +200,8 @@ impl Fleet {
             {
                 Some(written.clone())
             }
+            // Just created (enrolled) by this process, not yet seen by the watch.
+            (None, Some(written)) => Some(written.clone()),
             (cached, _) => cached,
         }
     }

@@ -846,6 +846,9 @@ async fn a_gateway_token_enrolls_an_unapproved_device_that_gets_updates_once_app
     let f = start().await;
     let (code, reply) = f.get_gateway("sensor-new", "", FLEET_TOKEN).await;
     assert_eq!(code, 200, "{reply}");
+    // Polled again at once, before the watch delivers it: no second create.
+    assert_eq!(f.get_gateway("sensor-new", "", FLEET_TOKEN).await.0, 200);
+    assert_eq!(f.sandbox.requests().count(Verb::Create, "devices"), 2 + 1);
     assert_eq!(reply["config"]["polling"]["sleep"], "00:30:00");
     assert!(reply["_links"].get("configData").is_some(), "{reply}");
     let enrolled = f.device("sensor-new").await;
