@@ -5,6 +5,8 @@
 //! FLOTILLA_BENCH_DEVICES=10000,100000 cargo bench -p flotilla-gateway --bench gateway
 //! ```
 //!
+//! - `FLOTILLA_BENCH_BINARY`: the `flotilla` binary to run (default: built first with
+//!   `cargo build --release -p flotilla`, which is quick when it is up to date).
 //! - `FLOTILLA_BENCH_DEVICES`: comma-separated fleet sizes, each on a fresh sandbox and gateway
 //!   (default 10000).
 //! - `FLOTILLA_BENCH_WRK_SECONDS` (default 20), `FLOTILLA_BENCH_WRK_CONNECTIONS` (64),
@@ -121,8 +123,12 @@ struct Figures {
     peak_kib: u64,
 }
 
-/// `cargo build --release -p flotilla` (quick when up to date), then the binary's path.
+/// `cargo build --release -p flotilla` (quick when up to date), then the binary's path; or
+/// `FLOTILLA_BENCH_BINARY`, used as it is.
 fn build_flotilla() -> anyhow::Result<PathBuf> {
+    if let Some(binary) = std::env::var_os("FLOTILLA_BENCH_BINARY") {
+        return Ok(PathBuf::from(binary));
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .args(["build", "--release", "--quiet", "-p", "flotilla"])
