@@ -90,6 +90,19 @@ pub struct DeviceSpec {
     /// stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret_ref: Option<SecretKeyReference>,
+
+    /// false: enrolled through a GatewayToken and awaiting admission; the gateway offers it no
+    /// update until set true. Devices created by hand are approved (the default).
+    #[serde(default = "approved_default", skip_serializing_if = "is_true")]
+    pub approved: bool,
+}
+
+fn approved_default() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 /// The firmware a device should run.
@@ -412,6 +425,23 @@ mod tests {
     }
 
     #[test]
+    fn devices_are_approved_unless_enrolled_and_waiting() {
+        let spec: DeviceSpec = serde_json::from_value(serde_json::json!({"model": "m"})).unwrap();
+        assert!(spec.approved);
+        assert_eq!(
+            serde_json::to_value(&spec).unwrap(),
+            serde_json::json!({"model": "m"})
+        );
+        let waiting: DeviceSpec =
+            serde_json::from_value(serde_json::json!({"model": "m", "approved": false})).unwrap();
+        assert!(!waiting.approved);
+        assert_eq!(
+            serde_json::to_value(&waiting).unwrap(),
+            serde_json::json!({"model": "m", "approved": false})
+        );
+    }
+
+    #[test]
     fn cancelled_updates_are_finished() {
         assert!(UpdateState::Cancelled.is_terminal());
         assert!(!UpdateState::Cancelled.is_in_progress());
@@ -421,6 +451,7 @@ mod tests {
     #[test]
     fn desired_version_must_be_semver() {
         let spec = DeviceSpec {
+            approved: true,
             model: "sensor-v2".into(),
             firmware: Some(DesiredFirmware {
                 version: "latest".into(),

@@ -106,3 +106,78 @@ Refuses combinations the schema cannot express.
 {{- fail "leaderElection.enabled must be true when replicaCount > 1: without it every replica would reconcile and write" }}
 {{- end }}
 {{- end }}
+
+{{/*
+The device gateway's name prefix.
+*/}}
+{{- define "flotilla.gateway.fullname" -}}
+{{- printf "%s-gateway" (include "flotilla.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The gateway pods' selector labels. Their app.kubernetes.io/name differs from the operator's, so
+neither the operator's Deployment nor its metrics Service selects gateway pods (the operator's
+selector is immutable and has no component label to tell them apart).
+*/}}
+{{- define "flotilla.gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "flotilla.name" . }}-gateway
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Labels on every gateway object.
+*/}}
+{{- define "flotilla.gateway.labels" -}}
+helm.sh/chart: {{ include "flotilla.chart" . }}
+{{ include "flotilla.gateway.selectorLabels" . }}
+app.kubernetes.io/component: gateway
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: flotilla
+{{- end }}
+
+{{/*
+The ServiceAccount the gateway runs as.
+*/}}
+{{- define "flotilla.gateway.serviceAccountName" -}}
+{{- if .Values.gateway.serviceAccount.create }}
+{{- default (include "flotilla.gateway.fullname" .) .Values.gateway.serviceAccount.name }}
+{{- else }}
+{{- required "gateway.serviceAccount.name is required when gateway.serviceAccount.create is false" .Values.gateway.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The gateway's image: gateway.image where its repository is set, else the operator's image (the
+same `flotilla` binary runs both).
+*/}}
+{{- define "flotilla.gateway.image" -}}
+{{- $image := .Values.image }}
+{{- if .Values.gateway.image.repository }}
+{{- $image = .Values.gateway.image }}
+{{- end }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $image.repository $image.digest }}
+{{- else }}
+{{- printf "%s:%s" $image.repository (default .Chart.AppVersion $image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The gateway's RBAC rules: equal to config/rbac/gateway_role.yaml (each rule's reason is
+documented there); .ci/check_chart_rbac.py fails CI when they differ.
+*/}}
+{{- define "flotilla.gateway.rules" -}}
+- apiGroups: ["flotilla.dev"]
+  resources: ["devices"]
+  verbs: ["get", "list", "watch", "create"]
+- apiGroups: ["flotilla.dev"]
+  resources: ["devices/status"]
+  verbs: ["patch"]
+- apiGroups: ["flotilla.dev"]
+  resources: ["firmwarereleases"]
+  verbs: ["list", "watch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["list", "watch"]
+{{- end }}

@@ -1,5 +1,8 @@
-//! Device authentication: `Authorization: TargetToken <token>`, checked against the SHA-256 of
-//! the token kept (as hex) in the Secret key the Device's `spec.tokenSecretRef` names. Pure.
+//! Device authentication, pure. `Authorization: TargetToken <token>` is checked against the
+//! SHA-256 of the token kept (as hex) in the Secret key the Device's `spec.tokenSecretRef`
+//! names. `Authorization: GatewayToken <token>` is a fleet token (hawkBit's gateway token):
+//! checked against the `tokenHash` of a Secret labelled `flotilla.dev/gateway-token`, it
+//! enrolls an unknown controllerId and keeps authenticating the Devices that Secret enrolled.
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -10,6 +13,49 @@ pub fn target_token(authorization: &str) -> Option<&str> {
     let (scheme, token) = authorization.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("TargetToken") && !token.is_empty()).then_some(token)
+}
+
+/// What an `Authorization` header presents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Credential<'a> {
+    /// `TargetToken <token>`: one device's own token.
+    Target(&'a str),
+    /// `GatewayToken <token>`: a fleet token that enrolls devices.
+    Gateway(&'a str),
+}
+
+/// The credential of an `Authorization` header value (schemes matched without regard to case).
+pub fn credential(authorization: &str) -> Option<Credential<'_>> {
+    let (scheme, token) = authorization.trim().split_once(' ')?;
+    let token = token.trim();
+    if token.is_empty() {
+        None
+    } else if scheme.eq_ignore_ascii_case("TargetToken") {
+        Some(Credential::Target(token))
+    } else if scheme.eq_ignore_ascii_case("GatewayToken") {
+        Some(Credential::Gateway(token))
+    } else {
+        None
+    }
+}
+
+/// Whether `name` can name a Device (a DNS-1123 subdomain: at most 253 lowercase
+/// alphanumerics, `-` and `.`, starting and ending with an alphanumeric), so an enrolling
+/// controllerId can become one.
+pub fn is_device_name(name: &str) -> bool {
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 253
+        && bytes.first().copied().is_some_and(alnum)
+        && bytes.last().copied().is_some_and(alnum)
+        && bytes.iter().all(|&c| alnum(c) || c == b'-' || c == b'.')
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// The SHA-256 hex of a token, as stored in its Secret (`printf %s "$TOKEN" | sha256sum`).
@@ -46,6 +92,42 @@ mod tests {
         assert_eq!(target_token("Bearer abc"), None);
         assert_eq!(target_token("TargetToken "), None);
         assert_eq!(target_token("TargetToken"), None);
+    }
+
+    #[test]
+    fn the_header_carries_a_target_or_a_gateway_token() {
+        assert_eq!(
+            credential("TargetToken abc"),
+            Some(Credential::Target("abc"))
+        );
+        assert_eq!(
+            credential("gatewaytoken abc"),
+            Some(Credential::Gateway("abc"))
+        );
+        assert_eq!(credential("GatewayToken "), None);
+        assert_eq!(credential("Bearer abc"), None);
+    }
+
+    #[test]
+    fn controller_ids_must_be_device_names() {
+        for good in ["sensor-1", "a", "gw.site-1.sensor-9", "0abc"] {
+            assert!(is_device_name(good), "{good}");
+        }
+        let long = "a".repeat(254);
+        for bad in [
+            "",
+            "Sensor-1",
+            "-a",
+            "a-",
+            "a..b",
+            "a_b",
+            "a b",
+            long.as_str(),
+            "é",
+        ] {
+            assert!(!is_device_name(bad), "{bad}");
+        }
+        assert!(!is_device_name(&format!("{}.b", "a".repeat(64))));
     }
 
     #[test]

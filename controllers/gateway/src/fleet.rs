@@ -19,11 +19,19 @@ use kube::{Api, Client, Resource};
 /// other Secret.
 pub const TOKEN_SECRET_LABEL: &str = "flotilla.dev/device-token";
 
+/// The label that marks fleet gateway-token Secrets (enrollment, see [`crate::auth`]).
+pub const GATEWAY_TOKEN_LABEL: &str = "flotilla.dev/gateway-token";
+
+/// The annotation naming the gateway-token Secret that enrolled a Device; only that Secret's
+/// token authenticates the Device afterwards.
+pub const ENROLLED_BY_ANNOTATION: &str = "flotilla.dev/enrolled-by";
+
 #[derive(Clone)]
 struct Scope {
     devices: Store<Device>,
     releases: Store<FirmwareRelease>,
     secrets: Store<Secret>,
+    gateway_tokens: Store<Secret>,
 }
 
 /// Devices written by this process and not yet seen back from the watch, by `namespace/name`.
@@ -56,6 +64,16 @@ where
     }
 }
 
+/// What the gateway keeps of a token Secret: its name and data.
+fn data_only(secret: &Secret) -> Secret {
+    let mut kept = Secret::default();
+    kept.metadata.name = secret.metadata.name.clone();
+    kept.metadata.namespace = secret.metadata.namespace.clone();
+    kept.metadata.resource_version = secret.metadata.resource_version.clone();
+    kept.data = secret.data.clone();
+    kept
+}
+
 fn resource_version<K: Resource>(object: &K) -> Option<u64> {
     object.meta().resource_version.as_deref()?.parse().ok()
 }
@@ -77,7 +95,13 @@ impl Fleet {
                 SharedWatch::new("devices", api(client, namespace), watcher_config(config))
                     .caching(|device: &Device| {
                         let mut kept = device.clone();
-                        kept.metadata.annotations = None;
+                        // Only the enrollment record is read from the annotations.
+                        kept.metadata.annotations = device
+                            .metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(ENROLLED_BY_ANNOTATION))
+                            .map(|by| [(ENROLLED_BY_ANNOTATION.to_owned(), by.clone())].into());
                         kept.metadata.managed_fields = None;
                         kept
                     });
@@ -109,25 +133,30 @@ impl Fleet {
                 api(client, namespace),
                 watcher_config(config).labels(TOKEN_SECRET_LABEL),
             )
-            .caching(|secret: &Secret| {
-                let mut kept = Secret::default();
-                kept.metadata.name = secret.metadata.name.clone();
-                kept.metadata.namespace = secret.metadata.namespace.clone();
-                kept.metadata.resource_version = secret.metadata.resource_version.clone();
-                kept.data = secret.data.clone();
-                kept
-            });
+            .caching(data_only);
+            let gateway_tokens = SharedWatch::new(
+                "secrets",
+                api(client, namespace),
+                watcher_config(config).labels(GATEWAY_TOKEN_LABEL),
+            )
+            .caching(data_only);
             let scope = Scope {
                 devices: devices.store(),
                 releases: releases.store(),
                 secrets: secrets.store(),
+                gateway_tokens: gateway_tokens.store(),
             };
             readiness.track(format!("devices{suffix}"), devices.synced());
             readiness.track(format!("firmwarereleases{suffix}"), releases.synced());
             readiness.track(format!("device-token secrets{suffix}"), secrets.synced());
+            readiness.track(
+                format!("gateway-token secrets{suffix}"),
+                gateway_tokens.synced(),
+            );
             tokio::spawn(devices.run(shutdown.signalled()));
             tokio::spawn(releases.run(shutdown.signalled()));
             tokio::spawn(secrets.run(shutdown.signalled()));
+            tokio::spawn(gateway_tokens.run(shutdown.signalled()));
             scope
         };
         let (by_namespace, cluster) = if namespaces.is_empty() {
@@ -171,6 +200,8 @@ impl Fleet {
             {
                 Some(written.clone())
             }
+            // Just created (enrolled) by this process, not yet seen by the watch.
+            (None, Some(written)) => Some(written.clone()),
             (cached, _) => cached,
         }
     }
@@ -202,4 +233,38 @@ impl Fleet {
             .get(&ObjectRef::new(name).within(namespace))?;
         secret.data.as_ref()?.get(key).map(|value| value.0.clone())
     }
+
+    /// The gateway-token Secrets of tenant `namespace` (few per namespace: one per fleet or
+    /// batch of devices), as `(name, data)`.
+    pub fn gateway_tokens(&self, namespace: &str) -> Vec<(String, GatewayTokenData)> {
+        let Some(scope) = self.scope(namespace) else {
+            return Vec::new();
+        };
+        scope
+            .gateway_tokens
+            .state()
+            .into_iter()
+            .filter(|s| s.metadata.namespace.as_deref() == Some(namespace))
+            .map(|s| {
+                let data = s.data.as_ref();
+                let value = |key: &str| data.and_then(|d| d.get(key)).map(|v| v.0.clone());
+                (
+                    s.metadata.name.clone().unwrap_or_default(),
+                    GatewayTokenData {
+                        token_hash: value("tokenHash"),
+                        model: value("model"),
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// The keys of a gateway-token Secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GatewayTokenData {
+    /// `tokenHash`: SHA-256 hex of the fleet token.
+    pub token_hash: Option<Vec<u8>>,
+    /// `model`: the model of the Devices it enrolls.
+    pub model: Option<Vec<u8>>,
 }

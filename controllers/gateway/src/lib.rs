@@ -3,7 +3,8 @@
 //! without touching a device. Tenant = namespace, controllerId = Device name.
 //!
 //! Stateless (any replica serves any device): it reads Devices, FirmwareReleases and the
-//! device-token Secrets from watch caches, never per request, and writes a Device's status
+//! device- and gateway-token Secrets from watch caches, never per request, creates the Devices
+//! a gateway token enrolls (unapproved), and writes a Device's status
 //! (server-side apply, field manager `flotilla-gateway`) only when a report changes it, or
 //! when `lastSeen` is older than its resolution.
 //!
@@ -35,7 +36,7 @@ use flotilla_runtime::readiness::Readiness;
 use flotilla_runtime::{Config, SharedClock, Shutdown, SystemClock};
 use kube::Client;
 
-pub use fleet::TOKEN_SECRET_LABEL;
+pub use fleet::{ENROLLED_BY_ANNOTATION, GATEWAY_TOKEN_LABEL, TOKEN_SECRET_LABEL};
 pub use offer::PollingSleep;
 pub use server::{FIELD_MANAGER, RateLimit};
 

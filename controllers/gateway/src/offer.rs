@@ -34,6 +34,10 @@ pub enum Work<'a> {
 /// The device's work: a running action the spec no longer asks for is cancelled first; the
 /// desired action is offered until the device has finished it.
 pub fn work(device: &Device) -> Work<'_> {
+    // Not admitted yet (enrolled through a GatewayToken): nothing is offered or cancelled.
+    if !device.spec.approved {
+        return Work::Idle;
+    }
     let desired = device.spec.firmware.as_ref();
     let update = device.status.as_ref().and_then(|s| s.update.as_ref());
     if let Some(update) = update
@@ -306,6 +310,19 @@ mod tests {
             message: String::new(),
         });
         assert_eq!(work(&refused), Work::Idle);
+    }
+
+    #[test]
+    fn an_unapproved_device_is_offered_nothing() {
+        let mut waiting = device(Some(5), None);
+        waiting.spec.approved = false;
+        assert_eq!(work(&waiting), Work::Idle);
+        let base = DeviceBase::new("http://gw", "fleet", "sensor-0001");
+        let reply = poll_reply(&waiting, Some(&release()), &base, PollingSleep::default());
+        assert!(!reply.links.contains_key("deploymentBase"));
+        assert_eq!(reply.config.polling.sleep, "00:30:00");
+        waiting.spec.approved = true;
+        assert!(matches!(work(&waiting), Work::Deploy(_)));
     }
 
     #[test]

@@ -16,14 +16,14 @@ use flotilla_crds::{Device, DeviceStatus};
 use flotilla_runtime::SharedClock;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::auth;
 use crate::ddi::{ActionFeedback, ConfigData, ErrorBody};
-use crate::fleet::Fleet;
+use crate::fleet::{ENROLLED_BY_ANNOTATION, Fleet, GatewayTokenData};
 use crate::metrics::GatewayMetrics;
 use crate::offer::{self, DeviceBase, PollingSleep, Work};
 use crate::report::{self, Refusal};
@@ -167,7 +167,7 @@ impl ApiError {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "hawkbit.server.error.rest.authentication",
-            "a valid 'Authorization: TargetToken <token>' for this device is required",
+            "a valid 'Authorization: TargetToken <token>' (or GatewayToken) for this device is required",
         )
     }
 
@@ -264,36 +264,81 @@ fn cacheable(headers: &HeaderMap, body: &impl Serialize) -> Response {
         .into_response()
 }
 
+/// Whether a request may enroll an unknown controllerId (only a poll does, as in hawkBit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Enroll {
+    Yes,
+    No,
+}
+
 /// The Device `tenant/controller_id`, if the request carries its token and is within its
 /// rate. Every failure before the token is checked is the same `401`, so a caller learns
 /// nothing about which devices exist.
-fn authenticate(
+///
+/// A `GatewayToken` authenticates the Devices its Secret enrolled (annotation
+/// `flotilla.dev/enrolled-by`) and, on a poll, enrolls a controllerId no Device has yet: the
+/// Device is created unapproved, with the Secret's `model`.
+async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     tenant: &str,
     controller_id: &str,
+    enroll: Enroll,
 ) -> Result<Arc<Device>, ApiError> {
-    let token = headers
+    let credential = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(auth::target_token)
+        .and_then(auth::credential)
         .ok_or_else(ApiError::unauthorized)?;
-    let device = state
-        .fleet
-        .device(tenant, controller_id)
-        .ok_or_else(ApiError::unauthorized)?;
-    let reference = device
-        .spec
-        .token_secret_ref
-        .as_ref()
-        .ok_or_else(ApiError::unauthorized)?;
-    let stored = state
-        .fleet
-        .secret_value(tenant, &reference.name, &reference.key)
-        .ok_or_else(ApiError::unauthorized)?;
-    if !auth::token_matches(token, &stored) {
-        return Err(ApiError::unauthorized());
-    }
+    let device = match credential {
+        auth::Credential::Target(token) => {
+            let device = state
+                .fleet
+                .device(tenant, controller_id)
+                .ok_or_else(ApiError::unauthorized)?;
+            let reference = device
+                .spec
+                .token_secret_ref
+                .as_ref()
+                .ok_or_else(ApiError::unauthorized)?;
+            let stored = state
+                .fleet
+                .secret_value(tenant, &reference.name, &reference.key)
+                .ok_or_else(ApiError::unauthorized)?;
+            if !auth::token_matches(token, &stored) {
+                return Err(ApiError::unauthorized());
+            }
+            device
+        }
+        auth::Credential::Gateway(token) => {
+            // Every Secret is tried (no early exit), so the time taken says nothing about
+            // which one matched.
+            let matched = state
+                .fleet
+                .gateway_tokens(tenant)
+                .into_iter()
+                .filter(|(_, data)| {
+                    data.token_hash
+                        .as_deref()
+                        .is_some_and(|hash| auth::token_matches(token, hash))
+                })
+                .min_by(|a, b| a.0.cmp(&b.0))
+                .ok_or_else(ApiError::unauthorized)?;
+            let (secret, data) = matched;
+            match state.fleet.device(tenant, controller_id) {
+                Some(device) => {
+                    if enrolled_by(&device) != Some(secret.as_str()) {
+                        return Err(ApiError::unauthorized());
+                    }
+                    device
+                }
+                None if enroll == Enroll::Yes => {
+                    enroll_device(state, tenant, controller_id, &secret, &data).await?
+                }
+                None => return Err(ApiError::unauthorized()),
+            }
+        }
+    };
     // Limited after authentication, so nobody can use up another device's allowance.
     let key = (tenant.to_owned(), controller_id.to_owned());
     if let Err(not_until) = state.limiter.check_key(&key) {
@@ -307,6 +352,102 @@ fn authenticate(
         return Err(error);
     }
     Ok(device)
+}
+
+/// The gateway-token Secret that enrolled `device`, if one did.
+fn enrolled_by(device: &Device) -> Option<&str> {
+    device
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(ENROLLED_BY_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// Creates the unapproved Device `tenant/controller_id` that the gateway-token Secret `secret`
+/// admits. When a Device of that name appeared meanwhile (another replica enrolled it), that
+/// one is read and must have been enrolled by the same Secret.
+async fn enroll_device(
+    state: &AppState,
+    tenant: &str,
+    controller_id: &str,
+    secret: &str,
+    data: &GatewayTokenData,
+) -> Result<Arc<Device>, ApiError> {
+    if !auth::is_device_name(controller_id) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "hawkbit.server.error.rest.param.invalid",
+            "the controllerId must be a DNS-1123 name (lowercase letters, digits, '-' and '.') to enroll",
+        ));
+    }
+    let model = data
+        .model
+        .as_deref()
+        .and_then(|m| std::str::from_utf8(m).ok())
+        .map(str::trim)
+        .filter(|m| !m.is_empty());
+    let Some(model) = model else {
+        tracing::warn!(
+            namespace = tenant,
+            secret,
+            "the gateway-token Secret has no `model` key; it enrolls nothing"
+        );
+        return Err(ApiError::unavailable(
+            "enrollment is not configured; try again later",
+        ));
+    };
+    let device: Device = serde_json::from_value(serde_json::json!({
+        "apiVersion": "flotilla.dev/v1alpha1",
+        "kind": "Device",
+        "metadata": {
+            "name": controller_id,
+            "namespace": tenant,
+            "annotations": {ENROLLED_BY_ANNOTATION: secret},
+        },
+        "spec": {"model": model, "approved": false},
+    }))
+    .map_err(|error| ApiError::bad_request(format!("cannot enroll: {error}")))?;
+    let api: Api<Device> = Api::namespaced(state.client.clone(), tenant);
+    let device = match api.create(&PostParams::default(), &device).await {
+        Ok(created) => {
+            state.metrics.write("enroll", "ok");
+            tracing::info!(
+                namespace = tenant,
+                name = controller_id,
+                secret,
+                "device enrolled; awaiting approval"
+            );
+            created
+        }
+        Err(kube::Error::Api(response)) if response.code == 409 => {
+            state.metrics.write("enroll", "conflict");
+            let existing = api.get(controller_id).await.map_err(|error| {
+                tracing::warn!(%error, namespace = tenant, name = controller_id, "re-reading the Device failed");
+                ApiError::unavailable("the device twin cannot be read; try again")
+            })?;
+            if enrolled_by(&existing) != Some(secret) {
+                return Err(ApiError::unauthorized());
+            }
+            existing
+        }
+        Err(kube::Error::Api(response)) if response.code == 422 => {
+            state.metrics.write("enroll", "error");
+            return Err(ApiError::bad_request(format!(
+                "cannot enroll: {}",
+                response.message
+            )));
+        }
+        Err(error) => {
+            state.metrics.write("enroll", "error");
+            tracing::warn!(%error, namespace = tenant, name = controller_id, "enrolling the Device failed");
+            return Err(ApiError::unavailable(
+                "the device could not be enrolled; try again",
+            ));
+        }
+    };
+    state.fleet.wrote(device.clone());
+    Ok(Arc::new(device))
 }
 
 fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
@@ -417,7 +558,7 @@ async fn poll(
     Path((tenant, controller_id)): DevicePath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let device = authenticate(&state, &headers, &tenant, &controller_id)?;
+    let device = authenticate(&state, &headers, &tenant, &controller_id, Enroll::Yes).await?;
     // Contact is recorded on a best-effort basis: a device must get its work even while the
     // API server is slow.
     let _ = update_status(&state, device.clone(), "poll", |d| Ok(report::contact(d))).await;
@@ -440,13 +581,13 @@ async fn deployment_base(
     Path((tenant, controller_id, action)): ActionPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let device = authenticate(&state, &headers, &tenant, &controller_id)?;
+    let device = authenticate(&state, &headers, &tenant, &controller_id, Enroll::No).await?;
     let action = action_id(&action)?;
     let firmware = device
         .spec
         .firmware
         .as_ref()
-        .filter(|f| f.action_id == action)
+        .filter(|f| f.action_id == action && device.spec.approved)
         .ok_or_else(|| ApiError::not_found("no such action for this device"))?;
     let release = state
         .fleet
@@ -466,7 +607,7 @@ async fn deployment_feedback(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let device = authenticate(&state, &headers, &tenant, &controller_id)?;
+    let device = authenticate(&state, &headers, &tenant, &controller_id, Enroll::No).await?;
     let feedback: ActionFeedback = parse(body)?;
     let action = action_id(&action)?;
     let now = state.clock.now();
@@ -482,7 +623,7 @@ async fn cancel_action(
     Path((tenant, controller_id, action)): ActionPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let device = authenticate(&state, &headers, &tenant, &controller_id)?;
+    let device = authenticate(&state, &headers, &tenant, &controller_id, Enroll::No).await?;
     let action = action_id(&action)?;
     match offer::work(&device) {
         Work::Cancel(running) if running == action => {
@@ -498,7 +639,7 @@ async fn cancel_feedback(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let device = authenticate(&state, &headers, &tenant, &controller_id)?;
+    let device = authenticate(&state, &headers, &tenant, &controller_id, Enroll::No).await?;
     let feedback: ActionFeedback = parse(body)?;
     let action = action_id(&action)?;
     let now = state.clock.now();
@@ -515,7 +656,7 @@ async fn config_data(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let device = authenticate(&state, &headers, &tenant, &controller_id)?;
+    let device = authenticate(&state, &headers, &tenant, &controller_id, Enroll::No).await?;
     let data: ConfigData = parse(body)?;
     update_status(&state, device, "config", |d| report::config_data(d, &data)).await?;
     Ok(StatusCode::OK)

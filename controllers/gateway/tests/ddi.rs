@@ -1,12 +1,16 @@
 //! The gateway against the sandbox API server, driven over HTTP as a device agent drives it.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_crds::device::UpdateState;
 use flotilla_crds::{Device, DevicePhase};
 use flotilla_gateway::auth::token_hash_hex;
-use flotilla_gateway::{GatewayConfig, RateLimit, TOKEN_SECRET_LABEL};
+use flotilla_gateway::{
+    ENROLLED_BY_ANNOTATION, GATEWAY_TOKEN_LABEL, GatewayConfig, RateLimit, TOKEN_SECRET_LABEL,
+};
 use flotilla_runtime::testing::wait_for;
 use flotilla_runtime::{ManualClock, Shutdown};
 use flotilla_sandbox::{Sandbox, Verb};
@@ -17,6 +21,9 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
+/// The `User-Agent` of the gateway's API client, so the sandbox's log tells its requests from
+/// the test's own.
+const GATEWAY_USER_AGENT: &str = "flotilla-gateway-under-test";
 const NS: &str = "fleet";
 const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
@@ -35,6 +42,11 @@ impl Drop for Fixture {
         self.shutdown.trigger();
     }
 }
+
+/// The fleet token of the `fleet-enrollment` gateway-token Secret.
+const FLEET_TOKEN: &str = "fleet-token";
+/// The fleet token of the `other-enrollment` gateway-token Secret.
+const OTHER_FLEET_TOKEN: &str = "other-fleet-token";
 
 fn token(device: &str) -> String {
     format!("token-of-{device}")
@@ -75,6 +87,21 @@ async fn start_with(config: GatewayConfig) -> Fixture {
         .create(&PostParams::default(), &secret)
         .await
         .expect("secret");
+    // Two fleet enrollment tokens.
+    for (name, fleet_token) in [
+        ("fleet-enrollment", FLEET_TOKEN),
+        ("other-enrollment", OTHER_FLEET_TOKEN),
+    ] {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {GATEWAY_TOKEN_LABEL: "true"}},
+            "stringData": {"tokenHash": token_hash_hex(fleet_token), "model": "sensor-v2"},
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(client.clone(), NS)
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("gateway-token secret");
+    }
     for name in ["sensor-1", "sensor-2"] {
         let device: Device = serde_json::from_value(json!({
             "apiVersion": "flotilla.dev/v1alpha1", "kind": "Device",
@@ -107,9 +134,14 @@ async fn start_with(config: GatewayConfig) -> Fixture {
         namespaces: vec![NS.to_owned()],
         ..config
     };
+    let mut gateway_config = sandbox.kube_config();
+    gateway_config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(GATEWAY_USER_AGENT),
+    ));
     let gateway = flotilla_gateway::start(
         config,
-        Client::try_from(sandbox.kube_config()).expect("client"),
+        Client::try_from(gateway_config).expect("client"),
         Arc::new(clock.clone()),
         shutdown.clone(),
     )
@@ -146,10 +178,21 @@ impl Fixture {
     }
 
     async fn get_as(&self, device: &str, rest: &str, token: &str) -> (u16, Value) {
+        self.get_authorized(device, rest, &format!("TargetToken {token}"))
+            .await
+    }
+
+    /// A GET with `Authorization: GatewayToken <token>`.
+    async fn get_gateway(&self, device: &str, rest: &str, token: &str) -> (u16, Value) {
+        self.get_authorized(device, rest, &format!("GatewayToken {token}"))
+            .await
+    }
+
+    async fn get_authorized(&self, device: &str, rest: &str, authorization: &str) -> (u16, Value) {
         let response = self
             .http
             .get(self.url(device, rest))
-            .header("Authorization", format!("TargetToken {token}"))
+            .header("Authorization", authorization)
             .send()
             .await
             .expect("request");
@@ -723,4 +766,188 @@ async fn the_openapi_document_is_served() {
     assert_eq!(doc["openapi"], "3.0.3");
     let health = reqwest::get(format!("{}/readyz", f.admin)).await.unwrap();
     assert_eq!(health.status(), 200);
+}
+
+/// Every request the gateway sends through polls, a deployment, feedback (with a write conflict,
+/// which makes it re-read the Device) and configData is granted by config/rbac/gateway_role.yaml,
+/// and every verb the Role grants is one of them.
+#[tokio::test]
+async fn the_gateways_requests_are_exactly_what_its_role_grants() {
+    let f = start().await;
+    assert_eq!(f.get("sensor-1", "").await.0, 200);
+    // Enrollment creates a Device.
+    assert_eq!(f.get_gateway("enrolled-1", "", FLEET_TOKEN).await.0, 200);
+    let (code, _) = f
+        .send(
+            reqwest::Method::PUT,
+            "sensor-1",
+            "/configData",
+            &json!({"mode": "merge", "data": {"serial": "SN-1"}}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    f.assign("sensor-1", 7).await;
+    let reply = f
+        .poll_until("sensor-1", "the deployment offered", |b| {
+            b["_links"].get("deploymentBase").is_some()
+        })
+        .await;
+    let href = reply["_links"]["deploymentBase"]["href"].as_str().unwrap();
+    let rest = &href[href.find("/deploymentBase").unwrap()..];
+    assert_eq!(f.get("sensor-1", rest).await.0, 200);
+    let progress = json!({"execution": "proceeding", "result": {"finished": "none"}});
+    assert_eq!(f.feedback("sensor-1", 7, progress).await, 200);
+    // One conflict: the gateway re-reads the Device (`get devices`) and applies again.
+    f.sandbox.faults().inject(
+        flotilla_sandbox::FaultRule::new(Verb::Patch, "devices")
+            .subresource("status")
+            .namespace(NS)
+            .status(409),
+    );
+    let done = json!({"execution": "closed", "result": {"finished": "success"}});
+    assert_eq!(f.feedback("sensor-1", 7, done).await, 200);
+    f.status_until("sensor-1", "succeeded", |d| {
+        state(d) == Some(UpdateState::Succeeded)
+    })
+    .await;
+
+    let sent: Vec<_> = f
+        .sandbox
+        .requests()
+        .snapshot()
+        .into_iter()
+        .filter(|r| r.user_agent == GATEWAY_USER_AGENT)
+        .collect();
+    assert!(
+        sent.iter()
+            .any(|r| r.verb == Verb::Get && r.resource == "devices"),
+        "the conflict made the gateway re-read the Device"
+    );
+    let (denied, unused) = common::rbac::check(&sent, &common::rbac::gateway_rules());
+    assert!(
+        denied.is_empty(),
+        "gateway_role.yaml does not grant {denied:?}"
+    );
+    assert!(
+        unused.is_empty(),
+        "gateway_role.yaml grants {unused:?}, which the gateway never used"
+    );
+}
+
+async fn try_device(f: &Fixture, name: &str) -> Option<Device> {
+    Api::<Device>::namespaced(f.client.clone(), NS)
+        .get_opt(name)
+        .await
+        .expect("get")
+}
+
+#[tokio::test]
+async fn a_gateway_token_enrolls_an_unapproved_device_that_gets_updates_once_approved() {
+    let f = start().await;
+    let (code, reply) = f.get_gateway("sensor-new", "", FLEET_TOKEN).await;
+    assert_eq!(code, 200, "{reply}");
+    // Polled again at once, before the watch delivers it: no second create.
+    assert_eq!(f.get_gateway("sensor-new", "", FLEET_TOKEN).await.0, 200);
+    assert_eq!(f.sandbox.requests().count(Verb::Create, "devices"), 2 + 1);
+    assert_eq!(reply["config"]["polling"]["sleep"], "00:30:00");
+    assert!(reply["_links"].get("configData").is_some(), "{reply}");
+    let enrolled = f.device("sensor-new").await;
+    assert!(!enrolled.spec.approved);
+    assert_eq!(enrolled.spec.model, "sensor-v2");
+    assert_eq!(enrolled.spec.token_secret_ref, None);
+    assert_eq!(
+        enrolled.metadata.annotations.as_ref().unwrap()[ENROLLED_BY_ANNOTATION],
+        "fleet-enrollment"
+    );
+    // The same token keeps authenticating it; its reports are recorded.
+    let (code, _) = f
+        .send_raw(
+            reqwest::Method::PUT,
+            "sensor-new",
+            "/configData",
+            "unused",
+            br#"{"data": {"serial": "SN-9"}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(code, 401, "a TargetToken does not open an enrolled device");
+    let response = f
+        .http
+        .put(f.url("sensor-new", "/configData"))
+        .header("Authorization", format!("GatewayToken {FLEET_TOKEN}"))
+        .header("Content-Type", "application/json")
+        .body(r#"{"data": {"serial": "SN-9"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // Assigned but not approved: answered, never offered the deployment.
+    f.assign("sensor-new", 7).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, reply) = f.get_gateway("sensor-new", "", FLEET_TOKEN).await;
+    assert_eq!(code, 200);
+    assert!(reply["_links"].get("deploymentBase").is_none(), "{reply}");
+    assert_eq!(
+        f.get_gateway("sensor-new", "/deploymentBase/7", FLEET_TOKEN)
+            .await
+            .0,
+        404
+    );
+
+    Api::<Device>::namespaced(f.client.clone(), NS)
+        .patch(
+            "sensor-new",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"approved": true}})),
+        )
+        .await
+        .expect("approve");
+    let offered = wait_for("the deployment offered once approved", WAIT, || async {
+        let (code, body) = f.get_gateway("sensor-new", "", FLEET_TOKEN).await;
+        (code == 200 && body["_links"].get("deploymentBase").is_some()).then_some(body)
+    })
+    .await
+    .expect("offered");
+    assert_eq!(offered["config"]["polling"]["sleep"], "00:00:30");
+    assert_eq!(
+        f.get_gateway("sensor-new", "/deploymentBase/7", FLEET_TOKEN)
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn gateway_tokens_open_only_the_devices_they_enrolled() {
+    let f = start().await;
+    // A wrong fleet token enrolls nothing.
+    assert_eq!(
+        f.get_gateway("sensor-x", "", "not-a-fleet-token").await.0,
+        401
+    );
+    assert!(try_device(&f, "sensor-x").await.is_none());
+    // Only a poll enrolls.
+    assert_eq!(
+        f.get_gateway("sensor-y", "/deploymentBase/7", FLEET_TOKEN)
+            .await
+            .0,
+        401
+    );
+    assert!(try_device(&f, "sensor-y").await.is_none());
+    // A controllerId that cannot name a Device.
+    let (code, body) = f.get_gateway("Sensor_Z", "", FLEET_TOKEN).await;
+    assert_eq!(code, 400, "{body}");
+
+    assert_eq!(f.get_gateway("sensor-new", "", FLEET_TOKEN).await.0, 200);
+    // The other fleet's valid token, a wrong one, and another device's TargetToken: 401.
+    assert_eq!(
+        f.get_gateway("sensor-new", "", OTHER_FLEET_TOKEN).await.0,
+        401
+    );
+    assert_eq!(f.get_gateway("sensor-new", "", "wrong").await.0, 401);
+    assert_eq!(f.get_as("sensor-new", "", &token("sensor-1")).await.0, 401);
+    // ...and a device with its own TargetToken cannot be opened with a gateway token.
+    assert_eq!(f.get_gateway("sensor-1", "", FLEET_TOKEN).await.0, 401);
+    assert_eq!(f.get("sensor-1", "").await.0, 200);
+    assert_eq!(f.get_gateway("sensor-new", "", FLEET_TOKEN).await.0, 200);
 }
