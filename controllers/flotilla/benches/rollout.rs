@@ -30,7 +30,7 @@ use kube::Api;
 use serde_json::json;
 
 mod support;
-use support::{Process, free_port, histogram, metric_value, quantile, scrape, wait_ready};
+use support::{Process, free_ports, histogram, metric_value, quantile, scrape, wait_ready};
 
 const NAMESPACE: &str = "fleet";
 const MAX_IN_FLIGHT: usize = 500;
@@ -155,8 +155,7 @@ async fn run(devices: usize, update: Duration, idle: Duration) -> anyhow::Result
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig");
     sandbox.write_kubeconfig(&kubeconfig)?;
-    let gateway_port = free_port()?;
-    let gateway_admin = free_port()?;
+    let [gateway_port, gateway_admin, operator_admin] = free_ports::<3>()?;
     let spec = FleetSpec {
         gateway_url: format!("http://127.0.0.1:{gateway_port}"),
         namespace: NAMESPACE.into(),
@@ -206,7 +205,6 @@ async fn run(devices: usize, update: Duration, idle: Duration) -> anyhow::Result
         ],
     )?;
     wait_ready(gateway_admin).await?;
-    let operator_admin = free_port()?;
     let mut operator = Process::operator(&kubeconfig, operator_admin, "release,rollout")?;
     wait_ready(operator_admin).await?;
     let stop = flotilla_runtime::Shutdown::new();

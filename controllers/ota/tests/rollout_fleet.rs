@@ -681,3 +681,59 @@ async fn a_device_that_starts_matching_joins_the_last_wave() {
         "the plan stays as it was fixed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_rollouts_are_refused_or_marked_invalid_and_assign_nothing() {
+    let mut fleet = start().await;
+    fleet.simulate(2, FleetSpec::default()).await;
+    // What the schema can say is refused at apply time, with the field named.
+    let rollouts = fleet.harness.api::<FirmwareRollout>();
+    for (name, spec, field) in [
+        ("zero", json!({"maxInFlight": 0}), "maxInFlight"),
+        (
+            "short",
+            json!({"waves": [{"percent": 10}, {"percent": 50}]}),
+            "spec.waves",
+        ),
+    ] {
+        let mut full = json!({"release": "fw-2-0-0", "selector": {"matchLabels": {"a": "b"}}});
+        full.as_object_mut()
+            .unwrap()
+            .extend(spec.as_object().unwrap().clone());
+        let object: FirmwareRollout = serde_json::from_value(json!({
+            "apiVersion": "flotilla.dev/v1alpha1", "kind": "FirmwareRollout",
+            "metadata": {"name": name}, "spec": full,
+        }))
+        .unwrap();
+        let refused = rollouts
+            .create(&Default::default(), &object)
+            .await
+            .expect_err("refused");
+        assert!(refused.to_string().contains(field), "{refused}");
+    }
+    // What only the controller can judge gets Ready=False InvalidSpec and an Event.
+    for (name, spec) in [(
+        "nowhere",
+        json!({"maintenanceWindow": {"start": "22:00", "end": "04:00", "timeZone": "Mars/Olympus_Mons"}}),
+    )] {
+        fleet.rollout(name, spec).await;
+        let condition = wait_for(format!("{name} marked invalid"), LONG, || async {
+            let status = rollouts.get(name).await.ok()?.status?;
+            status
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == types::READY && c.reason == "InvalidSpec")
+        })
+        .await
+        .unwrap();
+        assert!(condition.message.contains("spec."), "{}", condition.message);
+        let events = fleet.harness.events_about("FirmwareRollout", name).await;
+        assert!(
+            events
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("InvalidSpec")),
+            "{events:?}"
+        );
+    }
+    assert_eq!(fleet.harness.succeeded(Verb::Patch, "devices"), 0);
+}

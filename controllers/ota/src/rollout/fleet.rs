@@ -235,7 +235,7 @@ impl Fleet {
         let view = DeviceView {
             labels,
             model: strings.get(&device.spec.model),
-            approved: device_approved(device),
+            approved: device.spec.approved,
             current_version: status
                 .and_then(|s| s.current_version.as_deref())
                 .map(|v| strings.get(v)),
@@ -286,15 +286,6 @@ fn key_parts(device: &DeserializeGuard<Device>) -> Option<(&str, &str)> {
         Err(invalid) => &invalid.metadata,
     };
     Some((meta.namespace.as_deref()?, meta.name.as_deref()?))
-}
-
-/// Devices are approved unless their spec says `approved: false` (enrolled and awaiting
-/// admission). Read untyped so that this holds before and after the field exists.
-fn device_approved(device: &Device) -> bool {
-    serde_json::to_value(&device.spec)
-        .ok()
-        .and_then(|spec| spec.get("approved").and_then(serde_json::Value::as_bool))
-        .unwrap_or(true)
 }
 
 #[cfg(test)]

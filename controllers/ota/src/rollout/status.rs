@@ -353,6 +353,21 @@ pub fn transition_events(
     reason: Option<&Reason>,
 ) -> Vec<RolloutEvent> {
     let mut events = Vec::new();
+    let invalid = |s: &FirmwareRolloutStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == types::READY && c.reason == reasons::INVALID_SPEC)
+            .map(|c| c.message.clone())
+    };
+    if let Some(message) = invalid(after)
+        && before.and_then(invalid).as_ref() != Some(&message)
+    {
+        events.push(RolloutEvent {
+            type_: EventType::Warning,
+            reason: event_reasons::INVALID_SPEC,
+            note: message,
+        });
+    }
     let was = before.and_then(|s| s.phase).unwrap_or_default();
     let is = after.phase.unwrap_or_default();
     let note = reason.map_or_else(|| is.as_str().to_owned(), describe);
