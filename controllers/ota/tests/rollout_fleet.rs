@@ -737,3 +737,105 @@ async fn bad_rollouts_are_refused_or_marked_invalid_and_assign_nothing() {
     }
     assert_eq!(fleet.harness.succeeded(Verb::Patch, "devices"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outside_the_maintenance_window_nothing_is_assigned() {
+    let mut fleet = start().await;
+    fleet.simulate(4, FleetSpec::default()).await;
+    // A one-hour window starting two hours from now (UTC), every day: closed now.
+    let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
+    let start = now
+        .checked_add(jiff::SignedDuration::from_hours(2))
+        .unwrap();
+    let end = start
+        .checked_add(jiff::SignedDuration::from_hours(1))
+        .unwrap();
+    let window = json!({
+        "start": start.strftime("%H:%M").to_string(),
+        "end": end.strftime("%H:%M").to_string(),
+        "timeZone": "UTC",
+    });
+    fleet
+        .rollout("nightly", json!({"maintenanceWindow": window}))
+        .await;
+    let most_updating = AtomicU32::new(0);
+    let waiting = fleet
+        .until_phase(
+            "nightly",
+            FirmwareRolloutPhase::WaitingForWindow,
+            &most_updating,
+        )
+        .await;
+    let status = waiting.status.unwrap();
+    let window = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == types::IN_MAINTENANCE_WINDOW)
+        .unwrap();
+    assert_eq!(
+        (window.status.as_str(), window.reason.as_str()),
+        ("False", "OutsideMaintenanceWindow")
+    );
+    assert_eq!(fleet.harness.succeeded(Verb::Patch, "devices"), 0);
+    // The plan's timeline starts with the window.
+    let first = status.plan.unwrap().waves[0]
+        .estimated_start_at
+        .clone()
+        .unwrap();
+    assert!(
+        first.0
+            >= start
+                .timestamp()
+                .checked_sub(jiff::SignedDuration::from_secs(60))
+                .unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crossed_threshold_with_on_failure_abort_stops_at_once() {
+    let mut fleet = start().await;
+    fleet
+        .simulate(
+            10,
+            FleetSpec {
+                model_failure_rates: vec![ModelRate {
+                    key: "beta".into(),
+                    rate: 1.0,
+                }],
+                ..FleetSpec::default()
+            },
+        )
+        .await;
+    fleet
+        .rollout(
+            "abortive",
+            json!({"waves": [{"percent": 100}], "maxInFlight": 2,
+                   "failureThreshold": {"overall": {"count": 1}}, "onFailure": "Abort"}),
+        )
+        .await;
+    let most_updating = AtomicU32::new(0);
+    let aborted = fleet
+        .until_phase("abortive", FirmwareRolloutPhase::Aborted, &most_updating)
+        .await;
+    let status = aborted.status.unwrap();
+    let progressing = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == types::PROGRESSING)
+        .unwrap();
+    assert!(
+        progressing
+            .message
+            .contains("aborted by the failure threshold"),
+        "{}",
+        progressing.message
+    );
+    let assigned = fleet.harness.succeeded(Verb::Patch, "devices");
+    assert!(
+        assigned < 10,
+        "stopped before assigning everyone ({assigned})"
+    );
+    // Nothing more is assigned once aborted.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fleet.harness.succeeded(Verb::Patch, "devices"), assigned);
+}
