@@ -839,3 +839,38 @@ async fn a_crossed_threshold_with_on_failure_abort_stops_at_once() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(fleet.harness.succeeded(Verb::Patch, "devices"), assigned);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_foreign_config_map_in_the_way_of_a_shard_is_left_alone() {
+    let mut fleet = start().await;
+    fleet.simulate(2, FleetSpec::default()).await;
+    fleet
+        .harness
+        .create::<ConfigMap>(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "taken-targets-0"}, "data": {"mine": "yes"},
+        }))
+        .await;
+    fleet.rollout("taken", json!({})).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let config_map = fleet
+        .harness
+        .api::<ConfigMap>()
+        .get("taken-targets-0")
+        .await
+        .unwrap();
+    assert_eq!(
+        config_map.data.unwrap().get("mine").map(String::as_str),
+        Some("yes")
+    );
+    assert!(config_map.metadata.owner_references.is_none());
+    let rollout = fleet
+        .harness
+        .api::<FirmwareRollout>()
+        .get("taken")
+        .await
+        .unwrap();
+    let phase = rollout.status.and_then(|s| s.phase).unwrap_or_default();
+    assert_eq!(phase, FirmwareRolloutPhase::Pending, "never started");
+    assert_eq!(fleet.harness.succeeded(Verb::Patch, "devices"), 0);
+}

@@ -14,7 +14,7 @@ use futures::{StreamExt, stream};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::core::{DeserializeGuard, Selector};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -171,6 +171,16 @@ pub enum RolloutError {
         /// What is wrong.
         message: String,
     },
+    /// A ConfigMap with a target shard's name exists and is not the rollout's.
+    #[error(
+        "FirmwareRollout {name}: ConfigMap {config_map} exists and is not this rollout's; rename or remove it"
+    )]
+    ShardNameTaken {
+        /// The rollout.
+        name: String,
+        /// The ConfigMap in the way.
+        config_map: String,
+    },
     /// The caches did not fill in time.
     #[error("the Device and FirmwareRelease caches have not synced within {0:?}")]
     CacheNotSynced(Duration),
@@ -188,9 +198,9 @@ pub enum RolloutError {
 impl ControllerError for RolloutError {
     fn class(&self) -> ErrorClass {
         match self {
-            RolloutError::Undecodable { .. } | RolloutError::IllegalTransition { .. } => {
-                ErrorClass::Permanent
-            }
+            RolloutError::Undecodable { .. }
+            | RolloutError::IllegalTransition { .. }
+            | RolloutError::ShardNameTaken { .. } => ErrorClass::Permanent,
             RolloutError::Api { source, .. } => classify_kube_error(source),
             RolloutError::Shards { .. } | RolloutError::CacheNotSynced(_) => ErrorClass::Transient,
             RolloutError::Finalizer { source, .. } => classify_finalizer_error(source),
@@ -203,6 +213,7 @@ impl ControllerError for RolloutError {
             RolloutError::IllegalTransition { .. } => "IllegalPhaseTransition",
             RolloutError::Api { .. } => "ApiRequestFailed",
             RolloutError::Shards { .. } => event_reasons::SHARDS_UNREADABLE,
+            RolloutError::ShardNameTaken { .. } => "TargetShardNameTaken",
             RolloutError::CacheNotSynced(_) => "CacheNotSynced",
             RolloutError::Finalizer { source, .. } => match source.as_ref() {
                 FinalizerError::ApplyFailed(inner) | FinalizerError::CleanupFailed(inner) => {
@@ -752,24 +763,69 @@ async fn write_shards(
             data: Some(shard.data.clone()),
             ..ConfigMap::default()
         };
-        let api = api.clone();
-        let params = params.clone();
-        writes.push(async move {
-            let mut value = serde_json::to_value(&config_map).expect("a ConfigMap serializes");
-            value["apiVersion"] = "v1".into();
-            value["kind"] = "ConfigMap".into();
-            let shard_name = config_map.metadata.name.clone().unwrap_or_default();
-            api.patch(&shard_name, &params, &Patch::Apply(value)).await
-        });
+        writes.push(write_shard(
+            api.clone(),
+            params.clone(),
+            config_map,
+            rollout.uid().unwrap_or_default(),
+        ));
     }
     let results: Vec<_> = stream::iter(writes)
         .buffer_unordered(WRITE_CONCURRENCY)
         .collect()
         .await;
     for result in results {
-        result.map_err(api_error(&name, "writing the target shards"))?;
+        match result {
+            Ok(()) => {}
+            Err(ShardWrite::Api(source)) => {
+                return Err(api_error(&name, "writing the target shards")(source));
+            }
+            Err(ShardWrite::Taken(config_map)) => {
+                return Err(RolloutError::ShardNameTaken { name, config_map });
+            }
+        }
     }
     Ok(())
+}
+
+enum ShardWrite {
+    Api(kube::Error),
+    /// A ConfigMap of the shard's name exists and is not this rollout's.
+    Taken(String),
+}
+
+/// Creates one shard; if its name exists already, overwrites it only when the rollout owns it
+/// (an earlier start that did not get as far as its status), never a ConfigMap of someone
+/// else's.
+async fn write_shard(
+    api: Api<ConfigMap>,
+    params: PatchParams,
+    config_map: ConfigMap,
+    uid: String,
+) -> Result<(), ShardWrite> {
+    let name = config_map.metadata.name.clone().unwrap_or_default();
+    match api.create(&PostParams::default(), &config_map).await {
+        Ok(_) => return Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(error) => return Err(ShardWrite::Api(error)),
+    }
+    let existing = api.get(&name).await.map_err(ShardWrite::Api)?;
+    let ours = existing
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.uid == uid);
+    if !ours {
+        return Err(ShardWrite::Taken(name));
+    }
+    let mut value = serde_json::to_value(&config_map).expect("a ConfigMap serializes");
+    value["apiVersion"] = "v1".into();
+    value["kind"] = "ConfigMap".into();
+    api.patch(&name, &params, &Patch::Apply(value))
+        .await
+        .map(drop)
+        .map_err(ShardWrite::Api)
 }
 
 /// Loads the book of a started rollout from its shards, unless it is loaded.
