@@ -61,6 +61,12 @@ impl Synced {
         let mut receiver = self.0.clone();
         receiver.wait_for(|synced| *synced).await.is_ok()
     }
+
+    /// Waits up to `timeout` for every one of `all` to have listed; `false` if one did not.
+    pub async fn wait_all(all: &[Synced], timeout: std::time::Duration) -> bool {
+        let every = futures::future::join_all(all.iter().map(Synced::wait));
+        matches!(tokio::time::timeout(timeout, every).await, Ok(done) if done.iter().all(|d| *d))
+    }
 }
 
 /// The reference of the object with index key `key` (`name` or `namespace/name`).

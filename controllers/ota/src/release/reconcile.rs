@@ -241,11 +241,8 @@ async fn reconcile_release(
             });
         }
     };
-    for synced in &ctx.state.synced {
-        let synced = tokio::time::timeout(CACHE_SYNC_TIMEOUT, synced.wait()).await;
-        if !matches!(synced, Ok(true)) {
-            return Err(ReleaseError::CacheNotSynced(CACHE_SYNC_TIMEOUT));
-        }
+    if !Synced::wait_all(&ctx.state.synced, CACHE_SYNC_TIMEOUT).await {
+        return Err(ReleaseError::CacheNotSynced(CACHE_SYNC_TIMEOUT));
     }
     let name = release.name_any();
     let api = ctx.state.releases(&release.namespace().unwrap_or_default());

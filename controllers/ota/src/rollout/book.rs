@@ -51,6 +51,37 @@ pub struct Joining {
     pub release: FirmwareReleaseSpec,
 }
 
+/// When targets must be judged again, by position and in time order, so that finding the due
+/// ones costs the due ones, not every target.
+#[derive(Clone, Debug, Default)]
+struct Deadlines {
+    by_position: HashMap<usize, Timestamp>,
+    ordered: BTreeSet<(Timestamp, usize)>,
+}
+
+impl Deadlines {
+    fn set(&mut self, position: usize, at: Option<Timestamp>) {
+        if let Some(old) = self.by_position.remove(&position) {
+            self.ordered.remove(&(old, position));
+        }
+        if let Some(at) = at {
+            self.by_position.insert(position, at);
+            self.ordered.insert((at, position));
+        }
+    }
+
+    fn due(&self, now: Timestamp) -> impl Iterator<Item = usize> + '_ {
+        self.ordered
+            .iter()
+            .take_while(move |(at, _)| *at <= now)
+            .map(|(_, position)| *position)
+    }
+
+    fn first(&self) -> Option<Timestamp> {
+        self.ordered.first().map(|(at, _)| *at)
+    }
+}
+
 /// A touched target's rollback: the version and release it goes back to, and how far it is.
 type RollbackTarget = (Arc<str>, Option<Arc<str>>, RollbackProgress);
 
@@ -65,6 +96,8 @@ pub struct Rollback {
     pub back: u32,
     /// Targets that could not go back.
     pub failed: u32,
+    /// Deadlines of the targets going back.
+    going: Deadlines,
 }
 
 impl Rollback {
@@ -107,17 +140,11 @@ impl Rollback {
         } else {
             self.unassigned.remove(&position);
         }
-    }
-
-    /// The earliest deadline of a device going back.
-    fn deadline(&self) -> Option<Timestamp> {
-        self.targets
-            .values()
-            .filter_map(|(_, _, p)| match p {
-                RollbackProgress::Going(at) => Some(*at),
-                _ => None,
-            })
-            .min()
+        let going = match progress {
+            RollbackProgress::Going(at) => Some(at),
+            _ => None,
+        };
+        self.going.set(position, going);
     }
 }
 
@@ -146,7 +173,7 @@ pub struct RolloutBook {
     /// Action ids written but not yet seen on the watch.
     expected: HashMap<usize, i64>,
     /// When in-flight or retrying targets must be judged again.
-    deadlines: HashMap<usize, Timestamp>,
+    deadlines: Deadlines,
     /// The rollback, once started.
     pub rollback: Option<Rollback>,
     /// `includeNewDevices`.
@@ -188,7 +215,7 @@ impl RolloutBook {
             failure_counts: BTreeMap::new(),
             failed_recent: VecDeque::new(),
             expected: HashMap::new(),
-            deadlines: HashMap::new(),
+            deadlines: Deadlines::default(),
             rollback: None,
             joining: None,
         }
@@ -245,10 +272,7 @@ impl RolloutBook {
 
     fn record(&mut self, position: usize, judged: Judged, now: Timestamp) -> bool {
         let old = self.book.get(position);
-        match judged.deadline {
-            Some(at) => self.deadlines.insert(position, at),
-            None => self.deadlines.remove(&position),
-        };
+        self.deadlines.set(position, judged.deadline);
         let was_failed = old == Progress::Failed;
         let failed = judged.progress == Progress::Failed;
         let old_code = match judged.failure {
@@ -284,7 +308,7 @@ impl RolloutBook {
     /// the write succeeded, before the watch shows it.
     pub fn assigned(&mut self, position: usize, attempt: u32, action_id: i64, deadline: Timestamp) {
         self.expected.insert(position, action_id);
-        self.deadlines.insert(position, deadline);
+        self.deadlines.set(position, Some(deadline));
         self.book.set(position, Progress::InFlight { attempt });
     }
 
@@ -297,23 +321,14 @@ impl RolloutBook {
     }
 
     /// Judges again every target whose deadline has passed (soak over, timeout, retry due);
-    /// true when one changed. Costs the number of targets in flight or retrying.
+    /// true when one changed. Costs the number of targets due.
     pub fn judge_due(&mut self, namespace: &str, fleet: &Fleet, now: Timestamp) -> bool {
-        let due: Vec<usize> = self
-            .deadlines
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(p, _)| *p)
-            .collect();
-        let rollback_due: Vec<usize> = self
-            .rollback
-            .iter()
-            .flat_map(|r| r.targets.iter())
-            .filter(|(_, (_, _, p))| matches!(p, RollbackProgress::Going(at) if *at <= now))
-            .map(|(p, _)| *p)
-            .collect();
+        let mut due: Vec<usize> = self.deadlines.due(now).collect();
+        if let Some(rollback) = &self.rollback {
+            due.extend(rollback.going.due(now));
+        }
         let mut changed = false;
-        for position in due.into_iter().chain(rollback_due) {
+        for position in due {
             let view = fleet.get(namespace, &self.names[position]);
             changed |= self.observe(position, view, now);
         }
@@ -322,8 +337,8 @@ impl RolloutBook {
 
     /// The earliest instant at which a target's progress changes by the clock alone.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        let rollback = self.rollback.as_ref().and_then(Rollback::deadline);
-        self.deadlines.values().copied().chain(rollback).min()
+        let rollback = self.rollback.as_ref().and_then(|r| r.going.first());
+        self.deadlines.first().into_iter().chain(rollback).min()
     }
 
     /// Starts the rollback: every target the rollout assigned goes back to the version it had

@@ -254,11 +254,8 @@ async fn reconcile_rollout(
             });
         }
     };
-    for synced in &ctx.state.synced {
-        let synced = tokio::time::timeout(CACHE_SYNC_TIMEOUT, synced.wait()).await;
-        if !matches!(synced, Ok(true)) {
-            return Err(RolloutError::CacheNotSynced(CACHE_SYNC_TIMEOUT));
-        }
+    if !Synced::wait_all(&ctx.state.synced, CACHE_SYNC_TIMEOUT).await {
+        return Err(RolloutError::CacheNotSynced(CACHE_SYNC_TIMEOUT));
     }
     let name = rollout.name_any();
     let api = ctx
