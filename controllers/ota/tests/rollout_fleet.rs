@@ -247,13 +247,16 @@ async fn a_rollout_moves_every_device_through_its_waves() {
         .await
         .unwrap();
     assert_eq!(shards.items.len(), 1, "20 targets fit in one shard");
-    let events = fleet
-        .harness
-        .events_about("FirmwareRollout", "spring")
-        .await;
-    let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).collect();
-    assert!(reasons.iter().any(|r| r == "Started"), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r == "Completed"), "{reasons:?}");
+    // Events follow the status write that changed the phase.
+    let harness = &fleet.harness;
+    wait_for("Started and Completed Events", LONG, || async {
+        let events = harness.events_about("FirmwareRollout", "spring").await;
+        let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).collect();
+        (reasons.iter().any(|r| r == "Started") && reasons.iter().any(|r| r == "Completed"))
+            .then_some(())
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -727,13 +730,17 @@ async fn bad_rollouts_are_refused_or_marked_invalid_and_assign_nothing() {
         .await
         .unwrap();
         assert!(condition.message.contains("spec."), "{}", condition.message);
-        let events = fleet.harness.events_about("FirmwareRollout", name).await;
-        assert!(
+        // The Event is published after the status write that set the condition.
+        let harness = &fleet.harness;
+        wait_for(format!("{name} InvalidSpec Event"), LONG, || async {
+            let events = harness.events_about("FirmwareRollout", name).await;
             events
                 .iter()
-                .any(|e| e.reason.as_deref() == Some("InvalidSpec")),
-            "{events:?}"
-        );
+                .any(|e| e.reason.as_deref() == Some("InvalidSpec"))
+                .then_some(())
+        })
+        .await
+        .unwrap();
     }
     assert_eq!(fleet.harness.succeeded(Verb::Patch, "devices"), 0);
 }
