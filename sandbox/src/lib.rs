@@ -26,6 +26,7 @@ mod openapi;
 pub mod patch;
 mod protobuf;
 pub mod quota;
+pub mod rbac;
 pub mod registry;
 pub mod requests;
 pub mod schema;

@@ -10,6 +10,8 @@ use crate::faults::Verb;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestRecord {
     pub verb: Verb,
+    /// The API group, `""` for core.
+    pub group: String,
     pub resource: String,
     pub subresource: Option<String>,
     pub namespace: Option<String>,

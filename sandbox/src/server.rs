@@ -179,6 +179,7 @@ pub async fn handle(
                 .to_string();
             app.requests.record(RequestRecord {
                 verb,
+                group: path.group.clone(),
                 resource: path.resource.clone(),
                 subresource: path.subresource.clone(),
                 namespace: path.namespace.clone(),

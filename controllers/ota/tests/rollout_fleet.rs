@@ -18,6 +18,7 @@ use flotilla_runtime::{Shutdown, SystemClock};
 use flotilla_sandbox::{FaultRule, Verb};
 use flotilla_simulator::{FleetSpec, ModelRate, ModelShare, Simulation};
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
 use kube::api::ListParams;
 use serde_json::json;
 
@@ -880,4 +881,118 @@ async fn a_foreign_config_map_in_the_way_of_a_shard_is_left_alone() {
     let phase = rollout.status.and_then(|s| s.phase).unwrap_or_default();
     assert_eq!(phase, FirmwareRolloutPhase::Pending, "never started");
     assert_eq!(fleet.harness.succeeded(Verb::Patch, "devices"), 0);
+}
+
+/// `config/rbac/` carries exactly what the OTA controllers use: every request the operator
+/// sent is granted (checked by every test), and every verb granted on an OTA resource is sent
+/// by some path of this scenario — finalizer guards failing (get), a shard left by a start that
+/// did not finish (get, then patch), a restart reading the shards back, a deletion releasing
+/// devices (list by label).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_operator_role_grants_exactly_what_the_ota_controllers_use() {
+    let mut fleet = start().await;
+    fleet.simulate(6, FleetSpec::default()).await;
+    // The finalizer's guarded patch fails its test (a stale finalizer list): 422.
+    fleet
+        .harness
+        .sandbox()
+        .faults()
+        .inject(FaultRule::new(Verb::Patch, "firmwarerollouts").status(422));
+    let created = fleet
+        .rollout(
+            "scoped",
+            json!({"approval": {"required": true},
+                   "waves": [{"percent": 50, "pause": {"untilResumed": true}}, {"percent": 100}]}),
+        )
+        .await;
+    let most_updating = AtomicU32::new(0);
+    let waiting = fleet
+        .until_phase(
+            "scoped",
+            FirmwareRolloutPhase::AwaitingApproval,
+            &most_updating,
+        )
+        .await;
+    // A shard of this rollout that an earlier start wrote before it could record the start.
+    let uid = created.metadata.uid.clone().unwrap();
+    fleet
+        .harness
+        .create::<ConfigMap>(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "scoped-targets-0", "ownerReferences": [{
+                "apiVersion": "flotilla.dev/v1alpha1", "kind": "FirmwareRollout",
+                "name": "scoped", "uid": uid, "controller": true}]},
+            "data": {"stale": "yes"},
+        }))
+        .await;
+    let api = fleet.harness.api::<FirmwareRollout>();
+    let hash = waiting.status.unwrap().plan.unwrap().hash;
+    api.patch(
+        "scoped",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"approvedPlanHash": hash}})),
+    )
+    .await
+    .unwrap();
+    fleet
+        .until_phase("scoped", FirmwareRolloutPhase::Paused, &most_updating)
+        .await;
+    fleet.harness.restart().await;
+    let shard_reads = || fleet.harness.succeeded(Verb::Get, "configmaps");
+    let before = shard_reads();
+    wait_for("the shards read back", LONG, || async {
+        (shard_reads() > before).then_some(())
+    })
+    .await
+    .unwrap();
+    api.delete("scoped", &Default::default()).await.unwrap();
+    wait_for("the rollout to go", LONG, || async {
+        api.get_opt("scoped").await.ok()?.is_none().then_some(())
+    })
+    .await
+    .unwrap();
+    // A release whose finalizer patch fails its guard once, then deleted.
+    let faults = fleet.harness.sandbox().faults();
+    faults.inject(FaultRule::new(Verb::Patch, "firmwarereleases").status(422));
+    fleet
+        .harness
+        .create::<FirmwareRelease>(release("fw-3-0-0", "3.0.0"))
+        .await;
+    let releases = fleet.harness.api::<FirmwareRelease>();
+    wait_for("the finalizer on the new release", LONG, || async {
+        let release = releases.get("fw-3-0-0").await.ok()?;
+        (!release.finalizers().is_empty()).then_some(())
+    })
+    .await
+    .unwrap();
+    releases
+        .delete("fw-3-0-0", &Default::default())
+        .await
+        .unwrap();
+    wait_for("the unused release to go", LONG, || async {
+        releases
+            .get_opt("fw-3-0-0")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(faults.pending(), 0, "every guard failure fired");
+    let ota = |group: &str, resource: &str| {
+        (group == "flotilla.dev" && (resource.starts_with("firmware") || resource == "devices"))
+            || (group.is_empty() && resource == "configmaps")
+    };
+    let mut report = fleet.harness.rbac_report(ota);
+    // The Subscription controller's entitlement watch is what lists and watches ConfigMaps.
+    report
+        .unused
+        .retain(|u| u != "list core/configmaps" && u != "watch core/configmaps");
+    assert!(report.denied.is_empty(), "not granted: {:?}", report.denied);
+    assert!(
+        report.unused.is_empty(),
+        "granted, never used by the OTA controllers: {:?}",
+        report.unused
+    );
 }

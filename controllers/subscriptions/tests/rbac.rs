@@ -4,7 +4,8 @@
 mod common;
 
 use common::client::SentRequest;
-use common::rbac::{allows, attributes, granted, required};
+use common::rbac::{attributes, granted, required};
+use flotilla_sandbox::rbac::allows;
 use http::Method;
 
 use tokio::time::Instant;
@@ -147,8 +148,9 @@ fn a_server_side_apply_that_creates_needs_create_too() {
         "/api/v1/namespaces/acme/configmaps/flotilla-entitlements",
         false,
     );
-    let verbs =
-        |apply: &SentRequest| -> Vec<&str> { required(apply).iter().map(|a| a.verb).collect() };
+    let verbs = |apply: &SentRequest| -> Vec<String> {
+        required(apply).into_iter().map(|a| a.verb).collect()
+    };
     assert_eq!(verbs(&apply), ["patch"]);
     apply.status = Some(201);
     assert_eq!(verbs(&apply), ["patch", "create"]);

@@ -21,6 +21,29 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// The namespace every test object lives in.
 pub const NAMESPACE: &str = "default";
 
+/// The operator's `User-Agent`, which tells its requests apart from the gateway's, the
+/// simulator's and the tests' own in the sandbox's request log.
+pub const OPERATOR_USER_AGENT: &str = "flotilla-operator-under-test";
+
+/// The rules of the operator's ClusterRole and leader-election Role in `config/rbac/`.
+pub fn operator_rules() -> Vec<flotilla_sandbox::rbac::Rule> {
+    let rbac = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/rbac");
+    flotilla_sandbox::rbac::rules_in(&[
+        &rbac.join("role.yaml"),
+        &rbac.join("leader_election_role.yaml"),
+    ])
+    .expect("config/rbac is readable")
+}
+
+fn operator_client(sandbox: &Sandbox) -> Client {
+    let mut config = sandbox.kube_config();
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(OPERATOR_USER_AGENT),
+    ));
+    Client::try_from(config).expect("client")
+}
+
 /// A running sandbox and operator.
 pub struct Harness {
     sandbox: Option<Sandbox>,
@@ -64,7 +87,7 @@ impl Harness {
             ..Config::default()
         };
         let operator = Operator::new(
-            sandbox.client(),
+            operator_client(&sandbox),
             config,
             Arc::new(SystemClock),
             Shutdown::new(),
@@ -139,7 +162,7 @@ impl Harness {
         }
         let config = (*self.operator.config).clone();
         let operator = Operator::new(
-            self.sandbox().client(),
+            operator_client(self.sandbox()),
             config,
             Arc::new(SystemClock),
             Shutdown::new(),
@@ -163,6 +186,27 @@ impl Harness {
             .count()
     }
 
+    /// The operator's requests so far checked against `config/rbac/`; `unused` is judged over
+    /// the resources `scope` accepts.
+    pub fn rbac_report(
+        &self,
+        scope: impl Fn(&str, &str) -> bool,
+    ) -> flotilla_sandbox::rbac::Report {
+        let requests = self
+            .sandbox
+            .as_ref()
+            .map(|s| s.requests().snapshot())
+            .unwrap_or_default();
+        flotilla_sandbox::rbac::check(
+            requests
+                .iter()
+                .filter(|r| r.user_agent == OPERATOR_USER_AGENT)
+                .flat_map(flotilla_sandbox::RequestRecord::required),
+            &operator_rules(),
+            scope,
+        )
+    }
+
     /// Trips the shutdown signal and waits for the controllers to drain.
     pub async fn stop(mut self) {
         self.operator.shutdown.trigger();
@@ -172,6 +216,11 @@ impl Harness {
                 .expect("controllers stop after the shutdown signal")
                 .expect("controller task");
         }
+        let denied = self.rbac_report(|_, _| false).denied;
+        assert!(
+            denied.is_empty(),
+            "config/rbac does not grant requests the operator sent: {denied:?}"
+        );
         if let Some(sandbox) = self.sandbox.take() {
             sandbox.shutdown().await;
         }
@@ -248,9 +297,18 @@ impl Harness {
     }
 }
 
+/// Every test ends by checking that `config/rbac/` granted each request the operator sent, so
+/// a rule trimmed too far fails the tests that need it.
 impl Drop for Harness {
     fn drop(&mut self) {
         self.operator.shutdown.trigger();
+        if !std::thread::panicking() {
+            let denied = self.rbac_report(|_, _| false).denied;
+            assert!(
+                denied.is_empty(),
+                "config/rbac does not grant requests the operator sent: {denied:?}"
+            );
+        }
     }
 }
 

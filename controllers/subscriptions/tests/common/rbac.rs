@@ -1,76 +1,24 @@
 //! The operator's RBAC (`config/rbac/`) checked against the requests the controllers really
 //! send: every controller test ends by asserting that each request its operator made is
-//! granted by a rule, so a rule trimmed too far fails the tests that need it.
+//! granted by a rule, so a rule trimmed too far fails the tests that need it. Rules and
+//! matching are the sandbox's ([`flotilla_sandbox::rbac`]); this maps the client's own
+//! request log onto RBAC attributes.
 
 use std::path::Path;
 
+use flotilla_sandbox::rbac::{self, Attributes, Rule};
 use http::Method;
-use serde::Deserialize;
 
 use super::client::SentRequest;
-
-/// One RBAC policy rule.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Rule {
-    #[serde(default)]
-    api_groups: Vec<String>,
-    #[serde(default)]
-    resources: Vec<String>,
-    #[serde(default)]
-    resource_names: Vec<String>,
-    #[serde(default)]
-    verbs: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct Role {
-    kind: String,
-    #[serde(default)]
-    rules: Vec<Rule>,
-}
-
-/// What RBAC authorizes a request by.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Attributes {
-    /// The API group (`""` for core).
-    pub group: String,
-    /// `resource` or `resource/subresource`.
-    pub resource: String,
-    /// The object's name, if the request names one.
-    pub name: Option<String>,
-    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`.
-    pub verb: &'static str,
-}
-
-impl std::fmt::Display for Attributes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let group = if self.group.is_empty() {
-            "core"
-        } else {
-            &self.group
-        };
-        write!(f, "{} {group}/{}", self.verb, self.resource)
-    }
-}
 
 /// The rules of the operator's ClusterRole and leader-election Role.
 pub fn granted() -> Vec<Rule> {
     let rbac = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/rbac");
-    let mut rules = Vec::new();
-    for file in ["role.yaml", "leader_election_role.yaml"] {
-        let text = std::fs::read_to_string(rbac.join(file)).expect("config/rbac is readable");
-        for document in serde_yaml::Deserializer::from_str(&text) {
-            let value = serde_yaml::Value::deserialize(document).expect("YAML");
-            let Ok(role) = serde_yaml::from_value::<Role>(value) else {
-                continue; // a binding
-            };
-            if role.kind == "ClusterRole" || role.kind == "Role" {
-                rules.extend(role.rules);
-            }
-        }
-    }
-    rules
+    rbac::rules_in(&[
+        &rbac.join("role.yaml"),
+        &rbac.join("leader_election_role.yaml"),
+    ])
+    .expect("config/rbac is readable")
 }
 
 /// The RBAC attributes of a request, or `None` for a path that is not a resource (discovery).
@@ -104,21 +52,7 @@ pub fn attributes(request: &SentRequest) -> Option<Attributes> {
             None => resource.to_owned(),
         },
         name: name.map(|n| (*n).to_owned()),
-        verb,
-    })
-}
-
-/// Whether some rule grants the request.
-pub fn allows(rules: &[Rule], request: &Attributes) -> bool {
-    rules.iter().any(|rule| {
-        rule.api_groups.contains(&request.group)
-            && rule.resources.contains(&request.resource)
-            && rule.verbs.iter().any(|verb| verb == request.verb)
-            && (rule.resource_names.is_empty()
-                || request
-                    .name
-                    .as_ref()
-                    .is_some_and(|name| rule.resource_names.contains(name)))
+        verb: verb.to_owned(),
     })
 }
 
@@ -130,7 +64,7 @@ pub fn required(request: &SentRequest) -> Vec<Attributes> {
     };
     let created = attributes.verb == "patch" && request.status == Some(201);
     let create = created.then(|| Attributes {
-        verb: "create",
+        verb: "create".to_owned(),
         ..attributes.clone()
     });
     std::iter::once(attributes).chain(create).collect()
@@ -138,14 +72,5 @@ pub fn required(request: &SentRequest) -> Vec<Attributes> {
 
 /// The requests among `sent` that no rule grants, each once.
 pub fn denied(sent: &[SentRequest]) -> Vec<String> {
-    let rules = granted();
-    let mut denied: Vec<String> = sent
-        .iter()
-        .flat_map(required)
-        .filter(|request| !allows(&rules, request))
-        .map(|request| request.to_string())
-        .collect();
-    denied.sort();
-    denied.dedup();
-    denied
+    rbac::check(sent.iter().flat_map(required), &granted(), |_, _| false).denied
 }
