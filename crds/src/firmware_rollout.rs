@@ -736,7 +736,9 @@ pub struct RolloutPlan {
     /// and the maintenance window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_completion_at: Option<Time>,
-    /// When the plan was computed.
+    /// When the plan shown was computed. A waiting rollout keeps showing it, estimates
+    /// included, until the plan changes or its estimated completion moves by 5 minutes or
+    /// more, so time passing alone rewrites no status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub computed_at: Option<Time>,
 }

@@ -996,3 +996,53 @@ async fn the_operator_role_grants_exactly_what_the_ota_controllers_use() {
         report.unused
     );
 }
+
+/// A rollout waiting for approval shows its plan without rewriting its status each time it is
+/// reconciled: only the clock moved, so nothing is written (no churn for GitOps tools).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiting_rollout_is_not_rewritten_when_only_time_passes() {
+    let mut fleet = start().await;
+    fleet.simulate(4, FleetSpec::default()).await;
+    fleet
+        .rollout("waiting", json!({"approval": {"required": true}}))
+        .await;
+    let most_updating = AtomicU32::new(0);
+    fleet
+        .until_phase(
+            "waiting",
+            FirmwareRolloutPhase::AwaitingApproval,
+            &most_updating,
+        )
+        .await;
+    fleet.harness.quiet("rollout").await;
+    let writes = fleet.harness.served(Verb::Patch, "firmwarerollouts/status");
+    let reconciles = || {
+        fleet
+            .harness
+            .metric(r#"flotilla_reconciliations_total{controller="rollout"}"#)
+    };
+    let before = reconciles();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A change to its release wakes the rollout; nothing it shows depends on the label.
+    fleet
+        .harness
+        .api::<FirmwareRelease>()
+        .patch(
+            "fw-2-0-0",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": {"team": "fleet"}}})),
+        )
+        .await
+        .unwrap();
+    wait_for("a reconcile after the release changed", LONG, || async {
+        (reconciles() > before).then_some(())
+    })
+    .await
+    .unwrap();
+    fleet.harness.quiet("rollout").await;
+    assert_eq!(
+        fleet.harness.served(Verb::Patch, "firmwarerollouts/status"),
+        writes,
+        "the status was rewritten though only time passed"
+    );
+}

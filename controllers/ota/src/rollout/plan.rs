@@ -108,6 +108,47 @@ pub enum PlanError {
     Window(#[from] WindowError),
 }
 
+/// How far a waiting rollout's estimated completion may drift before the shown plan is
+/// replaced: estimates move with the clock while nothing else changes, and a status rewritten
+/// every refresh for that alone is churn (GitOps tools and watchers see every write).
+pub const ESTIMATE_DRIFT: SignedDuration = SignedDuration::from_mins(5);
+
+/// The plan to show in status before the start: `previous` while it still describes the
+/// proposal — everything but the time estimates equal, and the estimated completion within
+/// [`ESTIMATE_DRIFT`] — else the proposal.
+pub fn shown(previous: Option<&RolloutPlan>, proposed: &RolloutPlan) -> RolloutPlan {
+    let Some(previous) = previous else {
+        return proposed.clone();
+    };
+    let untimed = |plan: &RolloutPlan| RolloutPlan {
+        waves: plan
+            .waves
+            .iter()
+            .map(|w| PlannedWave {
+                estimated_start_at: None,
+                estimated_finish_at: None,
+                ..w.clone()
+            })
+            .collect(),
+        estimated_completion_at: None,
+        computed_at: None,
+        ..plan.clone()
+    };
+    let close = match (
+        &previous.estimated_completion_at,
+        &proposed.estimated_completion_at,
+    ) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.0.duration_since(b.0).abs() < ESTIMATE_DRIFT,
+        _ => false,
+    };
+    if close && untimed(previous) == untimed(proposed) {
+        previous.clone()
+    } else {
+        proposed.clone()
+    }
+}
+
 /// A computed plan.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -686,6 +727,25 @@ mod tests {
         let mut later = input(&spec, &release, fleet(20));
         later.now = ts("2030-07-01T12:05:00Z");
         assert_eq!(base.hash, plan(later).unwrap().hash);
+    }
+
+    #[test]
+    fn a_waiting_plan_is_shown_unchanged_until_it_or_its_estimate_moves() {
+        let spec = rollout_spec(serde_json::json!({"maxInFlight": 5}));
+        let release = release(None);
+        let first = plan(input(&spec, &release, fleet(20))).unwrap().status;
+        let mut later = input(&spec, &release, fleet(20));
+        later.now = ts("2030-07-01T12:01:00Z");
+        let later = plan(later).unwrap().status;
+        assert_ne!(first, later, "the estimates moved with the clock");
+        assert_eq!(shown(Some(&first), &later), first, "a minute of drift");
+        let mut much_later = input(&spec, &release, fleet(20));
+        much_later.now = ts("2030-07-01T12:06:00Z");
+        let much_later = plan(much_later).unwrap().status;
+        assert_eq!(shown(Some(&first), &much_later), much_later, "six minutes");
+        let bigger = plan(input(&spec, &release, fleet(21))).unwrap().status;
+        assert_eq!(shown(Some(&first), &bigger), bigger, "another plan");
+        assert_eq!(shown(None, &first), first);
     }
 
     #[test]

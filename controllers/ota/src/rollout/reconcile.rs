@@ -477,6 +477,9 @@ async fn apply(
     tracing::debug!(?decision.phase, ?decision.actions, waves = waves_total, "decided");
 
     let approval_required = rollout.spec.approval.as_ref().is_some_and(|a| a.required);
+    let shown_plan = proposal
+        .as_ref()
+        .map(|p| plan::shown(status_now.and_then(|s| s.plan.as_ref()), &p.status));
     let compose = |base: Option<&FirmwareRolloutStatus>| {
         let tracker = ctx.state.tracker.lock();
         let book = tracker.book(&key, &uid);
@@ -492,7 +495,7 @@ async fn apply(
             plan: if started || decision.does(Step::Start) {
                 None
             } else {
-                proposal.as_ref().map(|p| &p.status)
+                shown_plan.as_ref()
             },
             book,
             crossing: crossing.as_ref(),
