@@ -1,0 +1,5 @@
+//! The Campaign kind: its pure decisions.
+
+pub mod allocation;
+pub mod quiet_hours;
+pub mod template;
