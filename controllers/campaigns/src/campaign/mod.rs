@@ -2,4 +2,5 @@
 
 pub mod allocation;
 pub mod quiet_hours;
+pub mod retry;
 pub mod template;
