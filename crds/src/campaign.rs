@@ -459,6 +459,59 @@ pub enum CampaignPhase {
     Failed,
 }
 
+impl CampaignPhase {
+    /// Every phase, in lifecycle order.
+    pub const ALL: [CampaignPhase; 7] = [
+        CampaignPhase::Draft,
+        CampaignPhase::Scheduled,
+        CampaignPhase::Running,
+        CampaignPhase::Paused,
+        CampaignPhase::Completed,
+        CampaignPhase::Cancelled,
+        CampaignPhase::Failed,
+    ];
+
+    /// The wire form (as in `status.phase`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CampaignPhase::Draft => "Draft",
+            CampaignPhase::Scheduled => "Scheduled",
+            CampaignPhase::Running => "Running",
+            CampaignPhase::Paused => "Paused",
+            CampaignPhase::Completed => "Completed",
+            CampaignPhase::Cancelled => "Cancelled",
+            CampaignPhase::Failed => "Failed",
+        }
+    }
+}
+
+/// The campaign lifecycle. Before the start a campaign moves freely between Draft and
+/// Scheduled (its schedule is edited), and Paused (suspended); it starts into Running, pauses
+/// and resumes, and ends Completed or Failed; Cancelled is reachable from every live phase.
+/// Nothing leaves a terminal phase.
+impl crate::phase::Phase for CampaignPhase {
+    const ALL: &'static [Self] = &CampaignPhase::ALL;
+    const INITIAL: Self = CampaignPhase::Draft;
+
+    fn as_str(self) -> &'static str {
+        CampaignPhase::as_str(self)
+    }
+
+    fn allows(self, next: Self) -> bool {
+        use CampaignPhase::{Cancelled, Completed, Draft, Failed, Paused, Running, Scheduled};
+        matches!(
+            (self, next),
+            (Draft, Scheduled | Running | Paused | Cancelled)
+                | (Scheduled, Draft | Running | Paused | Cancelled)
+                | (Running, Paused | Completed | Failed | Cancelled)
+                | (
+                    Paused,
+                    Draft | Scheduled | Running | Completed | Failed | Cancelled
+                )
+        )
+    }
+}
+
 /// Message counts.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
