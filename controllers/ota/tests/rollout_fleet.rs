@@ -4,194 +4,19 @@
 
 mod common;
 
-use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{Harness, NAMESPACE};
+use common::fleet::{LONG, current, release, start};
 use flotilla_crds::condition::types;
 use flotilla_crds::{Device, FirmwareRelease, FirmwareRollout, FirmwareRolloutPhase};
-use flotilla_gateway::{GatewayConfig, PollingSleep, RateLimit};
 use flotilla_runtime::testing::wait_for;
-use flotilla_runtime::{Shutdown, SystemClock};
 use flotilla_sandbox::{FaultRule, Verb};
-use flotilla_simulator::{FleetSpec, ModelRate, ModelShare, Simulation};
+use flotilla_simulator::{FleetSpec, ModelRate};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::ListParams;
 use serde_json::json;
-
-const LONG: Duration = Duration::from_secs(60);
-const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
-
-struct Fleet {
-    harness: Harness,
-    gateway_url: String,
-    shutdown: Shutdown,
-    _simulation: Option<Simulation>,
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
-
-fn release(name: &str, version: &str) -> serde_json::Value {
-    json!({
-        "apiVersion": "flotilla.dev/v1alpha1", "kind": "FirmwareRelease",
-        "metadata": {"name": name},
-        "spec": {"version": version, "compatibleModels": ["alpha", "beta"],
-                 "artifact": {"url": format!("https://fw.example.com/{version}.bin"), "sha256": SHA, "sizeBytes": 4096}},
-    })
-}
-
-async fn start() -> Fleet {
-    let harness = Harness::start_with(flotilla_ota::Selection {
-        release: true,
-        rollout: true,
-    })
-    .await;
-    harness
-        .create::<FirmwareRelease>(release("fw-1-0-0", "1.0.0"))
-        .await;
-    harness
-        .create::<FirmwareRelease>(release("fw-2-0-0", "2.0.0"))
-        .await;
-    let shutdown = Shutdown::new();
-    let config = GatewayConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
-        namespaces: vec![NAMESPACE.to_owned()],
-        polling: PollingSleep {
-            busy: Duration::from_secs(1),
-            idle: Duration::from_secs(1),
-        },
-        last_seen_resolution: Duration::from_secs(1),
-        rate_limit: RateLimit {
-            per_minute: NonZeroU32::new(6000).unwrap(),
-            burst: NonZeroU32::new(100).unwrap(),
-        },
-        ..GatewayConfig::default()
-    };
-    let gateway = flotilla_gateway::start(
-        config,
-        harness.client.clone(),
-        Arc::new(SystemClock),
-        shutdown.clone(),
-    )
-    .await
-    .expect("gateway starts");
-    let gateway_url = format!("http://{}", gateway.address);
-    tokio::spawn(gateway.wait());
-    harness.ready().await;
-    Fleet {
-        harness,
-        gateway_url,
-        shutdown,
-        _simulation: None,
-    }
-}
-
-impl Fleet {
-    /// Provisions and starts `devices` simulated devices (models alpha and beta, half each)
-    /// on 1.0.0.
-    async fn simulate(&mut self, devices: usize, spec: FleetSpec) {
-        let spec = FleetSpec {
-            gateway_url: self.gateway_url.clone(),
-            namespace: NAMESPACE.to_owned(),
-            devices,
-            models: vec![
-                ModelShare {
-                    model: "alpha".into(),
-                    share: 1,
-                },
-                ModelShare {
-                    model: "beta".into(),
-                    share: 1,
-                },
-            ],
-            starting_version: "1.0.0".into(),
-            update_duration: Duration::from_millis(400),
-            progress_steps: 2,
-            ..spec
-        };
-        flotilla_simulator::provision(&self.harness.client, &spec)
-            .await
-            .expect("provision");
-        self._simulation =
-            Some(flotilla_simulator::start(spec, self.shutdown.clone()).expect("simulator"));
-        // Every device has reported once (lastSeen set), so none is planned as offline.
-        let api = self.harness.api::<Device>();
-        wait_for("every device to report", LONG, || async {
-            let list = api.list(&ListParams::default()).await.ok()?;
-            (list.items.len() == devices
-                && list
-                    .items
-                    .iter()
-                    .all(|d| d.status.as_ref().is_some_and(|s| s.last_seen.is_some())))
-            .then_some(())
-        })
-        .await
-        .expect("devices report");
-    }
-
-    async fn rollout(&self, name: &str, spec: serde_json::Value) -> FirmwareRollout {
-        let mut base = json!({
-            "release": "fw-2-0-0",
-            "selector": {"matchLabels": {"flotilla.dev/simulated": "sim"}},
-            "waves": [{"percent": 10}, {"percent": 50}, {"percent": 100}],
-            "maxInFlight": 4,
-            "soakTime": "1s",
-            "deviceTimeout": "30s",
-            "offlineAfter": "1m",
-            "retries": {"limit": 0, "initialBackoff": "1s", "maxBackoff": "1s"},
-        });
-        base.as_object_mut()
-            .unwrap()
-            .extend(spec.as_object().unwrap().clone());
-        self.harness
-            .create::<FirmwareRollout>(json!({
-                "apiVersion": "flotilla.dev/v1alpha1", "kind": "FirmwareRollout",
-                "metadata": {"name": name}, "spec": base,
-            }))
-            .await
-    }
-
-    /// Waits for the rollout to reach `phase`, sampling `updating` on the way.
-    async fn until_phase(
-        &self,
-        name: &str,
-        phase: FirmwareRolloutPhase,
-        most_updating: &AtomicU32,
-    ) -> FirmwareRollout {
-        let api = self.harness.api::<FirmwareRollout>();
-        wait_for(format!("rollout {name} to be {phase:?}"), LONG, || async {
-            let rollout = api.get(name).await.ok()?;
-            let status = rollout.status.as_ref()?;
-            if let Some(counts) = &status.counts {
-                most_updating.fetch_max(counts.updating as u32, Ordering::Relaxed);
-            }
-            (status.phase == Some(phase)).then_some(rollout)
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    async fn devices(&self) -> Vec<Device> {
-        self.harness
-            .api::<Device>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-    }
-}
-
-fn current(device: &Device) -> Option<&str> {
-    device.status.as_ref()?.current_version.as_deref()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rollout_moves_every_device_through_its_waves() {

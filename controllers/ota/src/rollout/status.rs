@@ -31,6 +31,8 @@ pub mod event_reasons {
     pub const COMPLETED: &str = "Completed";
     /// The spec is invalid.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The rollout's FirmwareRelease is missing or not Ready.
+    pub const RELEASE_NOT_READY: &str = "ReleaseNotReady";
     /// The target shards could not be read.
     pub const SHARDS_UNREADABLE: &str = "TargetShardsUnreadable";
 }
@@ -368,6 +370,24 @@ pub fn transition_events(
             note: message,
         });
     }
+    // A rollout waiting for its release says so once per cause, not only in its condition.
+    let release_not_ready = |s: &FirmwareRolloutStatus| {
+        s.conditions
+            .iter()
+            .find(|c| {
+                c.type_ == types::RELEASE_READY && c.status == ConditionStatus::False.as_str()
+            })
+            .map(|c| c.message.clone())
+    };
+    if let Some(message) = release_not_ready(after)
+        && before.and_then(release_not_ready).as_ref() != Some(&message)
+    {
+        events.push(RolloutEvent {
+            type_: EventType::Warning,
+            reason: event_reasons::RELEASE_NOT_READY,
+            note: message,
+        });
+    }
     let was = before.and_then(|s| s.phase).unwrap_or_default();
     let is = after.phase.unwrap_or_default();
     let note = reason.map_or_else(|| is.as_str().to_owned(), describe);
@@ -427,4 +447,47 @@ pub fn transition_events(
         });
     }
     events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_release_ready(status: &str, message: &str) -> FirmwareRolloutStatus {
+        FirmwareRolloutStatus {
+            phase: Some(P::Pending),
+            conditions: vec![Condition {
+                type_: types::RELEASE_READY.into(),
+                status: status.into(),
+                reason: reasons::NOT_READY.into(),
+                message: message.into(),
+                last_transition_time: Time(Timestamp::UNIX_EPOCH),
+                observed_generation: None,
+            }],
+            ..FirmwareRolloutStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_release_that_is_not_ready_is_an_event_once_per_cause() {
+        let missing = with_release_ready("False", "FirmwareRelease fw not found");
+        let events = transition_events(None, &missing, None);
+        assert_eq!(
+            events.len(),
+            1,
+            "{:?}",
+            events.iter().map(|e| e.reason).collect::<Vec<_>>()
+        );
+        assert_eq!(events[0].reason, event_reasons::RELEASE_NOT_READY);
+        assert!(matches!(events[0].type_, EventType::Warning));
+        assert_eq!(events[0].note, "FirmwareRelease fw not found");
+        assert!(transition_events(Some(&missing), &missing, None).is_empty());
+        let not_ready = with_release_ready("False", "FirmwareRelease fw is not Ready");
+        assert_eq!(
+            transition_events(Some(&missing), &not_ready, None)[0].reason,
+            event_reasons::RELEASE_NOT_READY
+        );
+        let ready = with_release_ready("True", "the FirmwareRelease is Ready");
+        assert!(transition_events(Some(&not_ready), &ready, None).is_empty());
+    }
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod fleet;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,15 +37,6 @@ pub fn operator_rules() -> Vec<flotilla_sandbox::rbac::Rule> {
     .expect("config/rbac is readable")
 }
 
-fn operator_client(sandbox: &Sandbox) -> Client {
-    let mut config = sandbox.kube_config();
-    config.headers.push((
-        http::header::USER_AGENT,
-        http::HeaderValue::from_static(OPERATOR_USER_AGENT),
-    ));
-    Client::try_from(config).expect("client")
-}
-
 /// A running sandbox and operator.
 pub struct Harness {
     sandbox: Option<Sandbox>,
@@ -52,6 +45,7 @@ pub struct Harness {
     pub operator: Operator,
     controllers: Option<JoinHandle<()>>,
     selection: flotilla_ota::Selection,
+    client_retries: bool,
 }
 
 impl Harness {
@@ -67,6 +61,16 @@ impl Harness {
 
     /// Starts the sandbox with the CRDs and runs the selected OTA controllers against it.
     pub async fn start_with(selection: flotilla_ota::Selection) -> Self {
+        Self::start_with_client(selection, true).await
+    }
+
+    /// As [`Harness::start_with`]; `client_retries: false` takes kube's retry layer (429, 503
+    /// and 504 retried inside the client, `Retry-After` honoured) out of the operator's
+    /// client, so that every injected fault reaches the controller itself.
+    pub async fn start_with_client(
+        selection: flotilla_ota::Selection,
+        client_retries: bool,
+    ) -> Self {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("flotilla=debug,kube=warn"));
         let _ = tracing_subscriber::fmt()
@@ -86,21 +90,14 @@ impl Harness {
             concurrency: 4,
             ..Config::default()
         };
-        let operator = Operator::new(
-            operator_client(&sandbox),
-            config,
-            Arc::new(SystemClock),
-            Shutdown::new(),
-        )
-        .expect("operator");
-        let running = operator.clone();
-        let controllers = tokio::spawn(async move { flotilla_ota::run(&running, selection).await });
+        let (operator, controllers) = spawn_operator(&sandbox, config, selection, client_retries);
         Self {
             sandbox: Some(sandbox),
             client,
             operator,
             controllers: Some(controllers),
             selection,
+            client_retries,
         }
     }
 
@@ -151,7 +148,8 @@ impl Harness {
     }
 
     /// Stops the operator (its in-memory state goes with it) and starts a fresh one against
-    /// the same API server, as after a crash or a leader change.
+    /// the same API server, as after a leader change: a graceful stop — the shutdown signal,
+    /// then in-flight reconciles finish.
     pub async fn restart(&mut self) {
         self.operator.shutdown.trigger();
         if let Some(controllers) = self.controllers.take() {
@@ -160,19 +158,31 @@ impl Harness {
                 .expect("controllers stop after the shutdown signal")
                 .expect("controller task");
         }
+        self.respawn();
+    }
+
+    /// Kills the operator as a crash would — its task is aborted wherever it is, mid-reconcile
+    /// or mid-request, with no shutdown signal and nothing finished — and starts a fresh one
+    /// against the same API server.
+    pub async fn crash(&mut self) {
+        if let Some(controllers) = self.controllers.take() {
+            controllers.abort();
+            let ended = tokio::time::timeout(WAIT, controllers)
+                .await
+                .expect("an aborted task ends");
+            assert!(
+                ended.as_ref().is_err_and(|e| e.is_cancelled()) || ended.is_ok(),
+                "the controller task panicked: {ended:?}"
+            );
+        }
+        self.respawn();
+    }
+
+    fn respawn(&mut self) {
         let config = (*self.operator.config).clone();
-        let operator = Operator::new(
-            operator_client(self.sandbox()),
-            config,
-            Arc::new(SystemClock),
-            Shutdown::new(),
-        )
-        .expect("operator");
-        let running = operator.clone();
-        let selection = self.selection;
-        self.controllers = Some(tokio::spawn(async move {
-            flotilla_ota::run(&running, selection).await
-        }));
+        let (operator, controllers) =
+            spawn_operator(self.sandbox(), config, self.selection, self.client_retries);
+        self.controllers = Some(controllers);
         self.operator = operator;
     }
 
@@ -295,6 +305,27 @@ impl Harness {
             })
             .collect()
     }
+}
+
+/// An operator running the selected controllers against `sandbox`, on its own client.
+fn spawn_operator(
+    sandbox: &Sandbox,
+    config: Config,
+    selection: flotilla_ota::Selection,
+    client_retries: bool,
+) -> (Operator, JoinHandle<()>) {
+    let mut kube_config = sandbox.kube_config();
+    kube_config.default_retry = client_retries;
+    kube_config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(OPERATOR_USER_AGENT),
+    ));
+    let client = Client::try_from(kube_config).expect("a plain-HTTP client");
+    let operator =
+        Operator::new(client, config, Arc::new(SystemClock), Shutdown::new()).expect("operator");
+    let running = operator.clone();
+    let controllers = tokio::spawn(async move { flotilla_ota::run(&running, selection).await });
+    (operator, controllers)
 }
 
 /// Every test ends by checking that `config/rbac/` granted each request the operator sent, so
