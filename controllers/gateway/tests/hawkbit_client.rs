@@ -110,7 +110,7 @@ async fn the_hawkbit_crate_polls_updates_reports_and_cancels() {
             Execution::Closed,
             Finished::Success,
             Some(Mode::Merge),
-            json!({"serial": "SN-0001", "hwRevision": "C"}),
+            json!({"serial": "SN-0001", "hwRevision": "C", "bootCount": "4"}),
             vec!["attributes"],
         )
         .await
@@ -120,13 +120,18 @@ async fn the_hawkbit_crate_polls_updates_reports_and_cancels() {
             d.status.as_ref().is_some_and(|s| !s.attributes.is_empty())
         })
         .await;
-    let attributes = reported.status.unwrap().attributes;
+    let status = reported.status.unwrap();
     assert_eq!(
         (
-            attributes["serial"].as_str(),
-            attributes["hwRevision"].as_str()
+            status.attributes["serial"].as_str(),
+            status.attributes["hwRevision"].as_str()
         ),
         ("SN-0001", "C")
+    );
+    assert_eq!(
+        status.boot_count,
+        Some(4),
+        "bootCount follows the attribute"
     );
     poll_until(&ddi, "configData no longer requested", |r| {
         r.config_data_request().is_none()
