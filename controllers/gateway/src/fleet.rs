@@ -2,11 +2,16 @@
 //! each from one watch cache per namespace served (or one for the cluster), so a poll costs no
 //! API request. Devices the gateway itself just wrote are read from the write's response until
 //! the watch catches up, so a report repeated a moment later is recognised as a repeat.
+//!
+//! Devices are the one kind with a hundred thousand objects, so their cache is the gateway's
+//! own ([`DeviceCache`]): per Device only what polls, reports and authentication read (the
+//! spec, the enrollment record, the resourceVersion, the status as compact JSON), and a
+//! re-list updates it in place instead of building a second copy of the fleet.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use flotilla_crds::{Device, FirmwareRelease};
+use flotilla_crds::{Device, DeviceSpec, DeviceStatus, FirmwareRelease};
 use flotilla_runtime::readiness::Readiness;
 use flotilla_runtime::watch::{SharedWatch, watcher_config};
 use flotilla_runtime::{Config, Shutdown};
@@ -28,14 +33,146 @@ pub const ENROLLED_BY_ANNOTATION: &str = "flotilla.dev/enrolled-by";
 
 #[derive(Clone)]
 struct Scope {
-    devices: Store<Device>,
+    devices: Arc<RwLock<DeviceCache>>,
     releases: Store<FirmwareRelease>,
     secrets: Store<Secret>,
     gateway_tokens: Store<Secret>,
 }
 
 /// Devices written by this process and not yet seen back from the watch, by `namespace/name`.
-type OwnWrites = Arc<Mutex<HashMap<(String, String), Arc<Device>>>>;
+type OwnWrites = Arc<Mutex<HashMap<(String, String), Arc<CachedDevice>>>>;
+
+/// What the gateway keeps of a Device: about 600 bytes where the whole object (labels, uid,
+/// timestamps, the status decoded) took some 2.4 KiB.
+#[derive(Debug, PartialEq)]
+struct CachedDevice {
+    /// What a status write is conditional on, and how a write is told from an older event.
+    resource_version: Option<Box<str>>,
+    /// The gateway-token Secret that enrolled it ([`ENROLLED_BY_ANNOTATION`]).
+    enrolled_by: Option<Box<str>>,
+    spec: DeviceSpec,
+    /// `status` as JSON, without `conditions` and `observedGeneration`: the controllers' fields,
+    /// which the gateway neither reads nor writes. Decoded only when the Device is read.
+    status: Option<Box<[u8]>>,
+}
+
+impl CachedDevice {
+    fn of(device: &Device) -> Self {
+        let status = device.status.as_ref().map(|status| {
+            let kept = DeviceStatus {
+                conditions: Vec::new(),
+                observed_generation: None,
+                ..status.clone()
+            };
+            serde_json::to_vec(&kept)
+                .expect("a DeviceStatus serializes")
+                .into_boxed_slice()
+        });
+        Self {
+            resource_version: device.metadata.resource_version.as_deref().map(Into::into),
+            enrolled_by: device
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ENROLLED_BY_ANNOTATION))
+                .map(|by| by.as_str().into()),
+            spec: device.spec.clone(),
+            status,
+        }
+    }
+
+    /// The Device `namespace/name` as the gateway reads it: name, namespace, resourceVersion,
+    /// the enrollment annotation, spec and status.
+    fn device(&self, namespace: &str, name: &str) -> Device {
+        let mut device = Device::new(name, self.spec.clone());
+        device.metadata.namespace = Some(namespace.to_owned());
+        device.metadata.resource_version = self.resource_version.as_deref().map(str::to_owned);
+        device.metadata.annotations = self
+            .enrolled_by
+            .as_deref()
+            .map(|by| [(ENROLLED_BY_ANNOTATION.to_owned(), by.to_owned())].into());
+        device.status = self.status.as_deref().map(|json| {
+            serde_json::from_slice(json)
+                .expect("the cached status was serialized from a DeviceStatus")
+        });
+        device
+    }
+
+    fn version(&self) -> Option<u64> {
+        self.resource_version.as_deref()?.parse().ok()
+    }
+}
+
+/// A cached Device and the list that last delivered it.
+#[derive(Debug)]
+struct Listed {
+    list: u32,
+    device: Arc<CachedDevice>,
+}
+
+/// The Devices of a scope, by namespace and name, kept from the watch's events.
+///
+/// A re-list (after the watch fell too far behind) overwrites each Device in place and, once
+/// the list is through, drops those it did not deliver: kube-runtime's store would build the
+/// whole fleet a second time and swap, doubling the cache for as long as the list takes.
+#[derive(Debug, Default)]
+struct DeviceCache {
+    by_namespace: HashMap<String, HashMap<Box<str>, Listed>>,
+    /// The number of the list in progress or last done.
+    list: u32,
+}
+
+impl DeviceCache {
+    fn apply_watcher_event(&mut self, event: &watcher::Event<Device>) {
+        match event {
+            watcher::Event::Init => self.list = self.list.wrapping_add(1),
+            watcher::Event::InitApply(device) | watcher::Event::Apply(device) => {
+                let namespace = device.metadata.namespace.as_deref().unwrap_or_default();
+                let name = device.metadata.name.as_deref().unwrap_or_default();
+                let listed = Listed {
+                    list: self.list,
+                    device: Arc::new(CachedDevice::of(device)),
+                };
+                match self.by_namespace.get_mut(namespace) {
+                    Some(devices) => {
+                        devices.insert(name.into(), listed);
+                    }
+                    None => {
+                        self.by_namespace.insert(
+                            namespace.to_owned(),
+                            HashMap::from([(Box::from(name), listed)]),
+                        );
+                    }
+                }
+            }
+            watcher::Event::Delete(device) => {
+                let namespace = device.metadata.namespace.as_deref().unwrap_or_default();
+                if let Some(devices) = self.by_namespace.get_mut(namespace) {
+                    devices.remove(device.metadata.name.as_deref().unwrap_or_default());
+                }
+            }
+            watcher::Event::InitDone => {
+                let list = self.list;
+                for devices in self.by_namespace.values_mut() {
+                    devices.retain(|_, listed| listed.list == list);
+                }
+                self.by_namespace.retain(|_, devices| !devices.is_empty());
+            }
+        }
+    }
+
+    fn get(&self, namespace: &str, name: &str) -> Option<Arc<CachedDevice>> {
+        self.by_namespace
+            .get(namespace)?
+            .get(name)
+            .map(|listed| listed.device.clone())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_namespace.values().map(HashMap::len).sum()
+    }
+}
 
 /// The gateway's view of the fleet. Cheap to share (`Arc`).
 pub struct Fleet {
@@ -91,20 +228,17 @@ impl Fleet {
         let own_writes = OwnWrites::default();
         let start = |namespace: Option<&str>| {
             let suffix = namespace.map_or_else(String::new, |ns| format!(" in {ns}"));
+            // Uncached: the handler below keeps the gateway's own, smaller cache.
             let mut devices =
                 SharedWatch::new("devices", api(client, namespace), watcher_config(config))
-                    .caching(|device: &Device| {
-                        let mut kept = device.clone();
-                        // Only the enrollment record is read from the annotations.
-                        kept.metadata.annotations = device
-                            .metadata
-                            .annotations
-                            .as_ref()
-                            .and_then(|a| a.get(ENROLLED_BY_ANNOTATION))
-                            .map(|by| [(ENROLLED_BY_ANNOTATION.to_owned(), by.clone())].into());
-                        kept.metadata.managed_fields = None;
-                        kept
-                    });
+                    .uncached();
+            let cache = Arc::new(RwLock::new(DeviceCache::default()));
+            let kept = cache.clone();
+            devices.on_event(move |event| {
+                kept.write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .apply_watcher_event(event);
+            });
             let writes = own_writes.clone();
             devices.on_event(move |event| {
                 let seen = match event {
@@ -118,7 +252,7 @@ impl Fleet {
                 );
                 let mut writes = writes.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(written) = writes.get(&key)
-                    && resource_version(seen) >= resource_version(written.as_ref())
+                    && resource_version(seen) >= written.version()
                 {
                     writes.remove(&key);
                 }
@@ -141,7 +275,7 @@ impl Fleet {
             )
             .caching(data_only);
             let scope = Scope {
-                devices: devices.store(),
+                devices: cache,
                 releases: releases.store(),
                 secrets: secrets.store(),
                 gateway_tokens: gateway_tokens.store(),
@@ -189,25 +323,26 @@ impl Fleet {
         let cached = self
             .scope(namespace)?
             .devices
-            .get(&ObjectRef::new(name).within(namespace));
-        let writes = self
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(namespace, name);
+        let written = self
             .own_writes
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match (cached, writes.get(&(namespace.to_owned(), name.to_owned()))) {
-            (Some(cached), Some(written))
-                if resource_version(written.as_ref()) > resource_version(cached.as_ref()) =>
-            {
-                Some(written.clone())
-            }
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned();
+        let newest = match (cached, written) {
+            (Some(cached), Some(written)) if written.version() > cached.version() => written,
             // Just created (enrolled) by this process, not yet seen by the watch.
-            (None, Some(written)) => Some(written.clone()),
-            (cached, _) => cached,
-        }
+            (None, Some(written)) => written,
+            (cached, _) => cached?,
+        };
+        Some(Arc::new(newest.device(namespace, name)))
     }
 
     /// Remembers a Device this process wrote, until the watch delivers it (or a newer one).
-    pub fn wrote(&self, device: Device) {
+    pub fn wrote(&self, device: &Device) {
         let key = (
             device.metadata.namespace.clone().unwrap_or_default(),
             device.metadata.name.clone().unwrap_or_default(),
@@ -215,7 +350,7 @@ impl Fleet {
         self.own_writes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, Arc::new(device));
+            .insert(key, Arc::new(CachedDevice::of(device)));
     }
 
     /// The FirmwareRelease `namespace/name`.
@@ -267,4 +402,124 @@ pub struct GatewayTokenData {
     pub token_hash: Option<Vec<u8>>,
     /// `model`: the model of the Devices it enrolls.
     pub model: Option<Vec<u8>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn device(name: &str, version: &str, serial: Option<&str>) -> Device {
+        let mut status = json!({"phase": "Online", "currentVersion": "1.0.0",
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Seen", "message": "",
+                            "lastTransitionTime": "2030-01-01T09:00:00Z"}],
+            "observedGeneration": 3});
+        if let Some(serial) = serial {
+            status["attributes"] = json!({"serial": serial});
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "flotilla.dev/v1alpha1", "kind": "Device",
+            "metadata": {"name": name, "namespace": "fleet", "resourceVersion": version,
+                         "uid": "0b3c1d5e-5b4e-4a59-9d53-3f3c4a3b2a10",
+                         "labels": {"flotilla.dev/simulated": "sim"},
+                         "annotations": {ENROLLED_BY_ANNOTATION: "fleet-enrollment",
+                                         "kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+            "spec": {"model": "sensor-v2", "tokenSecretRef": {"name": "tokens", "key": name},
+                     "firmware": {"version": "2.4.1", "release": "sensor-2-4-1", "actionId": 7}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn names(cache: &DeviceCache) -> Vec<String> {
+        let mut names: Vec<String> = cache
+            .by_namespace
+            .values()
+            .flat_map(|d| d.keys().map(|k| k.to_string()))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_device_is_read_back_with_what_the_gateway_uses_and_nothing_else() {
+        let full = device("sensor-1", "12", Some("SN-1"));
+        let read = CachedDevice::of(&full).device("fleet", "sensor-1");
+        assert_eq!(read.metadata.name.as_deref(), Some("sensor-1"));
+        assert_eq!(read.metadata.namespace.as_deref(), Some("fleet"));
+        assert_eq!(read.metadata.resource_version.as_deref(), Some("12"));
+        assert_eq!(
+            read.metadata.annotations,
+            Some(
+                [(
+                    ENROLLED_BY_ANNOTATION.to_owned(),
+                    "fleet-enrollment".to_owned()
+                )]
+                .into()
+            )
+        );
+        assert_eq!((read.metadata.labels, read.metadata.uid), (None, None));
+        assert_eq!(read.spec, full.spec);
+        let (status, original) = (read.status.unwrap(), full.status.unwrap());
+        assert_eq!(
+            status,
+            DeviceStatus {
+                conditions: Vec::new(),
+                observed_generation: None,
+                ..original
+            }
+        );
+        let bare = CachedDevice::of(&Device::new("sensor-2", full.spec.clone()));
+        assert_eq!(bare.device("fleet", "sensor-2").status, None);
+    }
+
+    #[test]
+    fn events_move_and_delete_devices() {
+        let mut cache = DeviceCache::default();
+        cache.apply_watcher_event(&watcher::Event::Init);
+        cache.apply_watcher_event(&watcher::Event::InitApply(device("a", "1", None)));
+        cache.apply_watcher_event(&watcher::Event::InitApply(device("b", "2", None)));
+        cache.apply_watcher_event(&watcher::Event::InitDone);
+        assert_eq!(names(&cache), ["a", "b"]);
+        cache.apply_watcher_event(&watcher::Event::Apply(device("a", "3", Some("SN-3"))));
+        let a = cache.get("fleet", "a").unwrap();
+        assert_eq!(a.version(), Some(3));
+        assert!(
+            a.device("fleet", "a")
+                .status
+                .unwrap()
+                .attributes
+                .contains_key("serial")
+        );
+        cache.apply_watcher_event(&watcher::Event::Delete(device("b", "4", None)));
+        assert_eq!(names(&cache), ["a"]);
+        assert!(cache.get("fleet", "b").is_none());
+        assert!(cache.get("other", "a").is_none());
+    }
+
+    #[test]
+    fn a_relist_updates_in_place_and_drops_what_it_did_not_deliver() {
+        let mut cache = DeviceCache::default();
+        cache.apply_watcher_event(&watcher::Event::Init);
+        for (name, version) in [("a", "1"), ("b", "2"), ("c", "3")] {
+            cache.apply_watcher_event(&watcher::Event::InitApply(device(name, version, None)));
+        }
+        cache.apply_watcher_event(&watcher::Event::InitDone);
+        // The watch fell behind: b was deleted and d created meanwhile.
+        cache.apply_watcher_event(&watcher::Event::Init);
+        cache.apply_watcher_event(&watcher::Event::InitApply(device("a", "5", None)));
+        // Mid-list, what is not re-listed yet is still served.
+        assert_eq!(names(&cache), ["a", "b", "c"]);
+        assert_eq!(cache.get("fleet", "a").unwrap().version(), Some(5));
+        cache.apply_watcher_event(&watcher::Event::InitApply(device("c", "3", None)));
+        cache.apply_watcher_event(&watcher::Event::InitApply(device("d", "6", None)));
+        cache.apply_watcher_event(&watcher::Event::InitDone);
+        assert_eq!(names(&cache), ["a", "c", "d"]);
+        assert_eq!(cache.len(), 3);
+        // A list that delivers nothing empties the cache.
+        cache.apply_watcher_event(&watcher::Event::Init);
+        cache.apply_watcher_event(&watcher::Event::InitDone);
+        assert_eq!(cache.len(), 0);
+        assert!(cache.by_namespace.is_empty());
+    }
 }

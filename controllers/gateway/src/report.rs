@@ -184,7 +184,12 @@ pub fn cancel_feedback(
     Ok(status)
 }
 
-/// Applies `PUT configData` to `status.attributes`, within the limits of the Device schema.
+/// The configData attribute whose value, a non-negative integer, is written to
+/// `status.bootCount` too (the simulator and agents with a boot counter report it).
+pub const BOOT_COUNT_ATTRIBUTE: &str = "bootCount";
+
+/// Applies `PUT configData` to `status.attributes`, within the limits of the Device schema,
+/// and a reported [`BOOT_COUNT_ATTRIBUTE`] to `status.bootCount`.
 pub fn config_data(device: &Device, data: &ConfigData) -> Outcome {
     let mut status = device.status.clone().unwrap_or_default();
     for (key, value) in &data.data {
@@ -214,6 +219,17 @@ pub fn config_data(device: &Device, data: &ConfigData) -> Outcome {
         return Err(Refusal::Invalid(format!(
             "a device has at most {MAX_ATTRIBUTES} attributes"
         )));
+    }
+    // `status.bootCount` follows the attribute; a value that is not a count leaves it alone.
+    // `lastBootAt` is not derived from it: an agent reports the boot into a new version
+    // after its `closed`/`success`, and the rollout would take that boot for a reboot loop.
+    if let Some(count) = status
+        .attributes
+        .get(BOOT_COUNT_ATTRIBUTE)
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|count| *count >= 0)
+    {
+        status.boot_count = Some(count);
     }
     status.phase = Some(phase(&status));
     Ok(status)
@@ -623,6 +639,39 @@ mod tests {
             config_data(&d, &data(None, &many)),
             Err(Refusal::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_reported_boot_count_is_the_status_boot_count() {
+        let report = |pairs: &[(&str, &str)]| ConfigData {
+            mode: None,
+            data: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let first = config_data(&device(None), &report(&[("bootCount", "3")])).unwrap();
+        assert_eq!(first.boot_count, Some(3));
+        assert_eq!(first.last_boot_at, None);
+        let d = with(device(None), first);
+        let rebooted = config_data(&d, &report(&[("bootCount", " 4 ")])).unwrap();
+        assert_eq!(rebooted.boot_count, Some(4));
+        // Not a count: the attribute is kept as reported, bootCount stays.
+        for odd in ["-1", "many", ""] {
+            let kept = config_data(&d, &report(&[("bootCount", odd)])).unwrap();
+            assert_eq!(
+                (kept.boot_count, kept.attributes["bootCount"].as_str()),
+                (Some(3), odd)
+            );
+        }
+        // Other attributes leave it alone; removing the attribute keeps the last count.
+        let other = config_data(&d, &report(&[("serial", "1")])).unwrap();
+        assert_eq!(other.boot_count, Some(3));
+        let removed = ConfigData {
+            mode: Some(ConfigMode::Remove),
+            ..report(&[("bootCount", "")])
+        };
+        assert_eq!(config_data(&d, &removed).unwrap().boot_count, Some(3));
     }
 
     #[test]

@@ -446,7 +446,7 @@ async fn enroll_device(
             ));
         }
     };
-    state.fleet.wrote(device.clone());
+    state.fleet.wrote(&device);
     Ok(Arc::new(device))
 }
 
@@ -521,7 +521,7 @@ async fn update_status(
         {
             Ok(written) => {
                 state.metrics.write(cause, "ok");
-                state.fleet.wrote(written);
+                state.fleet.wrote(&written);
                 return Ok(());
             }
             Err(kube::Error::Api(response)) if response.code == 409 && attempt == 0 => {

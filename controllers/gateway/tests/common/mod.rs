@@ -1,3 +1,5 @@
-//! Helpers shared by the gateway's integration tests.
+//! Helpers shared by the gateway's integration tests. Each test binary uses a part of them.
+#![allow(dead_code)]
 
+pub mod fixture;
 pub mod rbac;
