@@ -202,8 +202,9 @@ pub struct DeviceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Time>,
 
-    /// When the device last booted (as it reports); rollouts use it to spot reboot loops
-    /// during the soak time.
+    /// When the device last booted: the gateway stamps it when a reported `bootCount` rises.
+    /// Rollouts use it to spot reboot loops during the soak time (a boot within half the
+    /// soak, 10 s to 2 min, after the success report is the boot into the new version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_boot_at: Option<Time>,
 

@@ -114,6 +114,9 @@ impl SandboxBuilder {
     }
 
     pub async fn start(self) -> Result<Sandbox, SandboxError> {
+        // The clients of a test or a benchmark are built after this: see
+        // flotilla_runtime::crypto (the sandbox depends on nothing of Flotilla's).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let store = Store::new(Registry::with_builtins(), self.watch_window);
         let listener = tokio::net::TcpListener::bind(self.addr)
             .await

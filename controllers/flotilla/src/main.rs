@@ -2,6 +2,7 @@
 //! linked) under the name `kubectl-flotilla` it is the kubectl plugin (`flotilla::plugin`).
 
 fn main() -> std::process::ExitCode {
+    flotilla_runtime::crypto::use_ring();
     if flotilla::plugin::invoked_as_plugin(std::env::args_os().next()) {
         return flotilla::plugin::main();
     }

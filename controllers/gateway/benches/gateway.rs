@@ -54,8 +54,8 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // The `hawkbit` dev-dependency's reqwest adds rustls' aws-lc-rs provider to the ring one.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Before the first client: see flotilla_runtime::crypto.
+    flotilla_runtime::crypto::use_ring();
     let sizes: Vec<usize> = std::env::var("FLOTILLA_BENCH_DEVICES")
         .unwrap_or_else(|_| "10000".into())
         .split(',')

@@ -221,7 +221,7 @@ pub async fn start(
     });
     let served = match &config.tls {
         Some(files) => {
-            let _ = rustls::crypto::ring::default_provider().install_default();
+            flotilla_runtime::crypto::use_ring();
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(
                 &files.certificate,
                 &files.key,

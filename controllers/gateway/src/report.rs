@@ -189,8 +189,9 @@ pub fn cancel_feedback(
 pub const BOOT_COUNT_ATTRIBUTE: &str = "bootCount";
 
 /// Applies `PUT configData` to `status.attributes`, within the limits of the Device schema,
-/// and a reported [`BOOT_COUNT_ATTRIBUTE`] to `status.bootCount`.
-pub fn config_data(device: &Device, data: &ConfigData) -> Outcome {
+/// and a reported [`BOOT_COUNT_ATTRIBUTE`] to `status.bootCount`; a count above the one
+/// recorded is a boot, stamped `status.lastBootAt` = `now`.
+pub fn config_data(device: &Device, data: &ConfigData, now: Timestamp) -> Outcome {
     let mut status = device.status.clone().unwrap_or_default();
     for (key, value) in &data.data {
         if key.is_empty() || key.chars().count() > MAX_ATTRIBUTE_KEY_LENGTH {
@@ -221,14 +222,17 @@ pub fn config_data(device: &Device, data: &ConfigData) -> Outcome {
         )));
     }
     // `status.bootCount` follows the attribute; a value that is not a count leaves it alone.
-    // `lastBootAt` is not derived from it: an agent reports the boot into a new version
-    // after its `closed`/`success`, and the rollout would take that boot for a reboot loop.
+    // A rise is a boot (the first count reported is not: it says nothing of when). Which
+    // boot is the expected one into a new version is the rollout's to judge (its grace).
     if let Some(count) = status
         .attributes
         .get(BOOT_COUNT_ATTRIBUTE)
         .and_then(|v| v.trim().parse::<i64>().ok())
         .filter(|count| *count >= 0)
     {
+        if status.boot_count.is_some_and(|before| count > before) {
+            status.last_boot_at = Some(Time(now));
+        }
         status.boot_count = Some(count);
     }
     status.phase = Some(phase(&status));
@@ -363,6 +367,10 @@ fn phase(status: &DeviceStatus) -> DevicePhase {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn boot_time() -> Timestamp {
+        "2030-01-01T10:00:00Z".parse().unwrap()
+    }
     use crate::ddi::{FeedbackResult, FeedbackStatus, Progress};
     use proptest::prelude::*;
     use serde_json::json;
@@ -616,19 +624,38 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         };
-        let status =
-            config_data(&device(None), &data(None, &[("serial", "1"), ("hw", "C")])).unwrap();
+        let status = config_data(
+            &device(None),
+            &data(None, &[("serial", "1"), ("hw", "C")]),
+            boot_time(),
+        )
+        .unwrap();
         let d = with(device(None), status);
-        let merged = config_data(&d, &data(Some(ConfigMode::Merge), &[("hw", "D")])).unwrap();
+        let merged = config_data(
+            &d,
+            &data(Some(ConfigMode::Merge), &[("hw", "D")]),
+            boot_time(),
+        )
+        .unwrap();
         assert_eq!(merged.attributes["hw"], "D");
         assert_eq!(merged.attributes.len(), 2);
-        let replaced = config_data(&d, &data(Some(ConfigMode::Replace), &[("x", "1")])).unwrap();
+        let replaced = config_data(
+            &d,
+            &data(Some(ConfigMode::Replace), &[("x", "1")]),
+            boot_time(),
+        )
+        .unwrap();
         assert_eq!(replaced.attributes.keys().collect::<Vec<_>>(), ["x"]);
-        let removed = config_data(&d, &data(Some(ConfigMode::Remove), &[("hw", "")])).unwrap();
+        let removed = config_data(
+            &d,
+            &data(Some(ConfigMode::Remove), &[("hw", "")]),
+            boot_time(),
+        )
+        .unwrap();
         assert_eq!(removed.attributes.keys().collect::<Vec<_>>(), ["serial"]);
         let long = "v".repeat(MAX_ATTRIBUTE_VALUE_LENGTH + 1);
         assert!(matches!(
-            config_data(&d, &data(None, &[("k", &long)])),
+            config_data(&d, &data(None, &[("k", &long)]), boot_time()),
             Err(Refusal::Invalid(_))
         ));
         let many: Vec<(String, String)> = (0..=MAX_ATTRIBUTES)
@@ -636,7 +663,7 @@ mod tests {
             .collect();
         let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert!(matches!(
-            config_data(&d, &data(None, &many)),
+            config_data(&d, &data(None, &many), boot_time()),
             Err(Refusal::Invalid(_))
         ));
     }
@@ -650,28 +677,39 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         };
-        let first = config_data(&device(None), &report(&[("bootCount", "3")])).unwrap();
+        let first =
+            config_data(&device(None), &report(&[("bootCount", "3")]), boot_time()).unwrap();
         assert_eq!(first.boot_count, Some(3));
         assert_eq!(first.last_boot_at, None);
         let d = with(device(None), first);
-        let rebooted = config_data(&d, &report(&[("bootCount", " 4 ")])).unwrap();
+        let rebooted = config_data(&d, &report(&[("bootCount", " 4 ")]), boot_time()).unwrap();
         assert_eq!(rebooted.boot_count, Some(4));
+        assert_eq!(
+            rebooted.last_boot_at,
+            Some(Time(boot_time())),
+            "a rise is a boot"
+        );
+        let same = config_data(&d, &report(&[("bootCount", "3")]), boot_time()).unwrap();
+        assert_eq!(same.last_boot_at, None, "the same count is no boot");
         // Not a count: the attribute is kept as reported, bootCount stays.
         for odd in ["-1", "many", ""] {
-            let kept = config_data(&d, &report(&[("bootCount", odd)])).unwrap();
+            let kept = config_data(&d, &report(&[("bootCount", odd)]), boot_time()).unwrap();
             assert_eq!(
                 (kept.boot_count, kept.attributes["bootCount"].as_str()),
                 (Some(3), odd)
             );
         }
         // Other attributes leave it alone; removing the attribute keeps the last count.
-        let other = config_data(&d, &report(&[("serial", "1")])).unwrap();
+        let other = config_data(&d, &report(&[("serial", "1")]), boot_time()).unwrap();
         assert_eq!(other.boot_count, Some(3));
         let removed = ConfigData {
             mode: Some(ConfigMode::Remove),
             ..report(&[("bootCount", "")])
         };
-        assert_eq!(config_data(&d, &removed).unwrap().boot_count, Some(3));
+        assert_eq!(
+            config_data(&d, &removed, boot_time()).unwrap().boot_count,
+            Some(3)
+        );
     }
 
     #[test]

@@ -658,7 +658,11 @@ async fn config_data(
 ) -> Result<StatusCode, ApiError> {
     let device = authenticate(&state, &headers, &tenant, &controller_id, Enroll::No).await?;
     let data: ConfigData = parse(body)?;
-    update_status(&state, device, "config", |d| report::config_data(d, &data)).await?;
+    let now = state.clock.now();
+    update_status(&state, device, "config", |d| {
+        report::config_data(d, &data, now)
+    })
+    .await?;
     Ok(StatusCode::OK)
 }
 

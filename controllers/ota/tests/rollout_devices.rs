@@ -95,16 +95,17 @@ async fn offline_devices_under_wait_are_assigned_when_they_come_back() {
     assert_eq!(fleet.harness.succeeded(Verb::Patch, "devices"), 6);
 }
 
-/// Starts `devices` simulated devices that all reboot again and again after an update, and
-/// a rollout over them soaking long enough to see it.
-async fn looping_fleet(devices: usize) -> Fleet {
+/// Starts `devices` simulated devices, a `loop_share` of which reboot again and again after
+/// an update (one boot per poll, for 15 s: past the boot grace of half the 20 s soak), and a
+/// rollout over them soaking long enough to see it.
+async fn looping_fleet(devices: usize, loop_share: f64) -> Fleet {
     let mut fleet = start().await;
     fleet
         .simulate(
             devices,
             FleetSpec {
-                reboot_loop_share: 1.0,
-                reboot_loop_boots: 5,
+                reboot_loop_share: loop_share,
+                reboot_loop_boots: 15,
                 ..FleetSpec::default()
             },
         )
@@ -121,10 +122,10 @@ async fn looping_fleet(devices: usize) -> Fleet {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_boot_reported_during_the_soak_fails_the_device_as_a_reboot_loop() {
-    let fleet = looping_fleet(2).await;
+    let fleet = looping_fleet(2, 0.0).await;
     let devices = fleet.harness.api::<Device>();
-    // The simulator's devices update; what their boots do to Device status is written here,
-    // as the gateway is documented to write it (status.lastBootAt, status.bootCount).
+    // The simulator's devices update and boot no more; one boot, later than the boot into the
+    // new version can be (half the soak after the success report), is written here.
     let updated = wait_for("sim-0000 to report success", LONG, || async {
         let device = devices.get("sim-0000").await.ok()?;
         let update = device.status.as_ref()?.update.as_ref()?;
@@ -140,10 +141,11 @@ async fn a_boot_reported_during_the_soak_fails_the_device_as_a_reboot_loop() {
         .finished_at
         .unwrap()
         .0;
-    let boot = finished
-        .checked_add(SignedDuration::from_secs(1))
-        .unwrap()
-        .max(Timestamp::now());
+    let late = finished.checked_add(SignedDuration::from_secs(11)).unwrap();
+    if let Ok(wait) = std::time::Duration::try_from(late.duration_since(Timestamp::now())) {
+        tokio::time::sleep(wait).await;
+    }
+    let boot = Timestamp::now();
     fleet
         .harness
         .write_status::<Device>(
@@ -166,14 +168,11 @@ async fn a_boot_reported_during_the_soak_fails_the_device_as_a_reboot_loop() {
 }
 
 /// End to end: the simulator's reboot-loop devices report a rising `bootCount` through
-/// `configData`, one per poll, after reporting success. The rollout judges boots by
-/// `status.lastBootAt`, which the Device docs say the gateway writes; the gateway does not,
-/// so today every looping device passes its soak and counts succeeded.
+/// `configData`, one per poll, after reporting success; the gateway stamps `lastBootAt` on
+/// each rise, and the rollout fails them as reboot loops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "the gateway keeps configData's bootCount as an attribute and never sets \
-            status.lastBootAt, so reboot loops never reach the rollout (see the test's doc)"]
 async fn the_simulators_reboot_loops_fail_their_devices_through_the_gateway() {
-    let fleet = looping_fleet(2).await;
+    let fleet = looping_fleet(2, 1.0).await;
     let status = wait_for("both devices failed", LONG, || async {
         let status = status_of(&fleet, "loopy").await?;
         let counts = status.counts.as_ref()?;

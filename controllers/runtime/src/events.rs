@@ -326,6 +326,7 @@ mod tests {
     #[tokio::test]
     async fn events_are_the_same_by_type_action_reason_and_object() {
         let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        crate::crypto::use_ring();
         let client = kube::Client::try_from(config).expect("client");
         let reporter = Reporter {
             controller: "flotilla".to_owned(),

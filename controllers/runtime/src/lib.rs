@@ -25,6 +25,7 @@ pub mod clock;
 pub mod conditions;
 pub mod config;
 pub mod context;
+pub mod crypto;
 pub mod error;
 pub mod events;
 pub mod finalizer;

@@ -166,6 +166,7 @@ mod tests {
 
     fn operator_and_context() -> (Operator, Arc<Context<()>>) {
         let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        crate::crypto::use_ring();
         let client = kube::Client::try_from(config).expect("client");
         let operator = Operator::new(
             client,

@@ -318,6 +318,7 @@ mod tests {
     #[tokio::test]
     async fn handlers_see_each_event_after_the_store_in_order() {
         let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        crate::crypto::use_ring();
         let client = kube::Client::try_from(config).expect("client");
         let mut shared = SharedWatch::new(
             "configmaps",
@@ -369,6 +370,7 @@ mod tests {
     #[tokio::test]
     async fn the_cache_keeps_what_it_is_told_and_handlers_see_everything() {
         let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        crate::crypto::use_ring();
         let client = kube::Client::try_from(config).expect("client");
         let mut shared = SharedWatch::new(
             "configmaps",
@@ -400,6 +402,7 @@ mod tests {
     #[tokio::test]
     async fn an_uncached_watch_keeps_nothing_and_still_syncs_and_hands_over_everything() {
         let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        crate::crypto::use_ring();
         let client = kube::Client::try_from(config).expect("client");
         let mut shared = SharedWatch::new(
             "configmaps",
@@ -432,6 +435,7 @@ mod tests {
     #[tokio::test]
     async fn changes_yield_objects_whose_version_changed_and_not_deletions() {
         let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        crate::crypto::use_ring();
         let client = kube::Client::try_from(config).expect("client");
         let mut shared = SharedWatch::new(
             "configmaps",

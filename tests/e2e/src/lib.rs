@@ -168,6 +168,7 @@ impl Drop for Environment {
 }
 
 async fn cluster_client(path: &Path) -> anyhow::Result<Client> {
+    flotilla_runtime::crypto::use_ring();
     let kubeconfig = Kubeconfig::read_from(path)
         .with_context(|| format!("reading {KUBECONFIG_ENV}={}", path.display()))?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())

@@ -54,9 +54,8 @@ pub async fn start() -> Fixture {
 }
 
 pub async fn start_with(config: GatewayConfig) -> Fixture {
-    // The `hawkbit` crate's reqwest enables rustls' aws-lc-rs provider next to the ring one
-    // everything else uses; with two, rustls wants the process to pick one.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Before the first client: see flotilla_runtime::crypto.
+    flotilla_runtime::crypto::use_ring();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

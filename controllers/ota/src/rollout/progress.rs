@@ -5,7 +5,10 @@
 //! release's version. Then, judged against the latest report about that `actionId`:
 //! - Succeeded and running the version: soaking until `finishedAt + soakTime`; succeeded
 //!   then if it still heartbeats (seen within `offlineAfter`) and has not booted again after
-//!   reporting success (a boot during the soak is a reboot loop: failed, `RebootLoop`);
+//!   reporting success (a boot during the soak is a reboot loop: failed, `RebootLoop`). The
+//!   boot into the new version may come just after the success report (RAUC's
+//!   hawkbit-updater reports, then reboots; SWUpdate reboots, then reports): a boot within
+//!   half the soak after it (bounded by [`BOOT_GRACE`]) is that boot;
 //! - Failed or Cancelled: a failed attempt (the device's error code, or `Cancelled`), retried
 //!   after its backoff while `retries.limit` allows;
 //! - anything else (no report yet, downloading, installing): in flight until
@@ -27,6 +30,13 @@ use super::fleet::DeviceView;
 
 /// Error code of a device that did not finish within `deviceTimeout`.
 pub const TIMEOUT: &str = "Timeout";
+/// How long after a success report a boot is still the boot into the new version: half the
+/// soak time, so that a short soak can still see a loop, within these bounds (the upper one
+/// for long soaks; the lower one because the boot report of an agent that reports success
+/// first can take a few seconds to arrive).
+pub const BOOT_GRACE: (SignedDuration, SignedDuration) =
+    (SignedDuration::from_secs(10), SignedDuration::from_mins(2));
+
 /// Error code of a device that booted again during its soak time.
 pub const REBOOT_LOOP: &str = "RebootLoop";
 /// Error code of a device that stopped heartbeating during its soak time.
@@ -151,7 +161,9 @@ pub fn judge(view: Option<&DeviceView>, terms: &Terms, now: Timestamp) -> Judged
         {
             let report = report.expect("matched a report");
             let finished = report.finished_at.unwrap_or(started);
-            if view.last_boot_at.is_some_and(|boot| boot > finished) {
+            let grace = (terms.soak / 2).clamp(BOOT_GRACE.0, BOOT_GRACE.1);
+            let expected_boot = finished.checked_add(grace).unwrap_or(finished);
+            if view.last_boot_at.is_some_and(|boot| boot > expected_boot) {
                 return failed(REBOOT_LOOP.into(), view.last_boot_at.unwrap_or(now));
             }
             let soaked = finished.checked_add(terms.soak).unwrap_or(Timestamp::MAX);
@@ -356,10 +368,25 @@ mod tests {
             "2030-01-01T10:20:00Z",
         );
         device.current_version = Some("2.0.0".into());
-        device.last_boot_at = Some(at("2030-01-01T10:22:00Z"));
+        // The boot into the new version, right after the report: still soaking.
+        device.last_boot_at = Some(at("2030-01-01T10:20:30Z"));
+        let judged = judge(Some(&device), &terms(), at("2030-01-01T10:21:00Z"));
+        assert_eq!(judged.progress, Progress::InFlight { attempt: 2 });
+        // Booting again later in the soak is a loop.
+        device.last_boot_at = Some(at("2030-01-01T10:22:30Z"));
         let judged = judge(Some(&device), &terms(), at("2030-01-01T10:23:00Z"));
         assert_eq!(judged.progress, Progress::Failed);
         assert_eq!(judged.failure.as_deref(), Some(REBOOT_LOOP));
+        // A shorter soak shortens the grace to half of it, but not below 10 s.
+        let mut short = terms();
+        short.soak = SignedDuration::from_secs(30);
+        device.last_boot_at = Some(at("2030-01-01T10:20:16Z"));
+        let judged = judge(Some(&device), &short, at("2030-01-01T10:20:17Z"));
+        assert_eq!(judged.failure.as_deref(), Some(REBOOT_LOOP));
+        short.soak = SignedDuration::from_secs(1);
+        device.last_boot_at = Some(at("2030-01-01T10:20:08Z"));
+        let judged = judge(Some(&device), &short, at("2030-01-01T10:20:09Z"));
+        assert_eq!(judged.failure, None, "within the 10 s floor");
     }
 
     #[test]
