@@ -258,11 +258,13 @@ where
                         Some(keep) => writer.apply_watcher_event(&event_of(&event, keep)),
                         None => writer.apply_watcher_event(&event),
                     }
-                    if matches!(event, watcher::Event::InitDone) {
-                        synced_tx.send_replace(true);
-                    }
                     for handler in &mut handlers {
                         handler(&event);
+                    }
+                    // After the handlers: an uncached kind's indexes take the first list in
+                    // at InitDone, and a reconcile let through by `Synced` must find it there.
+                    if matches!(event, watcher::Event::InitDone) {
+                        synced_tx.send_replace(true);
                     }
                 }
                 // The watcher retries with backoff by itself.
@@ -342,6 +344,14 @@ mod tests {
         });
         let second = seen.clone();
         shared.on_event(move |_| second.lock().expect("lock").push("second".to_owned()));
+        // Synced is signalled only once every handler has taken InitDone in.
+        let at_init_done = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let (record, watching) = (at_init_done.clone(), synced.clone());
+        shared.on_event(move |event| {
+            if matches!(event, watcher::Event::InitDone) {
+                *record.lock().expect("lock") = Some(watching.is_synced());
+            }
+        });
         let wakes = shared.wakes(|event| match event {
             watcher::Event::Apply(cm) => vec![cm.metadata.name.clone().unwrap_or_default()],
             _ => Vec::new(),
@@ -355,6 +365,7 @@ mod tests {
         assert!(!synced.is_synced());
         shared.consume(events).await;
         assert!(synced.is_synced());
+        assert_eq!(*at_init_done.lock().expect("lock"), Some(false));
         assert_eq!(store.len(), 2);
         assert_eq!(
             *seen.lock().expect("lock"),

@@ -4,11 +4,13 @@
 //! A Device is *assigned by the rollout* when `spec.firmware` names the rollout and the
 //! release's version. Then, judged against the latest report about that `actionId`:
 //! - Succeeded and running the version: soaking until `finishedAt + soakTime`; succeeded
-//!   then if it still heartbeats (seen within `offlineAfter`) and has not booted again after
+//!   once heard from after that (`lastSeen` at or after the soak's end; silent until
+//!   `offlineAfter` past it, and past the device timeout, fails it) and not booted again after
 //!   reporting success (a boot during the soak is a reboot loop: failed, `RebootLoop`). The
 //!   boot into the new version may come just after the success report (RAUC's
 //!   hawkbit-updater reports, then reboots; SWUpdate reboots, then reports): a boot within
-//!   half the soak after it (bounded by [`BOOT_GRACE`]) is that boot;
+//!   half the soak after it (bounded by [`BOOT_GRACE`]) is that boot, and a boot after the
+//!   soak is an ordinary reboot that never takes a success back;
 //! - Failed or Cancelled: a failed attempt (the device's error code, or `Cancelled`), retried
 //!   after its backoff while `retries.limit` allows;
 //! - anything else (no report yet, downloading, installing): in flight until
@@ -161,12 +163,17 @@ pub fn judge(view: Option<&DeviceView>, terms: &Terms, now: Timestamp) -> Judged
         {
             let report = report.expect("matched a report");
             let finished = report.finished_at.unwrap_or(started);
+            let soaked = finished.checked_add(terms.soak).unwrap_or(Timestamp::MAX);
+            // Only a boot during the soak counts: one after it is an ordinary reboot of a
+            // device that succeeded, never a reason to take the success back.
             let grace = (terms.soak / 2).clamp(BOOT_GRACE.0, BOOT_GRACE.1);
             let expected_boot = finished.checked_add(grace).unwrap_or(finished);
-            if view.last_boot_at.is_some_and(|boot| boot > expected_boot) {
-                return failed(REBOOT_LOOP.into(), view.last_boot_at.unwrap_or(now));
+            if let Some(boot) = view.last_boot_at
+                && boot > expected_boot
+                && boot <= soaked
+            {
+                return failed(REBOOT_LOOP.into(), boot);
             }
-            let soaked = finished.checked_add(terms.soak).unwrap_or(Timestamp::MAX);
             if now < soaked {
                 return Judged {
                     progress: Progress::InFlight { attempt },
@@ -174,10 +181,16 @@ pub fn judge(view: Option<&DeviceView>, terms: &Terms, now: Timestamp) -> Judged
                     deadline: Some(soaked),
                 };
             }
-            if !offline(view, terms.offline_after, now) {
+            // Heard from after the soak ended: alive through it. Judged by that fact, not by
+            // how recently it was seen, so a success stays one when the device goes quiet
+            // later (a restarted operator re-judges every target).
+            if view.last_seen.is_some_and(|seen| seen >= soaked) {
                 return Judged::of(Progress::Succeeded);
             }
-            let timeout_at = timeout_at.max(soaked);
+            let after_soak = soaked
+                .checked_add(terms.offline_after)
+                .unwrap_or(Timestamp::MAX);
+            let timeout_at = timeout_at.max(after_soak);
             if now >= timeout_at {
                 return failed(SOAK_SILENT.into(), timeout_at);
             }
@@ -344,8 +357,18 @@ mod tests {
         assert_eq!(soaking.progress, Progress::InFlight { attempt: 1 });
         assert_eq!(soaking.deadline, Some(at("2030-01-01T10:30:00Z")));
         device.last_seen = Some(at("2030-01-01T10:29:00Z"));
-        let done = judge(Some(&device), &terms(), at("2030-01-01T10:30:00Z"));
+        let waiting = judge(Some(&device), &terms(), at("2030-01-01T10:30:00Z"));
+        assert_eq!(
+            waiting.progress,
+            Progress::InFlight { attempt: 1 },
+            "not heard from since"
+        );
+        device.last_seen = Some(at("2030-01-01T10:30:30Z"));
+        let done = judge(Some(&device), &terms(), at("2030-01-01T10:31:00Z"));
         assert_eq!(done.progress, Progress::Succeeded);
+        // Quiet for days afterwards (an operator restarted re-judges it): still succeeded.
+        let days = judge(Some(&device), &terms(), at("2030-01-09T00:00:00Z"));
+        assert_eq!(days.progress, Progress::Succeeded);
         // Silent since the success: waits until the device timeout, then fails.
         device.last_seen = Some(at("2030-01-01T10:20:00Z"));
         let silent = judge(Some(&device), &terms(), at("2030-01-01T11:00:00Z"));
@@ -387,6 +410,11 @@ mod tests {
         device.last_boot_at = Some(at("2030-01-01T10:20:08Z"));
         let judged = judge(Some(&device), &short, at("2030-01-01T10:20:09Z"));
         assert_eq!(judged.failure, None, "within the 10 s floor");
+        // A boot after the soak is an ordinary reboot: the success stands.
+        device.last_boot_at = Some(at("2030-01-01T10:45:00Z"));
+        let judged = judge(Some(&device), &terms(), at("2030-01-01T10:46:00Z"));
+        assert_eq!(judged.failure, None, "after the soak");
+        assert_ne!(judged.progress, Progress::Failed);
     }
 
     #[test]
