@@ -307,6 +307,13 @@ async fn a_device_failing_once_is_retried_after_its_backoff_and_succeeds_on_atte
     device.finish(&href, &first, false).await;
     let (href, second) = device.next_deployment(Some(&first)).await;
     device.finish(&href, &second, true).await;
+    // A success counts once the device is heard from after the soak: a poll past the soak
+    // and the gateway's lastSeen resolution (1 s here) is that heartbeat.
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    device
+        .try_get(&device.base)
+        .await
+        .expect("a heartbeat poll");
     let done = fleet
         .until_phase(
             "second-chance",
