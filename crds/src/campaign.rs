@@ -136,6 +136,14 @@ pub struct CampaignSpec {
     /// Stops the campaign for good (phase Cancelled). Cannot be undone.
     #[serde(default)]
     pub cancel: bool,
+
+    /// Set to a new value (any string, e.g. a date or ticket) to continue after the failure
+    /// threshold paused the campaign: the failures so far are accepted, and the threshold
+    /// pauses again only once more messages fail. A pause ends when this differs from
+    /// `status.resumeAtPause`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub resume: Option<String>,
 }
 
 /// Who receives a campaign.
@@ -436,6 +444,24 @@ pub struct CampaignStatus {
     /// While Draft or Scheduled: what the campaign will do, for review before it sends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<CampaignPreview>,
+
+    /// The value of `spec.resume` when the failure threshold paused the campaign; changing
+    /// `spec.resume` to anything else ends the pause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub resume_at_pause: Option<String>,
+
+    /// Failed messages (`counts.failed`) accepted by the `spec.resume` that ended a
+    /// failure-threshold pause; the threshold is judged on the failures after them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub acknowledged_failures: Option<i64>,
+
+    /// Messages finished (sent or failed) when the failures were accepted, so the rate after a
+    /// resume is judged on the messages after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub acknowledged_finished: Option<i64>,
 }
 
 /// Lifecycle phase of a Campaign.
@@ -524,6 +550,10 @@ pub struct DeliveryCounts {
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub held_out: i64,
+    /// Targeted recipients sent nothing because their Subscription opted out of campaigns.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub opted_out: i64,
     /// Messages delivered.
     #[serde(default)]
     #[schemars(range(min = 0))]
@@ -590,6 +620,10 @@ pub struct CampaignPreview {
     /// Of those, how many would be held out.
     #[schemars(range(min = 0))]
     pub held_out: i64,
+    /// Of those outside the holdout, how many opted out of campaigns.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub opted_out: i64,
     /// How many recipients each variant would get.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_VARIANTS))]

@@ -153,6 +153,11 @@ pub struct Contact {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), pattern(TIME_ZONE_PATTERN))]
     pub time_zone: Option<String>,
+    /// The customer asked for no Campaign messages (set by hand or by the one-click unsubscribe
+    /// link). Campaigns send them nothing and count them as opted out, also when this is set
+    /// while a campaign is running.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub opted_out: bool,
 }
 
 /// State requested for a subscription.

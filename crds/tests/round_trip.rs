@@ -75,7 +75,7 @@ fn campaign() {
         },
         "status": {
             "phase": "Running", "conditions": [ready(1)], "observedGeneration": 1, "audienceSize": 1000,
-            "counts": {"targeted": 950, "heldOut": 50, "sent": 900, "failed": 10, "pending": 40},
+            "counts": {"targeted": 950, "heldOut": 50, "optedOut": 0, "sent": 900, "failed": 10, "pending": 40},
             "variants": [{"name": "default", "targeted": 950, "sent": 900, "failed": 10, "pending": 40}],
             "channels": [{"name": "slack", "sent": 890, "failed": 12}, {"name": "mail", "sent": 10, "failed": 0}],
             "failureReasons": [{"reason": "HTTP 410 Gone", "count": 10}],

@@ -11,6 +11,8 @@
 //! - `FLOTILLA_BENCH_UPDATE_SECS`: the simulated update time (default 10).
 //! - `FLOTILLA_BENCH_POLL_IDLE_SECS`: the gateway's idle polling sleep (default 10): a device
 //!   sees its assignment on its next poll, so this adds to each round.
+//! - `FLOTILLA_BENCH_DEADLINE_SECS`: when a run gives up waiting for a terminal phase (default
+//!   3600).
 //!
 //! The sandbox and the simulated fleet run in this process; the operator (`flotilla run
 //! --controllers release,rollout`) and the gateway (`flotilla gateway`) run as their own
@@ -237,7 +239,7 @@ async fn run(devices: usize, update: Duration, idle: Duration) -> anyhow::Result
         .map_err(|e| anyhow::anyhow!("rollout: {}", e.body))?;
     let started = Instant::now();
     let rollouts: Api<FirmwareRollout> = Api::namespaced(client.clone(), NAMESPACE);
-    let deadline = started + Duration::from_secs(3600);
+    let deadline = started + Duration::from_secs(env_number("FLOTILLA_BENCH_DEADLINE_SECS", 3600));
     let mut last = String::new();
     let phase = loop {
         let rollout = rollouts.get("bench").await?;
@@ -282,8 +284,11 @@ async fn run(devices: usize, update: Duration, idle: Duration) -> anyhow::Result
 
     let n = devices as f64;
     let ideal = ideal(devices, update);
+    // A device sees its assignment at its next poll, on average half an idle sleep later.
+    let with_poll_delay = self::ideal(devices, update + idle / 2);
     println!(
-        "{devices} devices: {phase:?} after {elapsed:.1?} (ideal {ideal:.1?}: {:.2}× of it; {} cores)",
+        "{devices} devices: {phase:?} after {elapsed:.1?} (ideal {ideal:.1?}: {:.2}× of it; \
+         {with_poll_delay:.1?} with the mean poll delay; {} cores)",
         ideal.as_secs_f64() / elapsed.as_secs_f64(),
         std::thread::available_parallelism().map_or(0, usize::from)
     );
