@@ -6,3 +6,4 @@
 //! tested without a server before the controllers are built on it.
 
 pub mod campaign;
+pub mod channel_secrets;
