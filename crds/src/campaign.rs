@@ -497,6 +497,14 @@ impl CampaignPhase {
         CampaignPhase::Failed,
     ];
 
+    /// Whether the campaign is finished and will not send again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            CampaignPhase::Completed | CampaignPhase::Cancelled | CampaignPhase::Failed
+        )
+    }
+
     /// The wire form (as in `status.phase`).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -236,6 +236,47 @@ pub enum ChannelPhase {
     Ready,
     /// Misconfigured or its Secret is missing; the Ready condition says which.
     NotReady,
+    /// Deleted; waits until no live Campaign uses it.
+    Terminating,
+}
+
+impl ChannelPhase {
+    /// Every phase, in lifecycle order.
+    pub const ALL: [ChannelPhase; 4] = [
+        ChannelPhase::Pending,
+        ChannelPhase::Ready,
+        ChannelPhase::NotReady,
+        ChannelPhase::Terminating,
+    ];
+
+    /// The wire form (as in `status.phase`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelPhase::Pending => "Pending",
+            ChannelPhase::Ready => "Ready",
+            ChannelPhase::NotReady => "NotReady",
+            ChannelPhase::Terminating => "Terminating",
+        }
+    }
+}
+
+/// The Channel lifecycle: `Pending → Ready ⇄ NotReady`, and from any of them `→ Terminating`
+/// once deleted. Terminating is final.
+impl crate::phase::Phase for ChannelPhase {
+    const ALL: &'static [Self] = &ChannelPhase::ALL;
+    const INITIAL: Self = ChannelPhase::Pending;
+    fn as_str(self) -> &'static str {
+        ChannelPhase::as_str(self)
+    }
+    fn allows(self, next: Self) -> bool {
+        use ChannelPhase::{NotReady, Pending, Ready, Terminating};
+        matches!(
+            (self, next),
+            (Pending, Ready | NotReady | Terminating)
+                | (Ready, NotReady | Terminating)
+                | (NotReady, Ready | Terminating)
+        )
+    }
 }
 
 impl ChannelSpec {

@@ -28,6 +28,8 @@ pub enum ControllerName {
     Release,
     /// FirmwareRollouts: waves over the fleet, thresholds, rollback.
     Rollout,
+    /// Channels: configuration and Secret checks, deletion protection while campaigns use them.
+    Channel,
 }
 
 impl ControllerName {
@@ -37,6 +39,7 @@ impl ControllerName {
         ControllerName::Subscription,
         ControllerName::Release,
         ControllerName::Rollout,
+        ControllerName::Channel,
     ];
 }
 
@@ -61,5 +64,15 @@ pub async fn run_selected(operator: &Operator, selected: &[ControllerName]) {
             rollout: selected.contains(&ControllerName::Rollout),
         },
     );
-    futures::join!(subscriptions::run_selected(operator, selection), ota);
+    let campaigns = flotilla_campaigns::run(
+        operator,
+        flotilla_campaigns::Selection {
+            channel: selected.contains(&ControllerName::Channel),
+        },
+    );
+    futures::join!(
+        subscriptions::run_selected(operator, selection),
+        ota,
+        campaigns
+    );
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use flotilla_crds::{Device, DeviceSpec, DeviceStatus, FirmwareRelease};
 use flotilla_runtime::readiness::Readiness;
-use flotilla_runtime::watch::{SharedWatch, watcher_config};
+use flotilla_runtime::watch::{SharedWatch, secret_data_only, watcher_config};
 use flotilla_runtime::{Config, Shutdown};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -202,15 +202,6 @@ where
 }
 
 /// What the gateway keeps of a token Secret: its name and data.
-fn data_only(secret: &Secret) -> Secret {
-    let mut kept = Secret::default();
-    kept.metadata.name = secret.metadata.name.clone();
-    kept.metadata.namespace = secret.metadata.namespace.clone();
-    kept.metadata.resource_version = secret.metadata.resource_version.clone();
-    kept.data = secret.data.clone();
-    kept
-}
-
 fn resource_version<K: Resource>(object: &K) -> Option<u64> {
     object.meta().resource_version.as_deref()?.parse().ok()
 }
@@ -267,13 +258,13 @@ impl Fleet {
                 api(client, namespace),
                 watcher_config(config).labels(TOKEN_SECRET_LABEL),
             )
-            .caching(data_only);
+            .caching(secret_data_only);
             let gateway_tokens = SharedWatch::new(
                 "secrets",
                 api(client, namespace),
                 watcher_config(config).labels(GATEWAY_TOKEN_LABEL),
             )
-            .caching(data_only);
+            .caching(secret_data_only);
             let scope = Scope {
                 devices: cache,
                 releases: releases.store(),

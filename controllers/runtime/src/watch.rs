@@ -31,6 +31,19 @@ pub fn watcher_config(config: &Config) -> watcher::Config {
     wc
 }
 
+/// What a Secret cache keeps ([`SharedWatch::caching`]): the Secret's identity,
+/// `resourceVersion` and `data` — no labels, annotations or managed fields.
+pub fn secret_data_only(
+    secret: &k8s_openapi::api::core::v1::Secret,
+) -> k8s_openapi::api::core::v1::Secret {
+    let mut kept = k8s_openapi::api::core::v1::Secret::default();
+    kept.metadata.name = secret.metadata.name.clone();
+    kept.metadata.namespace = secret.metadata.namespace.clone();
+    kept.metadata.resource_version = secret.metadata.resource_version.clone();
+    kept.data = secret.data.clone();
+    kept
+}
+
 /// Drops `metadata.managedFields`, which only the API server needs.
 pub fn strip_managed_fields<K: Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;

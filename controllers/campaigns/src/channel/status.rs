@@ -1,0 +1,307 @@
+//! The Channel's status and Events, computed from the observation. Pure.
+
+use flotilla_crds::common::describe_spec_errors;
+use flotilla_crds::condition::{ConditionStatus, find_condition, reasons, types};
+use flotilla_crds::{ChannelPhase, ChannelStatus, Condition};
+use jiff::Timestamp;
+use kube::runtime::events::EventType;
+
+use super::phase::Observation;
+use super::secrets::SecretProblem;
+use flotilla_runtime::conditions::{ConditionUpdate, set_conditions};
+use flotilla_runtime::events::bounded_count;
+
+/// Reasons of the Channel's conditions beyond the shared ones.
+pub mod channel_reasons {
+    /// A referenced Secret or key is not there.
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// A Secret exists without the channel-secret label.
+    pub const SECRET_NOT_LABELLED: &str = "SecretNotLabelled";
+    /// A Secret's value is unusable.
+    pub const SECRET_INVALID: &str = "SecretInvalid";
+    /// The Channel needs no Secret.
+    pub const NO_SECRET_NEEDED: &str = "NoSecretNeeded";
+    /// Live campaigns send through the Channel.
+    pub const REFERENCED_BY_CAMPAIGNS: &str = "ReferencedByCampaigns";
+}
+
+/// Event reasons of the Channel controller.
+pub mod event_reasons {
+    /// The Channel became usable.
+    pub const CHANNEL_READY: &str = "ChannelReady";
+    /// The Channel stopped being usable (or never was).
+    pub const CHANNEL_NOT_READY: &str = "ChannelNotReady";
+    /// The deletion waits for live campaigns.
+    pub const DELETION_BLOCKED: &str = "DeletionBlocked";
+    /// No live campaign uses the deleted Channel any more.
+    pub const DELETION_ALLOWED: &str = "DeletionAllowed";
+}
+
+/// The status the Channel should have; recomputing an unchanged Channel yields its status.
+pub fn desired_status(
+    current: Option<&ChannelStatus>,
+    observed: &Observation,
+    phase: ChannelPhase,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> ChannelStatus {
+    let mut status = current.cloned().unwrap_or_default();
+    set_conditions(
+        &mut status.conditions,
+        [
+            ready_condition(observed),
+            secret_condition(observed),
+            in_use_condition(observed),
+        ],
+        generation,
+        now,
+    );
+    status.phase = Some(phase);
+    status.observed_generation = generation;
+    status
+}
+
+fn ready_condition(observed: &Observation) -> ConditionUpdate {
+    if let Err(errors) = &observed.validation {
+        return ConditionUpdate::new(
+            types::READY,
+            ConditionStatus::False,
+            reasons::INVALID_SPEC,
+            describe_spec_errors(errors),
+        );
+    }
+    if let Some(first) = observed.secret_problems.first() {
+        return ConditionUpdate::new(
+            types::READY,
+            ConditionStatus::False,
+            secret_reason(first),
+            describe(&observed.secret_problems),
+        );
+    }
+    ConditionUpdate::new(
+        types::READY,
+        ConditionStatus::True,
+        reasons::RECONCILED,
+        "campaigns can send through this channel",
+    )
+}
+
+fn secret_condition(observed: &Observation) -> ConditionUpdate {
+    match observed.secret_problems.first() {
+        Some(first) => ConditionUpdate::new(
+            types::SECRET_FOUND,
+            ConditionStatus::False,
+            secret_reason(first),
+            describe(&observed.secret_problems),
+        ),
+        None => ConditionUpdate::new(
+            types::SECRET_FOUND,
+            ConditionStatus::True,
+            reasons::RECONCILED,
+            "every referenced Secret and key is there",
+        ),
+    }
+}
+
+fn in_use_condition(observed: &Observation) -> ConditionUpdate {
+    let campaigns = &observed.campaigns;
+    if campaigns.count == 0 {
+        return ConditionUpdate::new(
+            types::IN_USE,
+            ConditionStatus::False,
+            reasons::NOT_REFERENCED,
+            "no live Campaign uses this channel",
+        );
+    }
+    let named = bounded_count(&campaigns.first, campaigns.count);
+    let noun = if campaigns.count == 1 {
+        "Campaign"
+    } else {
+        "Campaigns"
+    };
+    if observed.deleting {
+        ConditionUpdate::new(
+            types::IN_USE,
+            ConditionStatus::True,
+            reasons::DELETION_BLOCKED,
+            format!(
+                "deletion waits for {} live {noun} that use this channel: {named}",
+                campaigns.count
+            ),
+        )
+    } else {
+        ConditionUpdate::new(
+            types::IN_USE,
+            ConditionStatus::True,
+            channel_reasons::REFERENCED_BY_CAMPAIGNS,
+            format!("used by {} live {noun}: {named}", campaigns.count),
+        )
+    }
+}
+
+fn secret_reason(problem: &SecretProblem) -> &'static str {
+    match problem {
+        SecretProblem::Missing(_) | SecretProblem::MissingKey { .. } => {
+            channel_reasons::SECRET_NOT_FOUND
+        }
+        SecretProblem::Unlabelled(_) => channel_reasons::SECRET_NOT_LABELLED,
+        SecretProblem::BadValue { .. } => channel_reasons::SECRET_INVALID,
+    }
+}
+
+fn describe(problems: &[SecretProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// An Event the controller should publish about the Channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelEvent {
+    /// Normal or Warning.
+    pub type_: EventType,
+    /// UpperCamelCase reason (see [`event_reasons`]).
+    pub reason: &'static str,
+    /// The note.
+    pub note: String,
+}
+
+/// Events for what changed: readiness flipping or why it is not ready changing, a deletion
+/// becoming blocked.
+pub fn transition_events(
+    previous: Option<&ChannelStatus>,
+    next: &ChannelStatus,
+) -> Vec<ChannelEvent> {
+    let mut events = Vec::new();
+    let before = |type_: &str| previous.and_then(|s| find_condition(&s.conditions, type_));
+    let after = |type_: &str| find_condition(&next.conditions, type_);
+    if let Some(ready) = after(types::READY)
+        && changed(before(types::READY), ready)
+    {
+        events.push(if ready.status == ConditionStatus::True.as_str() {
+            ChannelEvent {
+                type_: EventType::Normal,
+                reason: event_reasons::CHANNEL_READY,
+                note: ready.message.clone(),
+            }
+        } else {
+            ChannelEvent {
+                type_: EventType::Warning,
+                reason: event_reasons::CHANNEL_NOT_READY,
+                note: ready.message.clone(),
+            }
+        });
+    }
+    if let Some(in_use) = after(types::IN_USE)
+        && in_use.reason == reasons::DELETION_BLOCKED
+        && changed(before(types::IN_USE), in_use)
+    {
+        events.push(ChannelEvent {
+            type_: EventType::Warning,
+            reason: event_reasons::DELETION_BLOCKED,
+            note: in_use.message.clone(),
+        });
+    }
+    events
+}
+
+/// The Event published when the last live campaign let go of a deleted Channel.
+pub fn release_event() -> ChannelEvent {
+    ChannelEvent {
+        type_: EventType::Normal,
+        reason: event_reasons::DELETION_ALLOWED,
+        note: "no live Campaign uses this channel any more; deletion proceeds".to_owned(),
+    }
+}
+
+fn changed(before: Option<&Condition>, after: &Condition) -> bool {
+    before.is_none_or(|b| {
+        b.status != after.status || b.reason != after.reason || b.message != after.message
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_crds::condition::is_condition_true;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn seen(problems: Vec<SecretProblem>, deleting: bool, campaigns: &[&str]) -> Observation {
+        Observation {
+            validation: Ok(()),
+            secret_problems: problems,
+            deleting,
+            campaigns: campaigns.iter().map(|c| (*c).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_missing_key_makes_it_not_ready_naming_secret_and_key() {
+        let problems = vec![SecretProblem::MissingKey {
+            secret: "mail".into(),
+            key: "password".into(),
+        }];
+        let status = desired_status(
+            None,
+            &seen(problems, false, &[]),
+            ChannelPhase::NotReady,
+            Some(2),
+            at("2026-12-01T00:00:00Z"),
+        );
+        let ready = find_condition(&status.conditions, types::READY).unwrap();
+        assert_eq!(ready.reason, channel_reasons::SECRET_NOT_FOUND);
+        assert_eq!(ready.message, r#"Secret "mail" has no key "password""#);
+        assert!(!is_condition_true(&status.conditions, types::SECRET_FOUND));
+        assert_eq!(status.observed_generation, Some(2));
+        let events = transition_events(None, &status);
+        assert_eq!(events[0].reason, event_reasons::CHANNEL_NOT_READY);
+    }
+
+    #[test]
+    fn recomputing_changes_nothing_and_publishes_nothing() {
+        let first = desired_status(
+            None,
+            &seen(Vec::new(), false, &["launch"]),
+            ChannelPhase::Ready,
+            Some(1),
+            at("2026-12-01T00:00:00Z"),
+        );
+        assert!(is_condition_true(&first.conditions, types::READY));
+        let again = desired_status(
+            Some(&first),
+            &seen(Vec::new(), false, &["launch"]),
+            ChannelPhase::Ready,
+            Some(1),
+            at("2026-12-02T00:00:00Z"),
+        );
+        assert_eq!(first, again);
+        assert!(transition_events(Some(&first), &again).is_empty());
+    }
+
+    #[test]
+    fn a_blocked_deletion_names_the_campaigns() {
+        let status = desired_status(
+            None,
+            &seen(Vec::new(), true, &["a", "b"]),
+            ChannelPhase::Terminating,
+            Some(1),
+            at("2026-12-01T00:00:00Z"),
+        );
+        let in_use = find_condition(&status.conditions, types::IN_USE).unwrap();
+        assert_eq!(
+            in_use.message,
+            "deletion waits for 2 live Campaigns that use this channel: a, b"
+        );
+        let events = transition_events(None, &status);
+        assert!(
+            events
+                .iter()
+                .any(|e| e.reason == event_reasons::DELETION_BLOCKED)
+        );
+    }
+}
