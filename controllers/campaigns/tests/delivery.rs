@@ -12,7 +12,8 @@ use common::{message, spec};
 use flotilla_campaigns::campaign::retry::Outcome;
 use flotilla_campaigns::channel::webhook::signature;
 use flotilla_campaigns::channel::{
-    ChannelCredentials, ChannelRateLimit, ChannelTransport, CircuitBreaker, TransportError,
+    Attempt, ChannelCredentials, ChannelDelivery, ChannelRateLimit, ChannelTransport,
+    CircuitBreaker, TransportError,
 };
 use flotilla_crds::channel::BreakerState;
 use serde_json::json;
@@ -417,4 +418,52 @@ async fn the_breaker_opens_on_a_failing_webhook_and_a_probe_closes_it() {
     breaker.record(&transport.send(&message("m1")).await, later);
     assert_eq!(breaker.state(), BreakerState::Closed);
     assert_eq!(receiver.requests().len(), 6);
+}
+
+#[tokio::test]
+async fn a_channel_delivery_holds_messages_while_its_breaker_is_open() {
+    let receiver = HttpReceiver::start().await;
+    receiver.answer_with(status(503));
+    let spec = spec(json!({
+        "type": "Webhook",
+        "webhook": {"url": receiver.url},
+        "rateLimit": {"messagesPerMinute": 60_000, "burst": 100},
+        "circuitBreaker": {"consecutiveFailures": 3, "coolDown": "1m", "halfOpenProbes": 1},
+    }));
+    let delivery = ChannelDelivery::new(
+        ChannelTransport::new(&spec, &ChannelCredentials::default()).unwrap(),
+        ChannelRateLimit::new(spec.rate_limit.as_ref()),
+        CircuitBreaker::new(spec.circuit_breaker.as_ref().unwrap()),
+    );
+    let t0 = jiff::Timestamp::now();
+    let clock = std::sync::Mutex::new(t0);
+    let now = || *clock.lock().unwrap();
+
+    for _ in 0..3 {
+        assert!(matches!(
+            delivery.deliver(&message("m1"), now).await,
+            Attempt::Sent(Outcome::Transient { .. })
+        ));
+    }
+    let open = delivery.breaker_status();
+    assert_eq!(open.state, BreakerState::Open);
+    assert_eq!(open.consecutive_failures, 3);
+    let until = t0 + Duration::from_secs(60);
+    for _ in 0..5 {
+        assert_eq!(
+            delivery.deliver(&message("m2"), now).await,
+            Attempt::Held { until }
+        );
+    }
+    assert_eq!(receiver.requests().len(), 3, "nothing sent while open");
+
+    // After the cool-down one probe goes out; it succeeds and the channel is back.
+    receiver.answer_with(status(200));
+    *clock.lock().unwrap() = until;
+    assert_eq!(
+        delivery.deliver(&message("m2"), now).await,
+        Attempt::Sent(Outcome::Delivered)
+    );
+    assert_eq!(delivery.breaker_status().state, BreakerState::Closed);
+    assert_eq!(receiver.requests().len(), 4);
 }
