@@ -10,12 +10,13 @@ use common::http_receiver::{Answer, HttpReceiver};
 use common::smtp_sink::SmtpSink;
 use common::{message, spec};
 use flotilla_campaigns::campaign::retry::Outcome;
+use flotilla_campaigns::channel::smtp::SmtpTransport;
 use flotilla_campaigns::channel::webhook::signature;
 use flotilla_campaigns::channel::{
     Attempt, ChannelCredentials, ChannelDelivery, ChannelRateLimit, ChannelTransport,
     CircuitBreaker, TransportError,
 };
-use flotilla_crds::channel::BreakerState;
+use flotilla_crds::channel::{BreakerState, SmtpChannel};
 use serde_json::json;
 
 const KEY: &[u8] = b"whsec-test-key";
@@ -47,8 +48,12 @@ fn slack(url: &str) -> ChannelTransport {
 }
 
 fn smtp(port: u16, login: Option<(&str, &str)>) -> ChannelTransport {
+    smtp_secured(port, login, "None")
+}
+
+fn smtp_secured(port: u16, login: Option<(&str, &str)>, security: &str) -> ChannelTransport {
     let mut settings = json!({
-        "host": "127.0.0.1", "port": port, "security": "None",
+        "host": "127.0.0.1", "port": port, "security": security,
         "from": "Acme Cloud <noreply@acme.example>",
     });
     if login.is_some() {
@@ -343,6 +348,51 @@ async fn smtp_with_wrong_credentials_is_permanent_and_no_server_is_transient() {
         smtp(port, None).send(&message("m1")).await,
         Outcome::Transient { .. }
     ));
+}
+
+#[tokio::test]
+async fn starttls_and_tls_never_fall_back_to_plain_text() {
+    // The sink speaks plain text only and offers no STARTTLS: neither mode may send to it.
+    let server = SmtpSink::start(Some(("flotilla", "s3cret")));
+    for security in ["StartTLS", "TLS"] {
+        let transport = smtp_secured(server.port, Some(("flotilla", "s3cret")), security);
+        let outcome = transport.send(&message("m1")).await;
+        assert!(
+            matches!(outcome, Outcome::Transient { .. }),
+            "{security}: {outcome:?}"
+        );
+    }
+    assert!(server.mails().is_empty());
+}
+
+#[tokio::test]
+async fn starttls_with_a_self_signed_certificate_then_auth() {
+    let (server, certificate) = SmtpSink::start_with_starttls(Some(("flotilla", "s3cret")));
+    let settings: SmtpChannel = serde_json::from_value(json!({
+        "host": "127.0.0.1", "port": server.port, "security": "StartTLS",
+        "from": "noreply@acme.example", "credentialsSecretRef": {"name": "smtp"},
+    }))
+    .unwrap();
+    let login = || Some(("flotilla".to_owned(), "s3cret".to_owned()));
+    let timeout = Duration::from_secs(5);
+
+    let transport =
+        SmtpTransport::trusting(&settings, login(), timeout, certificate.as_bytes()).unwrap();
+    assert_eq!(transport.send(&message("m1")).await, Outcome::Delivered);
+    // The sink takes AUTH only over TLS, so this also shows the upgrade happened.
+    assert_eq!(
+        server.mails()[0].authenticated_as.as_deref(),
+        Some("flotilla")
+    );
+
+    // A certificate nobody vouches for stops the send before any credential or mail goes out.
+    let untrusting = SmtpTransport::new(&settings, login(), timeout).unwrap();
+    // (lettre reports the failed handshake as a connection error.)
+    assert!(matches!(
+        untrusting.send(&message("m2")).await,
+        Outcome::Transient { .. }
+    ));
+    assert_eq!(server.mails().len(), 1);
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MessageBuilder};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
@@ -42,21 +43,56 @@ impl SmtpTransport {
         credentials: Option<(String, String)>,
         timeout: std::time::Duration,
     ) -> Result<Self, TransportError> {
+        Self::build(settings, credentials, timeout, None)
+    }
+
+    /// As [`new`](Self::new), also trusting the PEM certificate `root` (a server with a
+    /// private CA: the tests' self-signed one, or a CA from the Channel's Secret later).
+    pub fn trusting(
+        settings: &SmtpChannel,
+        credentials: Option<(String, String)>,
+        timeout: std::time::Duration,
+        root: &[u8],
+    ) -> Result<Self, TransportError> {
+        Self::build(settings, credentials, timeout, Some(root))
+    }
+
+    fn build(
+        settings: &SmtpChannel,
+        credentials: Option<(String, String)>,
+        timeout: std::time::Duration,
+        root: Option<&[u8]>,
+    ) -> Result<Self, TransportError> {
         let from: Mailbox = settings
             .from
             .parse()
             .map_err(|source| TransportError::From { source })?;
         let smtp_error = |source| TransportError::Smtp { source };
-        let builder = match settings.security {
+        let tls = |root: &[u8]| {
+            let root = Certificate::from_pem(root).map_err(smtp_error)?;
+            TlsParameters::builder(settings.host.clone())
+                .add_root_certificate(root)
+                .build_rustls()
+                .map_err(smtp_error)
+        };
+        let builder = match (settings.security, root) {
             // `starttls_relay` refuses to go on in plain text when the server offers no STARTTLS.
-            SmtpSecurity::StartTLS => {
+            (SmtpSecurity::StartTLS, None) => {
                 AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&settings.host)
                     .map_err(smtp_error)?
             }
-            SmtpSecurity::TLS => {
+            (SmtpSecurity::StartTLS, Some(root)) => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(settings.host.as_str())
+                    .tls(Tls::Required(tls(root)?))
+            }
+            (SmtpSecurity::TLS, None) => {
                 AsyncSmtpTransport::<Tokio1Executor>::relay(&settings.host).map_err(smtp_error)?
             }
-            SmtpSecurity::None => {
+            (SmtpSecurity::TLS, Some(root)) => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(settings.host.as_str())
+                    .tls(Tls::Wrapper(tls(root)?))
+            }
+            (SmtpSecurity::None, _) => {
                 AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(settings.host.as_str())
             }
         };

@@ -1,14 +1,14 @@
 //! An SMTP server on 127.0.0.1:0 that keeps every mail and can refuse on demand.
 //!
-//! The protocol side is the `mailin` crate's session state machine (EHLO, AUTH, MAIL, RCPT,
-//! DATA, QUIT); only the socket loop is here. `mailin-embedded`, its ready-made server, needs
+//! The protocol side is the `mailin` crate's session state machine (EHLO, STARTTLS, AUTH, MAIL,
+//! RCPT, DATA, QUIT); only the socket loop and the TLS upgrade (rustls, ring) are here. `mailin-embedded`, its ready-made server, needs
 //! its rustls feature (which pulls aws-lc-rs) for AUTH, and cannot allow AUTH in plain text.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 
-use mailin::{Action, AuthMechanism, Handler, Response, SessionBuilder, response};
+use mailin::{Action, AuthMechanism, Handler, Response, Session, SessionBuilder, response};
 
 /// One mail as the server got it.
 #[derive(Clone, Debug, Default)]
@@ -59,6 +59,30 @@ pub struct SmtpSink {
 impl SmtpSink {
     /// Starts a server; with `login`, it requires AUTH PLAIN with that user and password.
     pub fn start(login: Option<(&str, &str)>) -> Self {
+        Self::serve(login, None)
+    }
+
+    /// Starts a server that offers STARTTLS with a self-signed certificate for 127.0.0.1, and
+    /// returns it with that certificate (PEM) for the client to trust.
+    pub fn start_with_starttls(login: Option<(&str, &str)>) -> (Self, String) {
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+        (
+            Self::serve(login, Some(Arc::new(config))),
+            certified.cert.pem(),
+        )
+    }
+
+    fn serve(login: Option<(&str, &str)>, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let sink = Arc::new(Mutex::new(Sink {
@@ -67,10 +91,14 @@ impl SmtpSink {
         }));
         let mut session = SessionBuilder::new("sink.test");
         if login.is_some() {
-            // No TLS here, so AUTH must be allowed in plain text.
-            session
-                .enable_auth(AuthMechanism::Plain)
-                .insecure_enable_plaintext_auth();
+            session.enable_auth(AuthMechanism::Plain);
+            if tls.is_none() {
+                // No TLS here, so AUTH must be allowed in plain text.
+                session.insecure_enable_plaintext_auth();
+            }
+        }
+        if tls.is_some() {
+            session.enable_start_tls();
         }
         let shared = Arc::clone(&sink);
         std::thread::spawn(move || {
@@ -85,39 +113,20 @@ impl SmtpSink {
                     .map(|a| a.ip())
                     .unwrap_or(IpAddr::from([127, 0, 0, 1]));
                 let mut session = session.build(peer, handler);
+                let tls = tls.clone();
                 std::thread::spawn(move || {
-                    let mut writer = stream.try_clone().unwrap();
-                    let mut reader = BufReader::new(stream);
-                    if session.greeting().write_to(&mut writer).is_err() {
+                    let mut plain = BufReader::new(stream);
+                    if session.greeting().write_to(plain.get_mut()).is_err() {
                         return;
                     }
-                    let mut line = Vec::new();
-                    loop {
-                        line.clear();
-                        match reader.read_until(b'\n', &mut line) {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) => {}
-                        }
-                        let reply = session.process(&line);
-                        // mailin stays in DATA after a refused end of data, so the client's
-                        // QUIT would be taken as data and never answered: hang up instead.
-                        let refused_data = line == b".\r\n" && reply.is_error;
-                        if refused_data {
-                            let _ = reply.write_to(&mut writer);
+                    if converse(&mut plain, &mut session) == Next::UpgradeTls {
+                        let (Some(config), tcp) = (tls, plain.into_inner()) else {
                             return;
-                        }
-                        match reply.action {
-                            Action::NoReply => continue,
-                            Action::Close => {
-                                let _ = reply.write_to(&mut writer);
-                                return;
-                            }
-                            Action::Reply | Action::UpgradeTls => {
-                                if reply.write_to(&mut writer).is_err() || writer.flush().is_err() {
-                                    return;
-                                }
-                            }
-                        }
+                        };
+                        let connection = rustls::ServerConnection::new(config).unwrap();
+                        let mut secure = BufReader::new(rustls::StreamOwned::new(connection, tcp));
+                        session.tls_active();
+                        converse(&mut secure, &mut session);
                     }
                 });
             }
@@ -135,6 +144,43 @@ impl SmtpSink {
 
     pub fn mails(&self) -> Vec<ReceivedMail> {
         self.sink.lock().unwrap().mails.clone()
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum Next {
+    Closed,
+    UpgradeTls,
+}
+
+/// Answers the client line by line until it quits, hangs up or asks for TLS.
+fn converse<S: Read + Write>(
+    stream: &mut BufReader<S>,
+    session: &mut Session<MailHandler>,
+) -> Next {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match stream.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return Next::Closed,
+            Ok(_) => {}
+        }
+        let reply = session.process(&line);
+        if reply.action == Action::NoReply {
+            continue;
+        }
+        let written = reply
+            .write_to(stream.get_mut())
+            .and_then(|()| stream.get_mut().flush());
+        // mailin stays in DATA after a refused end of data, so the client's QUIT would be
+        // taken as data and never answered: hang up instead.
+        let refused_data = line == b".\r\n" && reply.is_error;
+        match reply.action {
+            _ if written.is_err() || refused_data => return Next::Closed,
+            Action::Close => return Next::Closed,
+            Action::UpgradeTls => return Next::UpgradeTls,
+            Action::Reply | Action::NoReply => {}
+        }
     }
 }
 
