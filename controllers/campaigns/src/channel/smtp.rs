@@ -133,11 +133,14 @@ impl SmtpTransport {
             .parse()
             .map_err(|_| format!("recipient address {address:?} is not valid"))?;
         let to = Mailbox::new(message.recipient.name.clone(), address);
-        let builder: MessageBuilder = lettre::Message::builder()
+        let mut builder: MessageBuilder = lettre::Message::builder()
             .message_id(Some(message_id(&message.id, self.from.email.domain())))
             .from(self.from.clone())
-            .to(to)
-            .subject(message.subject.clone().unwrap_or_default())
+            .to(to);
+        if let Some(subject) = &message.subject {
+            builder = builder.subject(subject.clone());
+        }
+        let builder = builder
             .header(ListUnsubscribe(message.unsubscribe_url.clone()))
             .header(ListUnsubscribePost)
             .header(ContentType::TEXT_PLAIN);

@@ -157,3 +157,53 @@ impl ChannelTransport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> ChannelSpec {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn missing_settings_and_secret_values_are_named() {
+        let no_block = spec(serde_json::json!({"type": "Webhook"}));
+        assert!(matches!(
+            ChannelTransport::new(&no_block, &ChannelCredentials::default()),
+            Err(TransportError::MissingSettings("webhook"))
+        ));
+        let smtp = spec(serde_json::json!({"type": "SMTP", "smtp": {
+            "host": "smtp.example.com", "from": "noreply@acme.example",
+            "credentialsSecretRef": {"name": "smtp"},
+        }}));
+        let only_user = ChannelCredentials {
+            smtp_username: Some("flotilla".into()),
+            ..ChannelCredentials::default()
+        };
+        assert!(matches!(
+            ChannelTransport::new(&smtp, &only_user),
+            Err(TransportError::MissingSecret("password"))
+        ));
+        let bad_from = spec(serde_json::json!({"type": "SMTP", "smtp": {
+            "host": "smtp.example.com", "from": "not an address",
+        }}));
+        assert!(matches!(
+            ChannelTransport::new(&bad_from, &ChannelCredentials::default()),
+            Err(TransportError::From { .. })
+        ));
+    }
+
+    #[test]
+    fn credentials_never_show_in_debug_output() {
+        let credentials = ChannelCredentials {
+            signing_key: Some(b"whsec".to_vec()),
+            slack_url: Some("https://hooks.slack.com/services/T/B/secret".into()),
+            smtp_username: Some("flotilla".into()),
+            smtp_password: Some("s3cret".into()),
+        };
+        let shown = format!("{credentials:?}");
+        assert!(!shown.contains("secret") && !shown.contains("s3cret") && !shown.contains("whsec"));
+        assert!(shown.contains("flotilla"));
+    }
+}
