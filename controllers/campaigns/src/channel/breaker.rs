@@ -85,6 +85,11 @@ impl CircuitBreaker {
     }
 
     /// Takes the outcome of a send that [`allow`](Self::allow) let through.
+    ///
+    /// # Caveats
+    /// Outcomes carry no ticket: in HalfOpen, a late answer to a send let through before the
+    /// breaker opened counts as a probe's. That needs a send to outlast the cool-down, so keep
+    /// `coolDown` longer than the Channel's `timeout` (the defaults are 30s and 10s).
     pub fn record(&mut self, outcome: &Outcome, now: Timestamp) {
         if counts_against_channel(outcome) {
             self.consecutive_failures = self.consecutive_failures.saturating_add(1);
