@@ -2,6 +2,7 @@
 //! incoming webhook, an SMTP server, or the operator log — with a timeout and a rate limit
 //! shared by every Campaign that uses it.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,8 @@ use crate::condition::Condition;
 pub const DEFAULT_TIMEOUT: &str = "10s";
 /// Longest accepted `spec.timeout`.
 pub const MAX_TIMEOUT_SECONDS: u64 = 300;
+/// Longest accepted `spec.circuitBreaker.coolDown` (one hour).
+pub const MAX_COOL_DOWN_SECONDS: u64 = 3600;
 /// Longest URL accepted in a Channel.
 pub const MAX_URL_LENGTH: u32 = 2048;
 
@@ -87,6 +90,12 @@ pub struct ChannelSpec {
     /// Rate limit shared by every Campaign sending through this channel. Omit for no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+
+    /// When to stop sending through this channel for a while because it keeps failing
+    /// (timeouts, connection errors, 5xx, 429). Omit for the defaults; a rejected recipient
+    /// (HTTP 400, SMTP 550) never trips it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerPolicy>,
 }
 
 fn default_timeout() -> GoDuration {
@@ -99,7 +108,7 @@ fn default_timeout() -> GoDuration {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[schemars(transform = crate::common::drop_description)]
 pub enum ChannelType {
-    /// HTTP POST of a JSON document, signed with HMAC-SHA256.
+    /// HTTP POST of a JSON document, signed with HMAC-SHA256 over a timestamp and the body.
     Webhook,
     /// A Slack incoming-webhook message.
     Slack,
@@ -111,8 +120,9 @@ pub enum ChannelType {
 }
 
 /// Settings of a Webhook channel: each message is POSTed as JSON, with an `Idempotency-Key`
-/// header (the message id) and, when a signing secret is set, an `X-Flotilla-Signature` header
-/// `sha256=<hex HMAC-SHA256 of the body>`.
+/// header (the message id) and, when a signing secret is set, the headers
+/// `X-Flotilla-Timestamp: <unix seconds>` and `X-Flotilla-Signature: t=<unix seconds>,v1=<hex
+/// HMAC-SHA256 of "<unix seconds>.<body>">`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookChannel {
@@ -194,6 +204,13 @@ pub struct RateLimit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1_000_000))]
     pub burst: Option<i32>,
+
+    /// Most messages being delivered at once through this channel, across all campaigns (a
+    /// slow receiver then slows sending down instead of piling up connections). Omit for no
+    /// bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10_000))]
+    pub max_in_flight: Option<i32>,
 }
 
 impl RateLimit {
@@ -202,6 +219,77 @@ impl RateLimit {
         self.burst
             .unwrap_or_else(|| (self.messages_per_minute / 60).max(1))
     }
+}
+
+/// When a channel's circuit breaker opens, and how it closes again.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitBreakerPolicy {
+    /// Failed deliveries in a row (timeouts, connection errors, 5xx, 429) that open the
+    /// breaker; while open, nothing is sent through this channel.
+    #[serde(default = "default_consecutive_failures")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub consecutive_failures: i32,
+
+    /// How long the breaker stays open before letting probe messages through (a Go duration).
+    #[serde(default = "default_cool_down")]
+    pub cool_down: GoDuration,
+
+    /// Messages let through as probes after the cool-down; the first success closes the
+    /// breaker, a failure opens it again.
+    #[serde(default = "default_half_open_probes")]
+    #[schemars(range(min = 1, max = 100))]
+    pub half_open_probes: i32,
+}
+
+impl Default for CircuitBreakerPolicy {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: default_consecutive_failures(),
+            cool_down: default_cool_down(),
+            half_open_probes: default_half_open_probes(),
+        }
+    }
+}
+
+fn default_consecutive_failures() -> i32 {
+    5
+}
+fn default_cool_down() -> GoDuration {
+    "30s".parse().expect("valid default duration")
+}
+fn default_half_open_probes() -> i32 {
+    1
+}
+
+/// State of a channel's circuit breaker.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[schemars(transform = crate::common::drop_description)]
+pub enum BreakerState {
+    /// Sending normally.
+    #[default]
+    Closed,
+    /// Failing: nothing is sent until the cool-down ends.
+    Open,
+    /// After the cool-down: a few probe messages decide whether to close or open again.
+    HalfOpen,
+}
+
+/// What the circuit breaker of a channel is doing.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BreakerStatus {
+    /// Closed (sending), Open (paused after repeated failures) or HalfOpen (probing).
+    pub state: BreakerState,
+
+    /// When the breaker last opened; empty while it has never opened since it last closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_at: Option<Time>,
+
+    /// Failed deliveries in a row so far.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub consecutive_failures: i32,
 }
 
 /// Observed state of a Channel, written by the Channel controller.
@@ -223,6 +311,10 @@ pub struct ChannelStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
+
+    /// The circuit breaker: whether the operator is currently sending through this channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerStatus>,
 }
 
 /// Lifecycle phase of a Channel.
@@ -281,8 +373,8 @@ impl crate::phase::Phase for ChannelPhase {
 
 impl ChannelSpec {
     /// Checks what the schema cannot: the settings block matches the type, the URL parses with
-    /// an http(s) scheme, the timeout is positive and at most five minutes, and the SMTP sender
-    /// is an address.
+    /// an http(s) scheme, the timeout is positive and at most five minutes, the breaker's
+    /// cool-down is positive and at most an hour, and the SMTP sender is an address.
     pub fn validate(&self) -> Result<(), Vec<SpecError>> {
         let mut errors = Vec::new();
         let blocks = [
@@ -326,6 +418,15 @@ impl ChannelSpec {
                 errors.push(SpecError::new(
                     "spec.smtp.from",
                     format!("{:?} is not an e-mail address", smtp.from),
+                ));
+            }
+        }
+        if let Some(breaker) = &self.circuit_breaker {
+            let cool_down = breaker.cool_down.as_std();
+            if cool_down.is_zero() || cool_down.as_secs() > MAX_COOL_DOWN_SECONDS {
+                errors.push(SpecError::new(
+                    "spec.circuitBreaker.coolDown",
+                    format!("must be more than 0s and at most {MAX_COOL_DOWN_SECONDS}s"),
                 ));
             }
         }
@@ -373,7 +474,19 @@ mod tests {
         let spec = webhook();
         assert_eq!(spec.timeout, default_timeout());
         assert_eq!(spec.rate_limit.as_ref().unwrap().effective_burst(), 10);
+        assert_eq!(spec.rate_limit.as_ref().unwrap().max_in_flight, None);
+        assert_eq!(spec.circuit_breaker, None);
         assert_eq!(spec.validate(), Ok(()));
+        let breaker: CircuitBreakerPolicy = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert_eq!(breaker, CircuitBreakerPolicy::default());
+        assert_eq!(
+            (
+                breaker.consecutive_failures,
+                breaker.cool_down.as_std().as_secs(),
+                breaker.half_open_probes
+            ),
+            (5, 30, 1)
+        );
         let smtp: ChannelSpec = serde_json::from_value(serde_json::json!({
             "type": "SMTP", "smtp": {"host": "smtp.example.com", "from": "Acme <noreply@acme.example>"},
         }))
@@ -408,6 +521,15 @@ mod tests {
             .map(|e| e.field)
             .collect();
         assert_eq!(fields, ["spec.webhook.url", "spec.timeout"]);
+        let mut spec = webhook();
+        spec.circuit_breaker = Some(CircuitBreakerPolicy {
+            cool_down: "0s".parse().unwrap(),
+            ..CircuitBreakerPolicy::default()
+        });
+        assert_eq!(
+            spec.validate().unwrap_err()[0].field,
+            "spec.circuitBreaker.coolDown"
+        );
         assert!(!is_mailbox("noreply"));
         assert!(!is_mailbox("no reply@example.com"));
         assert!(is_mailbox("noreply@example.com"));

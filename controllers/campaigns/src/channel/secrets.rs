@@ -28,32 +28,7 @@ pub enum Lookup<'a> {
 }
 
 /// The values a Channel's transport is built with.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Credentials {
-    /// Webhook HMAC key.
-    pub signing_key: Option<Vec<u8>>,
-    /// Slack incoming-webhook URL.
-    pub slack_url: Option<String>,
-    /// SMTP AUTH user name.
-    pub smtp_username: Option<String>,
-    /// SMTP AUTH password.
-    pub smtp_password: Option<String>,
-}
-
-impl std::fmt::Debug for Credentials {
-    // Never print a credential.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("signing_key", &self.signing_key.as_ref().map(|_| "<set>"))
-            .field("slack_url", &self.slack_url.as_ref().map(|_| "<set>"))
-            .field("smtp_username", &self.smtp_username)
-            .field(
-                "smtp_password",
-                &self.smtp_password.as_ref().map(|_| "<set>"),
-            )
-            .finish()
-    }
-}
+pub use super::ChannelCredentials as Credentials;
 
 /// One thing wrong with a Channel's Secrets.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
