@@ -266,3 +266,42 @@ async fn a_start_cut_short_is_written_again_from_a_fresh_snapshot() {
     assert_eq!(loaded.audience().recipients()[1].uid, "uid-new-000001");
     assert_eq!(loaded.counts().all.pending, 3_600);
 }
+
+#[tokio::test]
+async fn a_damaged_shard_is_named_by_its_configmap() {
+    let (_sandbox, client) = sandbox().await;
+    let promo = campaign(&client, "promo").await;
+    let store = LedgerStore::new(client.clone(), &promo, policy());
+    store.open(snapshot(5_000, "a")).await.unwrap();
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), NAMESPACE);
+    let damage = |name: &'static str, key: &'static str| {
+        let config_maps = config_maps.clone();
+        async move {
+            let mut config_map = config_maps.get(name).await.unwrap();
+            let data = config_map.data.as_mut().unwrap();
+            let value = data.get_mut(key).unwrap();
+            value.replace_range(0..1, "x");
+            config_maps
+                .replace(name, &PostParams::default(), &config_map)
+                .await
+                .unwrap()
+        }
+    };
+    let original = config_maps.get("promo-progress-1").await.unwrap();
+    damage("promo-progress-1", "states").await;
+    let error = store.load().await.unwrap_err();
+    assert!(matches!(error, LedgerError::Progress { .. }), "{error}");
+    assert_eq!(error.config_map(), Some("promo-progress-1"));
+    let mut restored = original.clone();
+    restored.metadata.resource_version = None;
+    config_maps
+        .replace("promo-progress-1", &PostParams::default(), &restored)
+        .await
+        .unwrap();
+    assert!(store.load().await.unwrap().is_some());
+    damage("promo-audience-1", "lines").await;
+    let error = store.load().await.unwrap_err();
+    assert!(matches!(error, LedgerError::Audience { .. }), "{error}");
+    assert_eq!(error.config_map(), Some("promo-audience-1"));
+    assert_eq!(error.class(), flotilla_runtime::ErrorClass::Permanent);
+}

@@ -196,6 +196,16 @@ fn optional(field: &str) -> Option<&str> {
     (field != "-").then_some(field)
 }
 
+impl ProgressError {
+    /// The progress shard at fault, if one is.
+    pub fn index(&self) -> Option<usize> {
+        match self {
+            ProgressError::Missing { index } | ProgressError::Corrupt { index, .. } => Some(*index),
+            ProgressError::NoSuchChannel { .. } | ProgressError::NotClaimed { .. } => None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Entry {
     state: Delivery,

@@ -53,11 +53,23 @@ pub enum LedgerError {
         name: String,
     },
     /// The audience of a started campaign does not decode.
-    #[error("the audience shards are unreadable")]
-    Audience(#[source] AudienceError),
+    #[error("the audience shards do not decode (at fault: {})", .config_map.as_deref().unwrap_or("all"))]
+    Audience {
+        /// The ConfigMap at fault, when one is.
+        config_map: Option<String>,
+        /// What is wrong.
+        #[source]
+        source: AudienceError,
+    },
     /// The progress of a started campaign does not decode.
-    #[error("the progress shards are unreadable")]
-    Progress(#[source] ProgressError),
+    #[error("the progress shards do not decode (at fault: {})", .config_map.as_deref().unwrap_or("all"))]
+    Progress {
+        /// The ConfigMap at fault, when one is.
+        config_map: Option<String>,
+        /// What is wrong.
+        #[source]
+        source: ProgressError,
+    },
     /// The API server refused or failed.
     #[error("{action} ConfigMap {name}")]
     Api {
@@ -72,12 +84,24 @@ pub enum LedgerError {
 }
 
 impl LedgerError {
+    /// The ConfigMap at fault, when one is: for the condition message and the Event.
+    pub fn config_map(&self) -> Option<&str> {
+        match self {
+            LedgerError::NameTaken { name }
+            | LedgerError::Conflict { name }
+            | LedgerError::Api { name, .. } => Some(name),
+            LedgerError::Audience { config_map, .. } | LedgerError::Progress { config_map, .. } => {
+                config_map.as_deref()
+            }
+        }
+    }
+
     /// How the controller's error policy treats it.
     pub fn class(&self) -> ErrorClass {
         match self {
-            LedgerError::NameTaken { .. } | LedgerError::Audience(_) | LedgerError::Progress(_) => {
-                ErrorClass::Permanent
-            }
+            LedgerError::NameTaken { .. }
+            | LedgerError::Audience { .. }
+            | LedgerError::Progress { .. } => ErrorClass::Permanent,
             LedgerError::Conflict { .. } => ErrorClass::Transient,
             LedgerError::Api { source, .. } => match source {
                 kube::Error::Api(status) if status.code == 403 => ErrorClass::Forbidden,
@@ -162,6 +186,16 @@ impl LedgerStore {
         shard_name(&self.campaign, part, index)
     }
 
+    fn audience_error(&self, source: AudienceError) -> LedgerError {
+        let AudienceError::Shards(shard_error) = &source;
+        LedgerError::Audience {
+            config_map: shard_error
+                .index()
+                .map(|i| self.name(LedgerPart::Audience, i)),
+            source,
+        }
+    }
+
     fn config_map(
         &self,
         part: LedgerPart,
@@ -225,7 +259,7 @@ impl LedgerStore {
         let count = match &audience_zero {
             Some(config_map) => {
                 shards::shard_meta(AUDIENCE_FORMAT, &shard(0, config_map))
-                    .map_err(|e| LedgerError::Audience(e.into()))?
+                    .map_err(|e| self.audience_error(e.into()))?
                     .count
             }
             None => 1,
@@ -240,13 +274,12 @@ impl LedgerStore {
             match config_map {
                 Some(config_map) => audience_shards.push(shard(index, &config_map)),
                 None => {
-                    return Err(LedgerError::Audience(
-                        shards::ShardError::Missing { index, count }.into(),
-                    ));
+                    let missing = shards::ShardError::Missing { index, count };
+                    return Err(self.audience_error(missing.into()));
                 }
             }
         }
-        let audience = Audience::decode(&audience_shards).map_err(LedgerError::Audience)?;
+        let audience = Audience::decode(&audience_shards).map_err(|e| self.audience_error(e))?;
         let rest: Vec<Option<ConfigMap>> = stream::iter(1..audience.shard_count())
             .map(|index| self.read(LedgerPart::Progress, index))
             .buffered(CONCURRENCY)
@@ -263,7 +296,10 @@ impl LedgerStore {
             .collect();
         DeliveryLedger::load(&self.uid, audience, progress, self.policy)
             .map(Some)
-            .map_err(LedgerError::Progress)
+            .map_err(|source| LedgerError::Progress {
+                config_map: source.index().map(|i| self.name(LedgerPart::Progress, i)),
+                source,
+            })
     }
 
     /// Writes a new ledger for `audience` (its `shards` as [`Audience::from_recipients`] gave
