@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | Pending | `.` | Claimed |
 //! | Claimed (an attempt may be under way) | `c` | Sent, Waiting, Failed, OptedOut, Skipped |
-//! | Waiting (for its retry time) | `w` | Claimed |
+//! | Waiting (for its retry time, or deferred by quiet hours) | `w` | Claimed |
 //! | Sent on channel *n* | `0`–`7` | — |
 //! | Failed, OptedOut, Skipped, HeldOut | `f`, `o`, `k`, `h` | — |
 //!
@@ -113,6 +113,12 @@ pub enum DeliveryResult {
         /// When the next attempt may start.
         at: Timestamp,
     },
+    /// Not attempted (quiet hours, a local-time schedule): wait until `until`, without
+    /// counting an attempt.
+    Deferred {
+        /// When it may be claimed again.
+        until: Timestamp,
+    },
     /// Failed for good, with a short reason code (`HTTP404`, `SMTP550`).
     Failed {
         /// The reason, counted in the status.
@@ -189,6 +195,11 @@ pub enum ProgressError {
         /// Its state.
         state: Delivery,
     },
+}
+
+/// Whole seconds, rounded up: a retry is never claimed before the time it was given.
+fn ceil_second(at: Timestamp) -> i64 {
+    at.as_second() + i64::from(at.subsec_nanosecond() > 0)
 }
 
 /// `-` for an absent detail field.
@@ -692,7 +703,12 @@ impl DeliveryLedger {
         let (shard, at) = self.entry_mut(recipient);
         let (state, next_attempt, reason) = match &result {
             DeliveryResult::Sent { channel } => (Delivery::Sent { channel: *channel }, None, None),
-            DeliveryResult::RetryAt { at } => (Delivery::Waiting, Some(at.as_second()), None),
+            DeliveryResult::RetryAt { at } => (Delivery::Waiting, Some(ceil_second(*at)), None),
+            DeliveryResult::Deferred { until } => {
+                let entry = &mut shard.entries[at];
+                entry.attempts = entry.attempts.saturating_sub(1);
+                (Delivery::Waiting, Some(ceil_second(*until)), None)
+            }
             DeliveryResult::Failed { reason } => {
                 (Delivery::Failed, None, Some(shard.reason_index(reason)))
             }

@@ -532,3 +532,33 @@ fn a_hundred_thousand_recipients_all_failed_still_fit() {
     assert!(largest < SHARD_DATA_LIMIT / 8, "{largest} bytes");
     assert_eq!(shards, 58);
 }
+
+#[test]
+fn a_deferral_waits_without_counting_an_attempt_and_retries_wait_whole_seconds() {
+    let (mut persisted, mut ledger) = Persisted::started(20, FlushPolicy::default());
+    let claims = ledger.claim(2, t(0));
+    persisted.write(&mut ledger);
+    let (deferred, retried) = (claims[0].recipient, claims[1].recipient);
+    ledger
+        .record(deferred, DeliveryResult::Deferred { until: t(3_600) }, t(0))
+        .unwrap();
+    let half_past = t(10) + Duration::from_millis(500);
+    ledger
+        .record(retried, DeliveryResult::RetryAt { at: half_past }, t(0))
+        .unwrap();
+    persisted.write(&mut ledger);
+    let mut ledger = persisted.load(FlushPolicy::default());
+    assert_eq!(ledger.next_attempt_at(), Some(t(11)));
+    let due = |ledger: &mut DeliveryLedger, at| {
+        let claims = ledger.claim(20, at);
+        claims
+            .into_iter()
+            .filter(|c| c.recipient == deferred || c.recipient == retried)
+            .collect::<Vec<_>>()
+    };
+    assert!(due(&mut ledger, t(10)).is_empty());
+    let again = due(&mut ledger, t(11));
+    assert_eq!((again[0].recipient, again[0].attempt), (retried, 2));
+    let later = due(&mut ledger, t(3_600));
+    assert_eq!((later[0].recipient, later[0].attempt), (deferred, 1));
+}
