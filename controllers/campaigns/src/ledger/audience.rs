@@ -257,8 +257,65 @@ pub(crate) mod tests {
         assert!(largest <= SHARD_DATA_LIMIT, "a shard has {largest} bytes");
         let bytes: usize = shards.iter().map(Shard::data_bytes).sum();
         // ~150 bytes a recipient: 58 shards of at most 256 KiB, 15 MB in all.
+        println!(
+            "100,000 recipients: {} audience shards, {bytes} bytes, largest {largest}",
+            shards.len()
+        );
         assert_eq!(shards.len(), 58, "{bytes} bytes in {} shards", shards.len());
         assert_eq!(audience.shard_count(), shards.len());
+        assert_eq!(Audience::decode(&shards).unwrap(), audience);
+    }
+
+    #[test]
+    fn the_longest_fields_the_schema_allows_still_fit() {
+        // Names of 253, contact names of 256 control characters (6 bytes each in JSON),
+        // e-mails of 254, zones of 64.
+        let list: Vec<Recipient> = (0..2_000)
+            .map(|i| Recipient {
+                subscription: format!("{}{i:06}", "s".repeat(247)),
+                uid: format!("{i:036}"),
+                group: Group::Variant(15),
+                email: Some(format!("{}@{i:06}", "e".repeat(247))),
+                name: Some("\u{1}".repeat(256)),
+                time_zone: Some("Z".repeat(64)),
+            })
+            .collect();
+        let (audience, shards) = Audience::from_recipients(list);
+        assert!(shards.iter().all(|s| s.data_bytes() <= SHARD_DATA_LIMIT));
+        assert_eq!(Audience::decode(&shards).unwrap(), audience);
+    }
+
+    #[test]
+    fn a_snapshot_takes_names_uids_groups_and_contacts_from_subscriptions() {
+        let subscription = |name: &str, email: Option<&str>| -> Subscription {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "flotilla.dev/v1alpha1",
+                "kind": "Subscription",
+                "metadata": {"name": name, "uid": format!("uid-{name}")},
+                "spec": {
+                    "plan": "team",
+                    "contact": {"email": email, "name": "Ada", "timeZone": "Europe/Berlin"},
+                },
+            }))
+            .unwrap()
+        };
+        let subscriptions = [
+            subscription("globex", Some("ops@globex.example")),
+            subscription("acme", None),
+        ];
+        let allocation = Allocation::new("shop/promo", 50, &[1, 1]).unwrap();
+        let (audience, shards) = Audience::snapshot(&subscriptions, &allocation);
+        let [acme, globex] = audience.recipients() else {
+            panic!("two recipients");
+        };
+        assert_eq!(
+            (acme.subscription.as_str(), acme.uid.as_str()),
+            ("acme", "uid-acme")
+        );
+        assert_eq!(acme.email, None);
+        assert_eq!(globex.email.as_deref(), Some("ops@globex.example"));
+        assert_eq!(globex.time_zone.as_deref(), Some("Europe/Berlin"));
+        assert_eq!(acme.group, allocation.group("acme"));
         assert_eq!(Audience::decode(&shards).unwrap(), audience);
     }
 
