@@ -228,7 +228,7 @@ async fn a_foreign_configmap_of_a_shard_name_is_refused_and_left_alone() {
     let store = LedgerStore::new(client.clone(), &promo, policy());
     let error = store.open(snapshot(5_000, "a")).await.unwrap_err();
     assert!(
-        matches!(&error, LedgerError::NameTaken { name } if name == "promo-audience-1"),
+        matches!(&error, LedgerError::NameTaken { name, earlier_campaign: false } if name == "promo-audience-1"),
         "{error}"
     );
     assert_eq!(error.class(), flotilla_runtime::ErrorClass::Permanent);
@@ -304,4 +304,38 @@ async fn a_damaged_shard_is_named_by_its_configmap() {
     assert!(matches!(error, LedgerError::Audience { .. }), "{error}");
     assert_eq!(error.config_map(), Some("promo-audience-1"));
     assert_eq!(error.class(), flotilla_runtime::ErrorClass::Permanent);
+}
+
+#[tokio::test]
+async fn shards_of_an_earlier_campaign_of_the_same_name_are_waited_for() {
+    let (_sandbox, client) = sandbox().await;
+    let first = campaign(&client, "promo").await;
+    LedgerStore::new(client.clone(), &first, policy())
+        .open(snapshot(50, "a"))
+        .await
+        .unwrap();
+    // The same name, another UID: as if deleted and re-created before the collector ran.
+    let mut second = first.clone();
+    second.metadata.uid = Some("another-uid".into());
+    let error = LedgerStore::new(client.clone(), &second, policy())
+        .open(snapshot(50, "b"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            LedgerError::NameTaken {
+                earlier_campaign: true,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(error.class(), flotilla_runtime::ErrorClass::Transient);
+    // The first campaign's ledger is untouched.
+    let kept = LedgerStore::new(client, &first, policy())
+        .load()
+        .await
+        .unwrap();
+    assert_eq!(kept.unwrap().audience().recipients()[0].uid, "uid-a-000000");
 }

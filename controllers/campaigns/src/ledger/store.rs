@@ -44,6 +44,9 @@ pub enum LedgerError {
     NameTaken {
         /// The ConfigMap.
         name: String,
+        /// It is a ledger shard of an earlier Campaign of the same name (deleted and
+        /// re-created): the garbage collector is about to remove it, so this heals.
+        earlier_campaign: bool,
     },
     /// A progress shard changed since this ledger read or wrote it: another writer. Drop the
     /// ledger and load it again; never write over it.
@@ -87,7 +90,7 @@ impl LedgerError {
     /// The ConfigMap at fault, when one is: for the condition message and the Event.
     pub fn config_map(&self) -> Option<&str> {
         match self {
-            LedgerError::NameTaken { name }
+            LedgerError::NameTaken { name, .. }
             | LedgerError::Conflict { name }
             | LedgerError::Api { name, .. } => Some(name),
             LedgerError::Audience { config_map, .. } | LedgerError::Progress { config_map, .. } => {
@@ -99,6 +102,10 @@ impl LedgerError {
     /// How the controller's error policy treats it.
     pub fn class(&self) -> ErrorClass {
         match self {
+            LedgerError::NameTaken {
+                earlier_campaign: true,
+                ..
+            } => ErrorClass::Transient,
             LedgerError::NameTaken { .. }
             | LedgerError::Audience { .. }
             | LedgerError::Progress { .. } => ErrorClass::Permanent,
@@ -220,6 +227,17 @@ impl LedgerStore {
             },
             data: Some(data),
             ..ConfigMap::default()
+        }
+    }
+
+    fn name_taken(&self, name: String, config_map: &ConfigMap) -> LedgerError {
+        let earlier_campaign =
+            config_map.owner_references().iter().any(|o| {
+                o.kind == self.owner.kind && o.name == self.owner.name && o.uid != self.uid
+            }) && config_map.labels().contains_key(LEDGER_PART_LABEL);
+        LedgerError::NameTaken {
+            name,
+            earlier_campaign,
         }
     }
 
@@ -432,7 +450,7 @@ impl LedgerStore {
         }
         let existing = self.api.get(&name).await.map_err(api_error("reading"))?;
         if !self.owned(&existing) {
-            return Err(LedgerError::NameTaken { name });
+            return Err(self.name_taken(name, &existing));
         }
         let mut config_map = config_map;
         config_map.metadata.resource_version = existing.resource_version();
@@ -454,7 +472,7 @@ impl LedgerStore {
         let name = self.name(part, index);
         match self.api.get_opt(&name).await {
             Ok(Some(config_map)) if !self.owned(&config_map) => {
-                Err(LedgerError::NameTaken { name })
+                Err(self.name_taken(name, &config_map))
             }
             Ok(found) => Ok(found),
             Err(source) => Err(LedgerError::Api {
