@@ -13,6 +13,12 @@
 //! | no blind overwrite | every progress write is a replace under its `resourceVersion`; 409 → reload |
 //!
 //! A later opt-out is the sender's to check at send time ([`progress::DeliveryResult::OptedOut`]).
+//!
+//! A Campaign controller: [`LedgerStore::open`] (snapshot only if the start never committed);
+//! then, within the throttle, [`LedgerStore::claim`] → send each [`Claim`] with its
+//! `message_id` → [`DeliveryLedger::record`] → [`LedgerStore::flush_if_due`]; requeue at
+//! [`DeliveryLedger::flush_due_at`] / [`DeliveryLedger::next_attempt_at`]; status from
+//! [`DeliveryLedger::counts`]. After [`LedgerError::Conflict`], drop the ledger and open again.
 
 pub mod audience;
 pub mod progress;

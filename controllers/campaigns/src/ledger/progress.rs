@@ -33,7 +33,7 @@ const CHANNELS: usize = MAX_CHANNELS as usize;
 /// shard stays bounded whatever the channels answer.
 const MAX_REASONS: usize = 32;
 const MAX_REASON_LEN: usize = 128;
-/// The reason of failures beyond [`MAX_REASONS`] distinct ones.
+/// The reason of failures beyond the 31 distinct ones a shard keeps.
 pub const OTHER_REASON: &str = "Other";
 
 /// The delivery state of one recipient.
