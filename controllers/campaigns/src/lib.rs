@@ -4,11 +4,14 @@
 //! variant or is held out ([`campaign::allocation`]), when a recipient may be messaged
 //! ([`campaign::quiet_hours`]) and what the message says ([`campaign::template`]) — so each is
 //! tested without a server before the controllers are built on it. [`channel`] is how a
-//! message goes out: the transports, each Channel's rate limit and its circuit breaker.
+//! message goes out: the transports, each Channel's rate limit and its circuit breaker, and the
+//! Channel controller; [`ledger`] makes sending survive crashes without skipping or repeating
+//! anyone.
 
 pub mod campaign;
 pub mod channel;
 pub mod index;
+pub mod ledger;
 
 use flotilla_crds::{Campaign, Channel};
 use futures::StreamExt;

@@ -14,6 +14,7 @@
 //! | relations between objects, kept from watch events | [`index`] |
 //! | Events | [`events`] |
 //! | `/metrics`, `/healthz`, `/readyz` | [`metrics`], [`readiness`], [`admin`] |
+//! | a long list persisted over byte-bounded ConfigMaps | [`shards`] |
 //! | SIGTERM/SIGINT | [`shutdown`] |
 //! | only the Lease holder runs controllers | [`leadership`] |
 //! | waiting for the world in tests, scenarios and benchmarks | [`testing`] |
@@ -36,6 +37,7 @@ pub mod phase;
 pub mod queue;
 pub mod readiness;
 pub mod reconciler;
+pub mod shards;
 pub mod shutdown;
 pub mod status;
 pub mod testing;
