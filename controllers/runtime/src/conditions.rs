@@ -40,6 +40,14 @@ impl ConditionUpdate {
     }
 }
 
+/// Whether `after` says something new against `before` (absent, or another status, reason
+/// or message): what deserves an Event. A new `lastTransitionTime` or generation alone does not.
+pub fn changed(before: Option<&Condition>, after: &Condition) -> bool {
+    before.is_none_or(|b| {
+        b.status != after.status || b.reason != after.reason || b.message != after.message
+    })
+}
+
 /// Sets one condition in `conditions`: replaces the condition of the same type in place
 /// (keeping its `lastTransitionTime` unless the status changes) or appends it.
 pub fn set_condition(

@@ -2,13 +2,13 @@
 
 use flotilla_crds::common::describe_spec_errors;
 use flotilla_crds::condition::{ConditionStatus, find_condition, reasons, types};
-use flotilla_crds::{ChannelPhase, ChannelStatus, Condition};
+use flotilla_crds::{ChannelPhase, ChannelStatus};
 use jiff::Timestamp;
 use kube::runtime::events::EventType;
 
 use super::phase::Observation;
 use super::secrets::SecretProblem;
-use flotilla_runtime::conditions::{ConditionUpdate, set_conditions};
+use flotilla_runtime::conditions::{ConditionUpdate, changed, set_conditions};
 use flotilla_runtime::events::bounded_count;
 
 /// Reasons of the Channel's conditions beyond the shared ones.
@@ -214,12 +214,6 @@ pub fn release_event() -> ChannelEvent {
         reason: event_reasons::DELETION_ALLOWED,
         note: "no live Campaign uses this channel any more; deletion proceeds".to_owned(),
     }
-}
-
-fn changed(before: Option<&Condition>, after: &Condition) -> bool {
-    before.is_none_or(|b| {
-        b.status != after.status || b.reason != after.reason || b.message != after.message
-    })
 }
 
 #[cfg(test)]

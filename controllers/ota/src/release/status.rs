@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use kube::runtime::events::EventType;
 
 use super::phase::Observation;
-use flotilla_runtime::conditions::{ConditionUpdate, set_conditions};
+use flotilla_runtime::conditions::{ConditionUpdate, changed, set_conditions};
 use flotilla_runtime::events::bounded_count;
 
 /// How many rollout names a condition message or Event names before "and N more" (status
@@ -165,12 +165,6 @@ pub fn release_event() -> ReleaseEvent {
         reason: event_reasons::DELETION_ALLOWED,
         note: "no running FirmwareRollout uses this release any more; deletion proceeds".to_owned(),
     }
-}
-
-fn changed(before: Option<&Condition>, after: &Condition) -> bool {
-    before.is_none_or(|b| {
-        b.status != after.status || b.reason != after.reason || b.message != after.message
-    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use kube::runtime::events::EventType;
 
 use super::phase::Observation;
-use flotilla_runtime::conditions::{ConditionUpdate, set_conditions};
+use flotilla_runtime::conditions::{ConditionUpdate, changed, set_conditions};
 use flotilla_runtime::events::bounded_count;
 
 /// How many Subscription names a condition message or Event names before "and N more".
@@ -157,12 +157,6 @@ pub fn release_event() -> PlanEvent {
         reason: event_reasons::DELETION_ALLOWED,
         note: "no Subscription references this plan any more; deletion proceeds".to_owned(),
     }
-}
-
-fn changed(before: Option<&Condition>, after: &Condition) -> bool {
-    before.is_none_or(|b| {
-        b.status != after.status || b.reason != after.reason || b.message != after.message
-    })
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use kube::runtime::events::EventType;
 use super::namespaces::NamespaceClaims;
 use super::phase::{Blocked, Decision, Observation, PlanLookup, SuspensionCause, Transition};
 use super::usage::UsageReport;
-use flotilla_runtime::conditions::{ConditionUpdate, remove_condition, set_condition};
+use flotilla_runtime::conditions::{ConditionUpdate, changed, remove_condition, set_condition};
 use flotilla_runtime::events::bounded_list;
 
 /// How many namespaces or overages a condition message or Event names before "and N more".
@@ -581,12 +581,6 @@ pub fn condition_events(
         });
     }
     events
-}
-
-fn changed(before: Option<&Condition>, after: &Condition) -> bool {
-    before.is_none_or(|b| {
-        b.status != after.status || b.reason != after.reason || b.message != after.message
-    })
 }
 
 fn is_cancelling(phase: SubscriptionPhase) -> bool {
