@@ -105,6 +105,9 @@ Refuses combinations the schema cannot express.
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "leaderElection.enabled must be true when replicaCount > 1: without it every replica would reconcile and write" }}
 {{- end }}
+{{- if and .Values.controllers.campaign.enabled (not .Values.controllers.channel.enabled) }}
+{{- fail "controllers.campaign.enabled needs controllers.channel.enabled: campaigns send through the Channels the channel controller checks" }}
+{{- end }}
 {{- end }}
 
 {{/*

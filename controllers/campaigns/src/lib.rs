@@ -12,8 +12,11 @@ pub mod campaign;
 pub mod channel;
 pub mod index;
 pub mod ledger;
+pub mod unsubscribe;
 
-use flotilla_crds::{Campaign, Channel};
+use std::sync::Arc;
+
+use flotilla_crds::{Campaign, Channel, Plan, Subscription};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
@@ -22,25 +25,63 @@ use kube::core::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
+use campaign::CampaignRef;
+use campaign::reconcile::UnsubscribeLinks;
+use channel::deliveries::Deliveries;
 use channel::registry::Registry;
 use channel::secrets::CHANNEL_SECRET_LABEL;
 use flotilla_runtime::Operator;
 use flotilla_runtime::index::SharedIndex;
 use flotilla_runtime::watch::{self, SharedWatch};
 use index::{ChannelsBySecret, LiveCampaignsByChannel};
+use ledger::FlushPolicy;
 
-/// Which Campaigns controllers run.
+/// Which Campaigns controllers run. The Campaign controller sends through the Channels the
+/// Channel controller publishes in the same process, so it needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Selection {
     /// The Channel controller.
     pub channel: bool,
+    /// The Campaign controller.
+    pub campaign: bool,
+}
+
+/// How the Campaign controller is set up.
+#[derive(Clone)]
+pub struct Settings {
+    /// Unsubscribe links: `(campaign, Subscription name) → URL`.
+    pub unsubscribe: UnsubscribeLinks,
+    /// How delivery outcomes are batched into ledger writes.
+    pub flush: FlushPolicy,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            unsubscribe: Arc::new(|_, _| String::new()),
+            flush: FlushPolicy::default(),
+        }
+    }
+}
+
+/// Keeps what a campaign reads of a Subscription, so 100,000 of them stay small in memory.
+fn subscription_fields(subscription: &Subscription) -> Subscription {
+    let mut kept = subscription.clone();
+    kept.metadata.managed_fields = None;
+    kept.metadata.annotations = None;
+    kept
 }
 
 /// Runs the selected Campaigns controllers on one watch per kind — Channels, Campaigns and
 /// the Secrets labelled [`CHANNEL_SECRET_LABEL`] — until the operator's shutdown signal.
-pub fn run(operator: &Operator, selection: Selection) -> BoxFuture<'_, ()> {
+pub fn run(operator: &Operator, selection: Selection, settings: Settings) -> BoxFuture<'_, ()> {
     Box::pin(async move {
         if !selection.channel {
+            if selection.campaign {
+                tracing::error!(
+                    "the campaign controller sends through the channel controller; enable both"
+                );
+            }
             return;
         }
         let client = operator.client.clone();
@@ -58,7 +99,7 @@ pub fn run(operator: &Operator, selection: Selection) -> BoxFuture<'_, ()> {
         let mut secrets = SharedWatch::new(
             "secrets",
             Api::<Secret>::all(client.clone()),
-            wc.labels(&format!("{CHANNEL_SECRET_LABEL}=true")),
+            wc.clone().labels(&format!("{CHANNEL_SECRET_LABEL}=true")),
         )
         .caching(watch::secret_data_only);
         for (kind, synced) in [
@@ -75,7 +116,7 @@ pub fn run(operator: &Operator, selection: Selection) -> BoxFuture<'_, ()> {
         let readers = by_secret.clone();
         let secret_changed = secrets.wakes(move |event| {
             let readers = readers.lock();
-            touched_secrets(event)
+            touched(event)
                 .iter()
                 .flat_map(|(namespace, name)| readers.channels(namespace, name))
                 .collect::<Vec<_>>()
@@ -91,11 +132,11 @@ pub fn run(operator: &Operator, selection: Selection) -> BoxFuture<'_, ()> {
         });
         let registry = Registry::default();
         let state = channel::reconcile::ChannelState::new(
-            client,
+            client.clone(),
             secrets.store(),
-            live,
+            live.clone(),
             vec![secrets.synced(), campaigns.synced()],
-            registry,
+            registry.clone(),
         );
         let channel_controller = channel::controller(
             operator,
@@ -104,25 +145,87 @@ pub fn run(operator: &Operator, selection: Selection) -> BoxFuture<'_, ()> {
             vec![secret_changed.boxed(), campaigns_changed.boxed()],
         );
         let stop = || operator.shutdown.signalled();
+        if !selection.campaign {
+            futures::join!(
+                Box::pin(channels.run(stop())),
+                Box::pin(campaigns.run(stop())),
+                Box::pin(secrets.run(stop())),
+                channel_controller,
+            );
+            return;
+        }
+        let subscriptions = SharedWatch::new(
+            "subscriptions",
+            Api::<Subscription>::all(client.clone()),
+            wc.clone(),
+        )
+        .caching(subscription_fields);
+        let plans = SharedWatch::new("plans", Api::<Plan>::all(client.clone()), wc.clone());
+        for (kind, synced) in [
+            (subscriptions.kind(), subscriptions.synced()),
+            (plans.kind(), plans.synced()),
+        ] {
+            operator.readiness.track(kind, synced);
+        }
+        // A Channel's readiness changing wakes the live campaigns that use it.
+        let users = live.clone();
+        let channel_changed = channels.wakes(move |event| {
+            let users = users.lock();
+            touched(event)
+                .iter()
+                .flat_map(|(namespace, channel)| {
+                    users
+                        .campaigns(namespace, channel)
+                        .map(|name| ObjectRef::new(name).within(namespace))
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        });
+        let (wake, woken) = tokio::sync::mpsc::unbounded_channel::<CampaignRef>();
+        let senders_woke = futures::stream::unfold(woken, |mut woken| async move {
+            woken.recv().await.map(|campaign| (campaign, woken))
+        });
+        let state = campaign::reconcile::CampaignState::new(
+            client,
+            subscriptions.store(),
+            plans.store(),
+            Deliveries::new(registry),
+            vec![subscriptions.synced(), plans.synced(), channels.synced()],
+            settings.unsubscribe,
+            settings.flush,
+            Arc::new(move |campaign| {
+                let _ = wake.send(campaign);
+            }),
+        );
+        let campaign_controller = campaign::controller(
+            operator,
+            &mut campaigns,
+            state,
+            vec![channel_changed.boxed(), senders_woke.boxed()],
+        );
         futures::join!(
             Box::pin(channels.run(stop())),
             Box::pin(campaigns.run(stop())),
             Box::pin(secrets.run(stop())),
+            Box::pin(subscriptions.run(stop())),
+            Box::pin(plans.run(stop())),
             channel_controller,
+            campaign_controller,
         );
     })
 }
 
-/// The `(namespace, name)` of the Secrets an event is about.
-fn touched_secrets(event: &watcher::Event<Secret>) -> Vec<(String, String)> {
+/// The `(namespace, name)` of the object an event is about.
+fn touched<K: kube::Resource>(event: &watcher::Event<K>) -> Vec<(String, String)> {
     match event {
-        watcher::Event::Apply(secret) | watcher::Event::Delete(secret) => secret
-            .metadata
-            .namespace
-            .clone()
-            .zip(secret.metadata.name.clone())
-            .into_iter()
-            .collect(),
+        watcher::Event::Apply(object) | watcher::Event::Delete(object) => {
+            let meta = object.meta();
+            meta.namespace
+                .clone()
+                .zip(meta.name.clone())
+                .into_iter()
+                .collect()
+        }
         _ => Vec::new(),
     }
 }

@@ -17,8 +17,15 @@ use serde_json::json;
 async fn start() -> Harness {
     let spawn: Spawn = Arc::new(|operator| {
         Box::pin(async move {
-            flotilla_campaigns::run(&operator, flotilla_campaigns::Selection { channel: true })
-                .await;
+            flotilla_campaigns::run(
+                &operator,
+                flotilla_campaigns::Selection {
+                    channel: true,
+                    campaign: false,
+                },
+                flotilla_campaigns::Settings::default(),
+            )
+            .await;
         })
     });
     let h = Harness::start(spawn).await;

@@ -15,6 +15,7 @@ use crate::ControllerName;
 use crate::runtime::config::parse_duration;
 use crate::runtime::leadership::{LeaseSettings, run_while_leading};
 use crate::runtime::{Config, Operator, Shutdown, SystemClock, admin};
+use flotilla_campaigns::unsubscribe::{ApiOptOut, Links, Signer};
 
 /// Flotilla: Kubernetes operators for subscriptions, OTA firmware rollouts and campaigns.
 #[derive(Debug, Parser)]
@@ -169,6 +170,33 @@ pub struct OperatorArgs {
     /// identity (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
+    /// Public base URL of the one-click unsubscribe endpoint (`https://news.example.com`):
+    /// every campaign message links to `<url>/unsubscribe/<signed token>`. Without it messages
+    /// carry no unsubscribe link.
+    #[arg(
+        long,
+        env = "FLOTILLA_UNSUBSCRIBE_URL",
+        requires = "unsubscribe_key_file"
+    )]
+    pub unsubscribe_url: Option<String>,
+    /// File with the key that signs unsubscribe links (at least 32 bytes; mount it from a
+    /// Secret, the same on every replica).
+    #[arg(
+        long,
+        env = "FLOTILLA_UNSUBSCRIBE_KEY_FILE",
+        requires = "unsubscribe_url"
+    )]
+    pub unsubscribe_key_file: Option<PathBuf>,
+    /// Address the unsubscribe endpoint listens on (every replica serves it).
+    #[arg(
+        long,
+        default_value = "0.0.0.0:8081",
+        env = "FLOTILLA_UNSUBSCRIBE_ADDRESS"
+    )]
+    pub unsubscribe_address: SocketAddr,
+    /// How long an unsubscribe link stays valid (Go duration).
+    #[arg(long, default_value = "2160h", value_parser = parse_duration)]
+    pub unsubscribe_validity: Duration,
 }
 
 impl OperatorArgs {
@@ -182,6 +210,28 @@ impl OperatorArgs {
             reporting_instance: self.instance.clone(),
             ..Config::default()
         }
+    }
+
+    /// The unsubscribe signer and link base, when configured.
+    fn unsubscribe(&self) -> anyhow::Result<Option<(Signer, Links)>> {
+        let (Some(url), Some(key_file)) = (&self.unsubscribe_url, &self.unsubscribe_key_file)
+        else {
+            return Ok(None);
+        };
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            anyhow::bail!("--unsubscribe-url {url:?} must be an http(s) URL");
+        }
+        let key = std::fs::read(key_file)
+            .with_context(|| format!("reading --unsubscribe-key-file {}", key_file.display()))?;
+        let key = key.trim_ascii();
+        let signer = Signer::new(key, self.unsubscribe_validity).with_context(|| {
+            format!(
+                "--unsubscribe-key-file {}: the key must be at least 32 bytes",
+                key_file.display()
+            )
+        })?;
+        let links = Links::new(url, signer.clone());
+        Ok(Some((signer, links)))
     }
 
     fn lease(&self) -> Option<LeaseSettings> {
@@ -331,14 +381,48 @@ pub async fn run_operator(
     let (_, admin_server) = admin::serve(args.metrics_address, operator.admin_state())
         .await
         .with_context(|| format!("binding the admin server to {}", args.metrics_address))?;
+    let mut campaigns = flotilla_campaigns::Settings::default();
+    let unsubscribe_server = match args.unsubscribe()? {
+        Some((signer, links)) => {
+            campaigns.unsubscribe = Arc::new(move |_, subscription| links.link(subscription));
+            let router = flotilla_campaigns::unsubscribe::router(
+                signer,
+                Arc::new(ApiOptOut(operator.client.clone())),
+            );
+            let listener = tokio::net::TcpListener::bind(args.unsubscribe_address)
+                .await
+                .with_context(|| {
+                    format!(
+                        "binding the unsubscribe endpoint to {}",
+                        args.unsubscribe_address
+                    )
+                })?;
+            tracing::info!(address = %args.unsubscribe_address, "unsubscribe endpoint listening");
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.signalled().await })
+                    .await
+            }))
+        }
+        None => None,
+    };
     let controllers = args.controllers.clone();
+    if controllers.contains(&ControllerName::Campaign)
+        && !controllers.contains(&ControllerName::Channel)
+    {
+        anyhow::bail!(
+            "--controllers: campaign sends through the Channels the channel controller checks; \
+             add channel"
+        );
+    }
     let outcome = match args.lease() {
         None => {
-            crate::run_selected(&operator, &controllers).await;
+            crate::run_selected(&operator, &controllers, campaigns).await;
             Ok(())
         }
         Some(lease) => run_while_leading(&operator, &lease, |leading| async move {
-            crate::run_selected(&leading, &controllers).await;
+            crate::run_selected(&leading, &controllers, campaigns).await;
         })
         .await
         .map_err(anyhow::Error::from),
@@ -349,6 +433,12 @@ pub async fn run_operator(
         .await
         .context("admin server task")?
         .context("admin server")?;
+    if let Some(server) = unsubscribe_server {
+        server
+            .await
+            .context("unsubscribe endpoint task")?
+            .context("unsubscribe endpoint")?;
+    }
     outcome
 }
 

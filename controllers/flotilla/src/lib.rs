@@ -30,6 +30,9 @@ pub enum ControllerName {
     Rollout,
     /// Channels: configuration and Secret checks, deletion protection while campaigns use them.
     Channel,
+    /// Campaigns: audience, schedule, delivery through the ledger. Needs `channel` (it sends
+    /// through the Channels that controller checks).
+    Campaign,
 }
 
 impl ControllerName {
@@ -40,19 +43,29 @@ impl ControllerName {
         ControllerName::Release,
         ControllerName::Rollout,
         ControllerName::Channel,
+        ControllerName::Campaign,
     ];
 }
 
 /// Runs every controller until the operator's shutdown signal trips, then waits for their
 /// in-flight reconciles to finish.
 pub async fn run_controllers(operator: &Operator) {
-    run_selected(operator, ControllerName::ALL).await;
+    run_selected(
+        operator,
+        ControllerName::ALL,
+        flotilla_campaigns::Settings::default(),
+    )
+    .await;
 }
 
 /// Runs the `selected` controllers side by side until the operator's shutdown signal trips. A
 /// controller that is not selected does not run; the watches it would share with a selected
 /// one still feed that one.
-pub async fn run_selected(operator: &Operator, selected: &[ControllerName]) {
+pub async fn run_selected(
+    operator: &Operator,
+    selected: &[ControllerName],
+    campaigns: flotilla_campaigns::Settings,
+) {
     let selection = subscriptions::Selection {
         plan: selected.contains(&ControllerName::Plan),
         subscription: selected.contains(&ControllerName::Subscription),
@@ -68,7 +81,9 @@ pub async fn run_selected(operator: &Operator, selected: &[ControllerName]) {
         operator,
         flotilla_campaigns::Selection {
             channel: selected.contains(&ControllerName::Channel),
+            campaign: selected.contains(&ControllerName::Campaign),
         },
+        campaigns,
     );
     futures::join!(
         subscriptions::run_selected(operator, selection),

@@ -146,7 +146,7 @@ async fn status_prints_the_rollout_and_its_plan() {
 async fn status_watch_reprints_until_the_rollout_finishes() {
     for (last_phase, expected) in [
         ("Succeeded", Outcome::Done),
-        ("Failed", Outcome::RolloutUnsuccessful),
+        ("Failed", Outcome::Unsuccessful),
     ] {
         let (sandbox, client) = sandbox().await;
         create_rollout(&client, awaiting_approval()).await;

@@ -22,6 +22,7 @@
 //! Campaigns through [`crate::index::LiveCampaignsByChannel`].
 
 pub mod breaker;
+pub mod deliveries;
 mod delivery;
 mod http;
 pub mod log;

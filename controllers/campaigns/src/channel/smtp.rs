@@ -140,10 +140,13 @@ impl SmtpTransport {
         if let Some(subject) = &message.subject {
             builder = builder.subject(subject.clone());
         }
-        let builder = builder
-            .header(ListUnsubscribe(message.unsubscribe_url.clone()))
-            .header(ListUnsubscribePost)
-            .header(ContentType::TEXT_PLAIN);
+        // Without an unsubscribe endpoint configured a message has no link to offer.
+        if !message.unsubscribe_url.is_empty() {
+            builder = builder
+                .header(ListUnsubscribe(message.unsubscribe_url.clone()))
+                .header(ListUnsubscribePost);
+        }
+        let builder = builder.header(ContentType::TEXT_PLAIN);
         builder
             .body(message.body.clone())
             .map_err(|error| format!("cannot build the e-mail: {error}"))

@@ -439,7 +439,42 @@ pub struct LedgerCounts {
     pub reasons: BTreeMap<String, u64>,
 }
 
+impl GroupCounts {
+    fn merge(&mut self, other: &GroupCounts) {
+        self.targeted += other.targeted;
+        self.sent += other.sent;
+        self.failed += other.failed;
+        self.not_sent += other.not_sent;
+        self.pending += other.pending;
+    }
+}
+
 impl LedgerCounts {
+    /// Adds `other`'s counts (another round of a trigger campaign) to these.
+    pub fn merge(&mut self, other: &LedgerCounts) {
+        self.audience += other.audience;
+        self.held_out += other.held_out;
+        self.all.merge(&other.all);
+        self.opted_out += other.opted_out;
+        if self.variants.len() < other.variants.len() {
+            self.variants
+                .resize(other.variants.len(), GroupCounts::default());
+        }
+        for (mine, theirs) in self.variants.iter_mut().zip(&other.variants) {
+            mine.merge(theirs);
+        }
+        if self.channels.len() < other.channels.len() {
+            self.channels.resize(other.channels.len(), (0, 0));
+        }
+        for (mine, theirs) in self.channels.iter_mut().zip(&other.channels) {
+            mine.0 += theirs.0;
+            mine.1 += theirs.1;
+        }
+        for (reason, count) in &other.reasons {
+            *self.reasons.entry(reason.clone()).or_default() += count;
+        }
+    }
+
     /// The status' `counts`. The opted out and skipped are finished and not sent, so they are
     /// in `targeted` but in none of `sent`, `failed`, `pending`; the opted out have their own
     /// count.

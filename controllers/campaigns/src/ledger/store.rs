@@ -189,6 +189,15 @@ impl LedgerStore {
         }
     }
 
+    /// The store of round `round` of a trigger campaign (round 0 is the store itself): its
+    /// shards are named after `<campaign>-r<round>`.
+    pub fn round(mut self, round: usize) -> Self {
+        if round > 0 {
+            self.campaign = format!("{}-r{round}", self.campaign);
+        }
+        self
+    }
+
     fn name(&self, part: LedgerPart, index: usize) -> String {
         shard_name(&self.campaign, part, index)
     }

@@ -40,6 +40,8 @@ impl Received {
 #[derive(Default)]
 struct Shared {
     requests: Mutex<Vec<Received>>,
+    /// Answers for the next requests, before `answer`.
+    queued: Mutex<std::collections::VecDeque<Answer>>,
     answer: Mutex<Option<Answer>>,
     in_flight: AtomicUsize,
     most_in_flight: AtomicUsize,
@@ -69,6 +71,19 @@ impl HttpReceiver {
         *self.shared.answer.lock().unwrap() = Some(answer);
     }
 
+    /// Answers the next requests with `answers`, one each, then as before.
+    pub fn answer_next(&self, answers: impl IntoIterator<Item = Answer>) {
+        self.shared.queued.lock().unwrap().extend(answers);
+    }
+
+    /// The `Idempotency-Key` of every request, in arrival order.
+    pub fn keys(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .filter_map(|r| r.header("idempotency-key").map(str::to_owned))
+            .collect()
+    }
+
     pub fn requests(&self) -> Vec<Received> {
         self.shared.requests.lock().unwrap().clone()
     }
@@ -87,7 +102,8 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         .push(Received { headers, body });
     let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     shared.most_in_flight.fetch_max(now, Ordering::SeqCst);
-    let answer = shared.answer.lock().unwrap().clone();
+    let queued = shared.queued.lock().unwrap().pop_front();
+    let answer = queued.or_else(|| shared.answer.lock().unwrap().clone());
     let response = match answer {
         None => (StatusCode::OK, "ok").into_response(),
         Some(Answer::Status(status, headers, body)) => {

@@ -1,5 +1,6 @@
 //! The kubectl plugin `kubectl-flotilla`: `kubectl flotilla rollout status|pause|resume|abort|
-//! approve` and `kubectl flotilla fleet versions`. kubectl runs any `kubectl-<name>` on PATH
+//! approve`, `kubectl flotilla fleet versions` and `kubectl flotilla campaign status|pause|
+//! resume`. kubectl runs any `kubectl-<name>` on PATH
 //! for `kubectl <name>`; the `flotilla` binary is the plugin too when installed or linked
 //! under that name ([`invoked_as_plugin`]).
 //!
@@ -8,11 +9,13 @@
 //! | `rollout status` (pure [`rollout_status::render`], watch) | [`rollout_status`] |
 //! | `rollout pause/resume/abort/approve` (merge patches on spec) | [`control`] |
 //! | `fleet versions` (pure [`fleet::FleetVersions`]) | [`fleet`] |
+//! | `campaign status/pause/resume` (pure [`campaign::render`]) | [`campaign`] |
 //! | aligned text tables | [`table`] |
 //!
 //! Commands are library functions taking a `kube::Client`, a namespace and a writer, so tests
 //! run them against the sandbox and read what they printed. See `docs/kubectl-plugin.md`.
 
+pub mod campaign;
 pub mod control;
 pub mod fleet;
 pub mod rollout_status;
@@ -81,6 +84,35 @@ pub enum PluginCommand {
     /// Devices: what the fleet runs.
     #[command(subcommand)]
     Fleet(FleetCommand),
+    /// Campaigns: status, pause, resume.
+    #[command(subcommand)]
+    Campaign(CampaignCommand),
+}
+
+/// `kubectl flotilla campaign ...`
+#[derive(Debug, Subcommand)]
+pub enum CampaignCommand {
+    /// Print a Campaign's progress: counts per variant and Channel, rate, ETA, failure
+    /// reasons, conditions.
+    Status {
+        /// The Campaign.
+        name: String,
+        /// Keep watching and reprint on every change until the campaign ends; exits 1 when it
+        /// ends Failed or Cancelled.
+        #[arg(short, long)]
+        watch: bool,
+    },
+    /// Pause sending (spec.suspend=true); what is in flight finishes.
+    Pause {
+        /// The Campaign.
+        name: String,
+    },
+    /// Resume sending (spec.suspend=false and a new spec.resume, which also ends a
+    /// failure-threshold pause).
+    Resume {
+        /// The Campaign.
+        name: String,
+    },
 }
 
 /// `kubectl flotilla rollout ...`
@@ -171,10 +203,11 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 /// How a command ended, as an exit status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Done (for `status -w`: the rollout Succeeded). Exit 0.
+    /// Done (for `status -w`: the rollout Succeeded, the campaign Completed). Exit 0.
     Done,
-    /// `status -w` saw the rollout end Failed, Aborted or RolledBack. Exit 1.
-    RolloutUnsuccessful,
+    /// `status -w` saw the rollout end Failed, Aborted or RolledBack, or the campaign end
+    /// Failed or Cancelled. Exit 1.
+    Unsuccessful,
     /// Ctrl-C ended a watch before the rollout finished. Exit 130, as shells report SIGINT.
     Interrupted,
 }
@@ -184,7 +217,7 @@ impl Outcome {
     pub fn exit_code(self) -> u8 {
         match self {
             Outcome::Done => 0,
-            Outcome::RolloutUnsuccessful => 1,
+            Outcome::Unsuccessful => 1,
             Outcome::Interrupted => 130,
         }
     }
@@ -238,6 +271,17 @@ pub async fn run(
         }
         PluginCommand::Fleet(FleetCommand::Versions { selector }) => {
             fleet::versions(client, namespace, selector.as_deref(), out).await?;
+            Ok(Outcome::Done)
+        }
+        PluginCommand::Campaign(CampaignCommand::Status { name, watch }) => {
+            campaign::status(client, namespace, &name, watch, out).await
+        }
+        PluginCommand::Campaign(CampaignCommand::Pause { name }) => {
+            campaign::pause(client, namespace, &name, out).await?;
+            Ok(Outcome::Done)
+        }
+        PluginCommand::Campaign(CampaignCommand::Resume { name }) => {
+            campaign::resume(client, namespace, &name, out).await?;
             Ok(Outcome::Done)
         }
     }
@@ -349,7 +393,7 @@ mod tests {
     #[test]
     fn exit_codes() {
         assert_eq!(Outcome::Done.exit_code(), 0);
-        assert_eq!(Outcome::RolloutUnsuccessful.exit_code(), 1);
+        assert_eq!(Outcome::Unsuccessful.exit_code(), 1);
         assert_eq!(Outcome::Interrupted.exit_code(), 130);
     }
 }

@@ -34,7 +34,7 @@ pub struct StatusOptions {
 }
 
 /// Prints the rollout `name`; with `watch`, again on every change until its phase is
-/// terminal. Returns [`Outcome::RolloutUnsuccessful`] when a watched rollout ends Failed,
+/// terminal. Returns [`Outcome::Unsuccessful`] when a watched rollout ends Failed,
 /// Aborted or RolledBack.
 ///
 /// # Errors
@@ -96,7 +96,7 @@ fn finished(rollout: &FirmwareRollout) -> Option<Outcome> {
     let phase = rollout.status.as_ref()?.phase?;
     match phase {
         FirmwareRolloutPhase::Succeeded => Some(Outcome::Done),
-        phase if phase.is_terminal() => Some(Outcome::RolloutUnsuccessful),
+        phase if phase.is_terminal() => Some(Outcome::Unsuccessful),
         _ => None,
     }
 }
@@ -731,17 +731,11 @@ Waiting for approval: kubectl flotilla rollout approve spring-update -n fleet
         assert_eq!(finished(&rollout), None);
         for (phase, outcome) in [
             (FirmwareRolloutPhase::Succeeded, Some(Outcome::Done)),
-            (
-                FirmwareRolloutPhase::Failed,
-                Some(Outcome::RolloutUnsuccessful),
-            ),
-            (
-                FirmwareRolloutPhase::Aborted,
-                Some(Outcome::RolloutUnsuccessful),
-            ),
+            (FirmwareRolloutPhase::Failed, Some(Outcome::Unsuccessful)),
+            (FirmwareRolloutPhase::Aborted, Some(Outcome::Unsuccessful)),
             (
                 FirmwareRolloutPhase::RolledBack,
-                Some(Outcome::RolloutUnsuccessful),
+                Some(Outcome::Unsuccessful),
             ),
             (FirmwareRolloutPhase::RollingBack, None),
             (FirmwareRolloutPhase::Paused, None),

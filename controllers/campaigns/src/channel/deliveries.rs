@@ -1,0 +1,85 @@
+//! One [`ChannelDelivery`] per usable Channel, shared by every campaign that sends through it:
+//! that is what makes a Channel's rate limit and breaker one per Channel, not one per
+//! campaign. Built from the [`Registry`] when a sender first asks, and again when the Channel
+//! controller publishes a changed Channel or Secret (a new `Usable`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use flotilla_crds::channel::BreakerStatus;
+
+use super::registry::{Registry, Usable};
+use super::{ChannelDelivery, ChannelRateLimit, ChannelTransport, CircuitBreaker, TransportError};
+
+type Key = (String, String);
+
+/// The deliveries of the usable Channels; cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Deliveries {
+    registry: Registry,
+    built: Arc<Mutex<HashMap<Key, Built>>>,
+}
+
+#[derive(Debug)]
+struct Built {
+    from: Arc<Usable>,
+    delivery: Arc<ChannelDelivery>,
+}
+
+impl Deliveries {
+    /// Deliveries for the Channels `registry` publishes.
+    pub fn new(registry: Registry) -> Self {
+        Self {
+            registry,
+            built: Arc::default(),
+        }
+    }
+
+    /// The registry this reads.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The delivery of Channel `namespace/name`, or `None` while it is not usable.
+    ///
+    /// # Errors
+    /// The Channel is published but its transport cannot be built (the Channel controller's
+    /// checks should have caught it).
+    pub fn get(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Arc<ChannelDelivery>>, TransportError> {
+        let key = (namespace.to_owned(), name.to_owned());
+        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(usable) = self.registry.get(namespace, name) else {
+            built.remove(&key);
+            return Ok(None);
+        };
+        if let Some(known) = built.get(&key)
+            && Arc::ptr_eq(&known.from, &usable)
+        {
+            return Ok(Some(Arc::clone(&known.delivery)));
+        }
+        let transport = ChannelTransport::new(&usable.spec, &usable.credentials)?;
+        let limit = ChannelRateLimit::new(usable.spec.rate_limit.as_ref());
+        let breaker = CircuitBreaker::new(&usable.spec.circuit_breaker.clone().unwrap_or_default());
+        let delivery = Arc::new(ChannelDelivery::new(transport, limit, breaker));
+        built.insert(
+            key,
+            Built {
+                from: usable,
+                delivery: Arc::clone(&delivery),
+            },
+        );
+        Ok(Some(delivery))
+    }
+
+    /// The breaker of Channel `namespace/name` as its senders see it, once one has sent.
+    pub fn breaker_status(&self, namespace: &str, name: &str) -> Option<BreakerStatus> {
+        let built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        built
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .map(|b| b.delivery.breaker_status())
+    }
+}

@@ -1,0 +1,694 @@
+//! The Campaign controller against the sandbox, through the real `Controller`, sending to a real
+//! HTTP webhook receiver: a complete campaign, fallback, bad input, the failure threshold, and
+//! the operator crashing mid-campaign. Every test ends with the RBAC check.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::http_receiver::{Answer, HttpReceiver};
+use flotilla_campaigns::campaign::allocation::Group;
+use flotilla_campaigns::campaign::sender::allocation;
+use flotilla_campaigns::campaign::status::{campaign_reasons, event_reasons};
+use flotilla_campaigns::ledger::FlushPolicy;
+use flotilla_crds::condition::{find_condition, types};
+use flotilla_crds::{Campaign, CampaignPhase, Channel, ChannelPhase, Subscription};
+use flotilla_runtime::testing::wait_for;
+use flotilla_testkit::{Harness, Spawn, WAIT};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
+
+/// Long enough for a campaign of a few hundred messages on a busy CI machine.
+const CAMPAIGN_WAIT: Duration = Duration::from_secs(90);
+
+async fn start() -> Harness {
+    let spawn: Spawn = Arc::new(|operator| {
+        Box::pin(async move {
+            flotilla_campaigns::run(
+                &operator,
+                flotilla_campaigns::Selection {
+                    channel: true,
+                    campaign: true,
+                },
+                flotilla_campaigns::Settings {
+                    unsubscribe: Arc::new(|_, id| format!("https://flotilla.example/u/{id}")),
+                    flush: FlushPolicy {
+                        max_unflushed: 20,
+                        max_delay: Duration::from_secs(1),
+                    },
+                },
+            )
+            .await;
+        })
+    });
+    let h = Harness::start(spawn).await;
+    h.ready().await;
+    h
+}
+
+fn subscriptions(h: &Harness) -> Api<Subscription> {
+    Api::all(h.sandbox().client())
+}
+
+/// Creates Subscriptions `{prefix}-000`… with contacts, Active (as their controller would say).
+async fn create_subscriptions(h: &Harness, prefix: &str, count: usize) -> Vec<String> {
+    let api = subscriptions(h);
+    let mut names = Vec::new();
+    for i in 0..count {
+        let name = format!("{prefix}-{i:03}");
+        let subscription: Subscription = serde_json::from_value(json!({
+            "apiVersion": "flotilla.dev/v1alpha1", "kind": "Subscription",
+            "metadata": {"name": name, "labels": {"audience": prefix}},
+            "spec": {
+                "plan": "team",
+                "owners": [{"kind": "User", "name": format!("{name}@example.com")}],
+                "contact": {"name": format!("Customer {i}"), "email": format!("{name}@example.com")},
+            },
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &subscription)
+            .await
+            .unwrap();
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Active"}})),
+        )
+        .await
+        .unwrap();
+        names.push(name);
+    }
+    names
+}
+
+async fn opt_out(h: &Harness, name: &str) {
+    subscriptions(h)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"contact": {"optedOut": true}}})),
+        )
+        .await
+        .unwrap();
+}
+
+async fn webhook_channel(h: &Harness, name: &str, receiver: &HttpReceiver) {
+    h.create::<Channel>(json!({
+        "apiVersion": "flotilla.dev/v1alpha1", "kind": "Channel",
+        "metadata": {"name": name},
+        "spec": {"type": "Webhook", "webhook": {"url": receiver.url}, "timeout": "5s"},
+    }))
+    .await;
+    let api = h.api::<Channel>();
+    wait_for("the Channel Ready", WAIT, || {
+        let api = api.clone();
+        async move {
+            api.get(name)
+                .await
+                .ok()
+                .filter(|c| c.status.as_ref().and_then(|s| s.phase) == Some(ChannelPhase::Ready))
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// A campaign to the Subscriptions labelled `audience=prefix`, starting now.
+fn campaign(name: &str, prefix: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut spec = json!({
+        "audience": {"selector": {"matchLabels": {"audience": prefix}}},
+        "channels": {"names": ["hook"]},
+        "message": {"subject": "News", "body": "Hello {{ subscription.contact.name }}"},
+        "schedule": {"startAt": "2020-01-01T00:00:00Z"},
+        "retry": {"maxAttempts": 3, "initialBackoff": "1s", "maxBackoff": "2s"},
+    });
+    spec.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    json!({
+        "apiVersion": "flotilla.dev/v1alpha1", "kind": "Campaign",
+        "metadata": {"name": name}, "spec": spec,
+    })
+}
+
+async fn wait_campaign(
+    h: &Harness,
+    what: &str,
+    name: &str,
+    check: impl Fn(&Campaign) -> bool,
+) -> Campaign {
+    let api = h.api::<Campaign>();
+    let found = wait_for(what, CAMPAIGN_WAIT, || {
+        let api = api.clone();
+        let check = &check;
+        async move { api.get(name).await.ok().filter(|c| check(c)) }
+    })
+    .await;
+    match found {
+        Ok(campaign) => campaign,
+        Err(error) => panic!("{error}: {:#?}", api.get(name).await.map(|c| c.status)),
+    }
+}
+
+fn phase(campaign: &Campaign) -> Option<CampaignPhase> {
+    campaign.status.as_ref().and_then(|s| s.phase)
+}
+
+fn condition(campaign: &Campaign, type_: &str) -> (String, String, String) {
+    let c = campaign
+        .status
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, type_))
+        .unwrap_or_else(|| panic!("a {type_} condition: {:?}", campaign.status));
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+/// The recipients a campaign must reach: its audience outside the holdout.
+fn expected_recipients(campaign: &Campaign, names: &[String]) -> BTreeSet<String> {
+    let allocation = allocation(campaign).unwrap();
+    names
+        .iter()
+        .filter(|n| allocation.group(n) != Group::HeldOut)
+        .cloned()
+        .collect()
+}
+
+/// Which Subscription each received message went to (by the e-mail in the payload), and how
+/// many times.
+fn received_by_recipient(receiver: &HttpReceiver) -> BTreeMap<String, Vec<String>> {
+    let mut by: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for request in receiver.requests() {
+        let body = request.json();
+        let email = body
+            .pointer("/recipient/email")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let name = email.trim_end_matches("@example.com").to_owned();
+        by.entry(name).or_default().push(
+            request
+                .header("idempotency-key")
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    by
+}
+
+#[tokio::test]
+async fn a_campaign_reaches_everyone_outside_the_holdout_exactly_once_and_completes() {
+    let h = start().await;
+    let receiver = HttpReceiver::start().await;
+    let names = create_subscriptions(&h, "launch", 40).await;
+    opt_out(&h, &names[3]).await;
+    webhook_channel(&h, "hook", &receiver).await;
+    h.create::<Campaign>(campaign(
+        "launch",
+        "launch",
+        json!({
+            "audience": {"selector": {"matchLabels": {"audience": "launch"}}, "holdoutPercent": 20},
+            "variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": 1, "body": "Hi {{ subscription.name }}"}],
+        }),
+    ))
+    .await;
+    let done = wait_campaign(&h, "Completed", "launch", |c| {
+        phase(c) == Some(CampaignPhase::Completed)
+    })
+    .await;
+    let status = done.status.clone().unwrap();
+    let counts = status.counts.clone().unwrap();
+    let mut expected = expected_recipients(&done, &names);
+    let opted_out_expected = usize::from(expected.remove(&names[3]));
+    let received = received_by_recipient(&receiver);
+    assert_eq!(
+        received.keys().cloned().collect::<BTreeSet<_>>(),
+        expected,
+        "every recipient outside the holdout and the opt-outs, nobody else"
+    );
+    assert!(
+        received.values().all(|ids| ids.len() == 1),
+        "nobody twice: {received:?}"
+    );
+    let ids: BTreeSet<&String> = received.values().flatten().collect();
+    assert_eq!(ids.len(), expected.len(), "one distinct message id each");
+    assert_eq!(counts.sent as usize, expected.len());
+    assert_eq!(counts.opted_out as usize, opted_out_expected);
+    assert_eq!(
+        counts.held_out as usize,
+        40 - expected.len() - opted_out_expected
+    );
+    assert_eq!(counts.pending, 0);
+    assert_eq!(status.audience_size, Some(40));
+    assert!(status.started_at.is_some() && status.completed_at.is_some());
+    assert_eq!(
+        status.preview, None,
+        "the preview is for campaigns not started"
+    );
+    let variant_sent: i64 = status.variants.iter().map(|v| v.sent).sum();
+    assert_eq!(variant_sent, counts.sent);
+    assert_eq!(status.channels[0].sent, counts.sent);
+    // The variant's own body went to its members, the message's to the others.
+    let bodies: BTreeSet<String> = receiver
+        .requests()
+        .iter()
+        .map(|r| {
+            r.json()["body"]
+                .as_str()
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        bodies,
+        BTreeSet::from(["Hello".to_owned(), "Hi".to_owned()])
+    );
+    let events = h.events_about("Campaign", "launch").await;
+    for reason in [event_reasons::STARTED, event_reasons::COMPLETED] {
+        assert!(
+            events.iter().any(|e| e.reason.as_deref() == Some(reason)),
+            "{reason}: {events:?}"
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn fallback_delivers_on_the_next_channel_when_the_first_refuses() {
+    let h = start().await;
+    let refusing = HttpReceiver::start().await;
+    refusing.answer_with(Answer::Status(400, Vec::new(), "no".into()));
+    let backup = HttpReceiver::start().await;
+    let names = create_subscriptions(&h, "fallback", 10).await;
+    webhook_channel(&h, "hook", &refusing).await;
+    webhook_channel(&h, "backup", &backup).await;
+    h.create::<Campaign>(campaign(
+        "fallback",
+        "fallback",
+        json!({"channels": {"mode": "Fallback", "names": ["hook", "backup"]}}),
+    ))
+    .await;
+    let done = wait_campaign(&h, "Completed", "fallback", |c| {
+        phase(c) == Some(CampaignPhase::Completed)
+    })
+    .await;
+    let status = done.status.unwrap();
+    assert_eq!(
+        refusing.requests().len(),
+        names.len(),
+        "each tried once on the first"
+    );
+    let received = received_by_recipient(&backup);
+    assert_eq!(received.len(), names.len());
+    assert!(received.values().all(|ids| ids.len() == 1));
+    assert_eq!(status.counts.unwrap().sent, 10);
+    assert_eq!(
+        (status.channels[0].sent, status.channels[0].failed),
+        (0, 10),
+        "{:?}",
+        status.channels
+    );
+    assert_eq!(
+        (status.channels[1].sent, status.channels[1].failed),
+        (10, 0)
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_template_field_or_channel_waits_with_a_condition_and_sends_nothing() {
+    let h = start().await;
+    let receiver = HttpReceiver::start().await;
+    create_subscriptions(&h, "typo", 3).await;
+    webhook_channel(&h, "hook", &receiver).await;
+    h.create::<Campaign>(campaign(
+        "typo",
+        "typo",
+        json!({"message": {"body": "Hello\n{{ subscription.contact.nmae }}"}}),
+    ))
+    .await;
+    let waiting = wait_campaign(&h, "TemplatesValid False", "typo", |c| {
+        c.status
+            .as_ref()
+            .and_then(|s| find_condition(&s.conditions, types::TEMPLATES_VALID))
+            .is_some_and(|c| c.status == "False")
+    })
+    .await;
+    let (_, reason, message) = condition(&waiting, types::TEMPLATES_VALID);
+    assert_eq!(reason, campaign_reasons::TEMPLATES_INVALID);
+    assert!(
+        message.contains("spec.message.body") && message.contains("line 2"),
+        "{message}"
+    );
+    assert!(message.contains("subscription.contact.nmae"), "{message}");
+    assert_eq!(
+        condition(&waiting, types::READY).1,
+        campaign_reasons::TEMPLATES_INVALID
+    );
+    assert_ne!(phase(&waiting), Some(CampaignPhase::Running));
+    h.create::<Campaign>(campaign(
+        "nowhere",
+        "typo",
+        json!({"channels": {"names": ["missing"]}}),
+    ))
+    .await;
+    let waiting = wait_campaign(&h, "NoChannelReady", "nowhere", |c| {
+        c.status
+            .as_ref()
+            .and_then(|s| find_condition(&s.conditions, types::READY))
+            .is_some_and(|c| c.reason == campaign_reasons::NO_CHANNEL_READY)
+    })
+    .await;
+    assert!(
+        condition(&waiting, types::CHANNELS_READY)
+            .2
+            .contains("missing")
+    );
+    let events = h.events_about("Campaign", "typo").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some(event_reasons::TEMPLATES_INVALID))
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(receiver.requests().is_empty(), "nothing was sent");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_failure_threshold_pauses_and_a_resume_finishes_the_campaign() {
+    let h = start().await;
+    let receiver = HttpReceiver::start().await;
+    receiver.answer_with(Answer::Status(400, Vec::new(), "bad".into()));
+    let names = create_subscriptions(&h, "flaky", 30).await;
+    webhook_channel(&h, "hook", &receiver).await;
+    h.create::<Campaign>(campaign(
+        "flaky",
+        "flaky",
+        json!({
+            "failureThreshold": {"percent": 50, "minFinished": 5},
+            "throttle": {"maxInFlight": 1},
+        }),
+    ))
+    .await;
+    let paused = wait_campaign(&h, "Paused by the threshold", "flaky", |c| {
+        phase(c) == Some(CampaignPhase::Paused)
+    })
+    .await;
+    assert_eq!(
+        condition(&paused, types::READY).1,
+        flotilla_crds::condition::reasons::PAUSED_BY_FAILURE_THRESHOLD
+    );
+    assert_eq!(
+        condition(&paused, types::FAILURE_THRESHOLD_EXCEEDED).0,
+        "True"
+    );
+    let failed_at_pause = paused
+        .status
+        .as_ref()
+        .unwrap()
+        .counts
+        .clone()
+        .unwrap()
+        .failed;
+    assert!(failed_at_pause >= 5, "{failed_at_pause}");
+    assert!(
+        (failed_at_pause as usize) < names.len(),
+        "paused before failing everyone"
+    );
+    let events = h.events_about("Campaign", "flaky").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some(event_reasons::AUTO_PAUSED))
+    );
+    // The receiver is fixed; the operator resumes.
+    receiver.answer_with(Answer::Status(200, Vec::new(), "ok".into()));
+    h.api::<Campaign>()
+        .patch(
+            "flaky",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resume": "receiver fixed"}})),
+        )
+        .await
+        .unwrap();
+    let done = wait_campaign(&h, "Completed", "flaky", |c| {
+        phase(c) == Some(CampaignPhase::Completed)
+    })
+    .await;
+    let counts = done.status.unwrap().counts.unwrap();
+    assert_eq!(counts.failed, failed_at_pause, "the failures stay counted");
+    assert_eq!(counts.sent + counts.failed, names.len() as i64);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_and_retry_after_is_honoured() {
+    let h = start().await;
+    let receiver = HttpReceiver::start().await;
+    receiver.answer_next([
+        Answer::Status(503, Vec::new(), "busy".into()),
+        Answer::Status(429, vec![("retry-after", "2".into())], "slow down".into()),
+    ]);
+    create_subscriptions(&h, "retry", 1).await;
+    webhook_channel(&h, "hook", &receiver).await;
+    h.create::<Campaign>(campaign("retry", "retry", json!({})))
+        .await;
+    let done = wait_campaign(&h, "Completed", "retry", |c| {
+        phase(c) == Some(CampaignPhase::Completed)
+    })
+    .await;
+    assert_eq!(done.status.unwrap().counts.unwrap().sent, 1);
+    let keys = receiver.keys();
+    assert_eq!(keys.len(), 3, "two failures, then the delivery");
+    assert!(
+        keys.iter().all(|k| *k == keys[0]),
+        "one message id: {keys:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_crash_mid_campaign_skips_nobody_and_resends_only_what_was_in_flight() {
+    let h = start().await;
+    let mut h = h;
+    let receiver = HttpReceiver::start().await;
+    receiver.answer_with(Answer::Slow(Duration::from_millis(20)));
+    let names = create_subscriptions(&h, "crash", 120).await;
+    webhook_channel(&h, "hook", &receiver).await;
+    h.create::<Campaign>(campaign(
+        "crash",
+        "crash",
+        json!({"throttle": {"maxInFlight": 4}}),
+    ))
+    .await;
+    wait_for("a third of the messages", CAMPAIGN_WAIT, || {
+        let receiver = receiver.clone();
+        async move { (receiver.requests().len() >= 40).then_some(()) }
+    })
+    .await
+    .unwrap();
+    h.crash().await;
+    let done = wait_campaign(&h, "Completed after the crash", "crash", |c| {
+        phase(c) == Some(CampaignPhase::Completed)
+    })
+    .await;
+    let expected = expected_recipients(&done, &names);
+    let received = received_by_recipient(&receiver);
+    assert_eq!(
+        received.keys().cloned().collect::<BTreeSet<_>>(),
+        expected,
+        "nobody skipped"
+    );
+    for ids in received.values() {
+        assert!(
+            ids.iter().all(|id| *id == ids[0]),
+            "a re-send carries the same id"
+        );
+    }
+    let resent: usize = received.values().map(|ids| ids.len() - 1).sum();
+    // Claimed and not recorded at the crash: at most one claim batch (50) plus what was in
+    // flight.
+    assert!(resent <= 54, "{resent} re-sent");
+    let counts = done.status.unwrap().counts.unwrap();
+    assert_eq!(
+        counts.sent as usize,
+        expected.len(),
+        "counts equal what was received"
+    );
+    h.stop().await;
+}
+
+async fn set_phase(h: &Harness, name: &str, status: serde_json::Value) {
+    subscriptions(h)
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_trigger_campaign_sends_once_to_each_subscription_entering_its_phase() {
+    let h = start().await;
+    let receiver = HttpReceiver::start().await;
+    let names = create_subscriptions(&h, "dunning", 4).await;
+    webhook_channel(&h, "hook", &receiver).await;
+    let mut spec = campaign(
+        "dunning",
+        "dunning",
+        json!({"trigger": {"phaseEntered": "PastDue"}}),
+    );
+    spec["spec"].as_object_mut().unwrap().remove("schedule");
+    h.create::<Campaign>(spec).await;
+    let listening = wait_campaign(&h, "Running, listening", "dunning", |c| {
+        phase(c) == Some(CampaignPhase::Running)
+    })
+    .await;
+    assert_eq!(condition(&listening, types::READY).0, "True");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(receiver.requests().is_empty(), "nobody is past due yet");
+    set_phase(&h, &names[1], json!({"phase": "PastDue"})).await;
+    wait_for("the first past-due message", CAMPAIGN_WAIT, || {
+        let receiver = receiver.clone();
+        async move { (receiver.requests().len() == 1).then_some(()) }
+    })
+    .await
+    .unwrap();
+    set_phase(&h, &names[2], json!({"phase": "PastDue"})).await;
+    let counted = wait_campaign(&h, "two sent", "dunning", |c| {
+        c.status
+            .as_ref()
+            .and_then(|s| s.counts.as_ref())
+            .is_some_and(|c| c.sent == 2)
+    })
+    .await;
+    assert_eq!(
+        phase(&counted),
+        Some(CampaignPhase::Running),
+        "never complete"
+    );
+    // Leaving the phase and entering it again sends nothing more.
+    set_phase(&h, &names[1], json!({"phase": "Active"})).await;
+    set_phase(&h, &names[1], json!({"phase": "PastDue"})).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let received = received_by_recipient(&receiver);
+    assert_eq!(
+        received.keys().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::from([names[1].clone(), names[2].clone()])
+    );
+    assert!(received.values().all(|ids| ids.len() == 1), "{received:?}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_trial_ending_trigger_sends_within_its_days_only() {
+    let h = start().await;
+    let receiver = HttpReceiver::start().await;
+    let names = create_subscriptions(&h, "trial", 2).await;
+    let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(48);
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(240);
+    set_phase(
+        &h,
+        &names[0],
+        json!({"phase": "Trialing", "trialEndsAt": soon.to_string()}),
+    )
+    .await;
+    set_phase(
+        &h,
+        &names[1],
+        json!({"phase": "Trialing", "trialEndsAt": later.to_string()}),
+    )
+    .await;
+    webhook_channel(&h, "hook", &receiver).await;
+    let mut spec = campaign(
+        "trial",
+        "trial",
+        json!({"trigger": {"daysBeforeTrialEnd": 3}}),
+    );
+    spec["spec"].as_object_mut().unwrap().remove("schedule");
+    h.create::<Campaign>(spec).await;
+    wait_for("the trial-ending message", CAMPAIGN_WAIT, || {
+        let receiver = receiver.clone();
+        async move { (!receiver.requests().is_empty()).then_some(()) }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let received = received_by_recipient(&receiver);
+    assert_eq!(received.keys().collect::<Vec<_>>(), [&names[0]]);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn suspend_pauses_and_resumes_where_it_stopped_and_a_later_opt_out_is_honoured() {
+    let h = start().await;
+    let receiver = HttpReceiver::start().await;
+    let names = create_subscriptions(&h, "pause", 12).await;
+    webhook_channel(&h, "hook", &receiver).await;
+    // One message a second: slow enough to pause in the middle.
+    h.create::<Campaign>(campaign(
+        "pause",
+        "pause",
+        json!({"throttle": {"messagesPerMinute": 60, "maxInFlight": 1}}),
+    ))
+    .await;
+    wait_for("a few messages", CAMPAIGN_WAIT, || {
+        let receiver = receiver.clone();
+        async move { (receiver.requests().len() >= 2).then_some(()) }
+    })
+    .await
+    .unwrap();
+    let api = h.api::<Campaign>();
+    let suspend = |value: bool| {
+        let api = api.clone();
+        async move {
+            api.patch(
+                "pause",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"suspend": value}})),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    suspend(true).await;
+    wait_campaign(&h, "Paused", "pause", |c| {
+        phase(c) == Some(CampaignPhase::Paused)
+    })
+    .await;
+    let at_pause = receiver.requests().len();
+    // The last recipient opts out while the campaign is paused.
+    opt_out(&h, &names[11]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        receiver.requests().len() <= at_pause + 1,
+        "at most what was in flight finishes after the pause"
+    );
+    suspend(false).await;
+    let done = wait_campaign(&h, "Completed", "pause", |c| {
+        phase(c) == Some(CampaignPhase::Completed)
+    })
+    .await;
+    let received = received_by_recipient(&receiver);
+    assert_eq!(received.len(), 11, "everyone but the one who opted out");
+    assert!(!received.contains_key(&names[11]));
+    assert!(received.values().all(|ids| ids.len() == 1), "{received:?}");
+    let counts = done.status.unwrap().counts.unwrap();
+    assert_eq!((counts.sent, counts.opted_out), (11, 1));
+    let events = h.events_about("Campaign", "pause").await;
+    for reason in [event_reasons::PAUSED, event_reasons::RESUMED] {
+        assert!(
+            events.iter().any(|e| e.reason.as_deref() == Some(reason)),
+            "{reason}"
+        );
+    }
+    h.stop().await;
+}
