@@ -55,6 +55,8 @@ impl From<bool> for ConditionStatus {
 pub mod types {
     /// Every kind: the object is valid and its controller has brought the world in line with it.
     pub const READY: &str = "Ready";
+    /// Channel: its circuit breaker is closed, so campaigns send through it.
+    pub const CIRCUIT_CLOSED: &str = "CircuitClosed";
     /// Plan: Subscriptions still reference the Plan, so its deletion waits (the message names them).
     pub const IN_USE: &str = "InUse";
     /// Subscription: the referenced Plan exists and is valid.

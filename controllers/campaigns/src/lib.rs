@@ -27,6 +27,7 @@ use kube::runtime::watcher;
 
 use campaign::CampaignRef;
 use campaign::reconcile::UnsubscribeLinks;
+use channel::ChannelRef;
 use channel::deliveries::Deliveries;
 use channel::registry::Registry;
 use channel::secrets::CHANNEL_SECRET_LABEL;
@@ -60,6 +61,29 @@ impl Default for Settings {
         Self {
             unsubscribe: Arc::new(|_, _| String::new()),
             flush: FlushPolicy::default(),
+        }
+    }
+}
+
+/// `flotilla_channel_breaker_state{namespace, channel}`: 0 closed, 1 half-open, 2 open.
+fn breaker_gauge(operator: &Operator) -> Option<prometheus::IntGaugeVec> {
+    let gauge = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "flotilla_channel_breaker_state",
+            "State of each Channel's circuit breaker: 0 closed, 1 half-open, 2 open.",
+        ),
+        &["namespace", "channel"],
+    )
+    .ok()?;
+    match operator
+        .metrics
+        .registry()
+        .register(Box::new(gauge.clone()))
+    {
+        Ok(()) => Some(gauge),
+        Err(error) => {
+            tracing::warn!(%error, "registering flotilla_channel_breaker_state");
+            None
         }
     }
 }
@@ -130,19 +154,33 @@ pub fn run(operator: &Operator, selection: Selection, settings: Settings) -> Box
                 .map(|(namespace, channel)| ObjectRef::new(&channel).within(&namespace))
                 .collect::<Vec<_>>()
         });
-        let registry = Registry::default();
+        // A breaker changing state wakes its Channel, which writes it into its status.
+        let (breaker_tx, breaker_rx) = tokio::sync::mpsc::unbounded_channel::<ChannelRef>();
+        let breakers_changed = futures::stream::unfold(breaker_rx, |mut rx| async move {
+            rx.recv().await.map(|channel| (channel, rx))
+        });
+        let deliveries = Deliveries::new(Registry::default()).on_breaker_change(Arc::new(
+            move |namespace, name| {
+                let _ = breaker_tx.send(ObjectRef::new(name).within(namespace));
+            },
+        ));
         let state = channel::reconcile::ChannelState::new(
             client.clone(),
             secrets.store(),
             live.clone(),
             vec![secrets.synced(), campaigns.synced()],
-            registry.clone(),
+            deliveries.clone(),
+            breaker_gauge(operator),
         );
         let channel_controller = channel::controller(
             operator,
             &mut channels,
             state,
-            vec![secret_changed.boxed(), campaigns_changed.boxed()],
+            vec![
+                secret_changed.boxed(),
+                campaigns_changed.boxed(),
+                breakers_changed.boxed(),
+            ],
         );
         let stop = || operator.shutdown.signalled();
         if !selection.campaign {
@@ -189,7 +227,7 @@ pub fn run(operator: &Operator, selection: Selection, settings: Settings) -> Box
             client,
             subscriptions.store(),
             plans.store(),
-            Deliveries::new(registry),
+            deliveries,
             vec![subscriptions.synced(), plans.synced(), channels.synced()],
             settings.unsubscribe,
             settings.flush,

@@ -96,10 +96,24 @@ async fn opt_out(h: &Harness, name: &str) {
 }
 
 async fn webhook_channel(h: &Harness, name: &str, receiver: &HttpReceiver) {
+    webhook_channel_with(h, name, receiver, json!({})).await;
+}
+
+/// A Webhook Channel to `receiver` with `extra` spec fields (rate limit, breaker).
+async fn webhook_channel_with(
+    h: &Harness,
+    name: &str,
+    receiver: &HttpReceiver,
+    extra: serde_json::Value,
+) {
+    let mut spec = json!({"type": "Webhook", "webhook": {"url": receiver.url}, "timeout": "5s"});
+    spec.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
     h.create::<Channel>(json!({
         "apiVersion": "flotilla.dev/v1alpha1", "kind": "Channel",
         "metadata": {"name": name},
-        "spec": {"type": "Webhook", "webhook": {"url": receiver.url}, "timeout": "5s"},
+        "spec": spec,
     }))
     .await;
     let api = h.api::<Channel>();
@@ -690,5 +704,149 @@ async fn suspend_pauses_and_resumes_where_it_stopped_and_a_later_opt_out_is_hono
             "{reason}"
         );
     }
+    h.stop().await;
+}
+
+async fn wait_channel(
+    h: &Harness,
+    what: &str,
+    name: &str,
+    check: impl Fn(&Channel) -> bool,
+) -> Channel {
+    let api = h.api::<Channel>();
+    let found = wait_for(what, CAMPAIGN_WAIT, || {
+        let api = api.clone();
+        let check = &check;
+        async move { api.get(name).await.ok().filter(|c| check(c)) }
+    })
+    .await;
+    match found {
+        Ok(channel) => channel,
+        Err(error) => panic!("{error}: {:#?}", api.get(name).await.map(|c| c.status)),
+    }
+}
+
+fn breaker_state(channel: &Channel) -> Option<flotilla_crds::channel::BreakerState> {
+    channel
+        .status
+        .as_ref()
+        .and_then(|s| s.breaker.as_ref())
+        .map(|b| b.state)
+}
+
+#[tokio::test]
+async fn a_failing_channel_opens_its_breaker_fallback_moves_on_and_a_probe_closes_it() {
+    use flotilla_crds::channel::BreakerState;
+    let h = start().await;
+    let failing = HttpReceiver::start().await;
+    failing.answer_with(Answer::Status(503, Vec::new(), "down".into()));
+    let backup = HttpReceiver::start().await;
+    create_subscriptions(&h, "breaker", 60).await;
+    webhook_channel_with(
+        &h,
+        "hook",
+        &failing,
+        json!({"circuitBreaker": {"consecutiveFailures": 3, "coolDown": "2s", "halfOpenProbes": 1}}),
+    )
+    .await;
+    webhook_channel(&h, "backup", &backup).await;
+    h.create::<Campaign>(campaign(
+        "breaker",
+        "breaker",
+        json!({
+            "channels": {"mode": "Fallback", "names": ["hook", "backup"]},
+            "throttle": {"messagesPerMinute": 600, "maxInFlight": 1},
+        }),
+    ))
+    .await;
+    let open = wait_channel(&h, "the breaker Open", "hook", |c| {
+        breaker_state(c) == Some(BreakerState::Open)
+    })
+    .await;
+    // Three failures in a row opened it; an open channel is not called.
+    assert_eq!(failing.requests().len(), 3);
+    let circuit = open
+        .status
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, types::CIRCUIT_CLOSED))
+        .unwrap();
+    assert_eq!(
+        (circuit.status.as_str(), circuit.reason.as_str()),
+        ("False", "BreakerOpen")
+    );
+    assert_eq!(
+        h.metric(r#"flotilla_channel_breaker_state{channel="hook",namespace="default"}"#),
+        2.0
+    );
+    failing.answer_with(Answer::Status(200, Vec::new(), "ok".into()));
+    wait_channel(&h, "the breaker Closed again", "hook", |c| {
+        breaker_state(c) == Some(BreakerState::Closed)
+    })
+    .await;
+    let done = wait_campaign(&h, "Completed", "breaker", |c| {
+        phase(c) == Some(CampaignPhase::Completed)
+    })
+    .await;
+    let status = done.status.unwrap();
+    assert_eq!(status.counts.unwrap().sent, 60);
+    let (hook, spare) = (&status.channels[0], &status.channels[1]);
+    assert!(spare.sent >= 1, "fallback delivered while open: {spare:?}");
+    assert!(hook.sent >= 1, "delivered again once closed: {hook:?}");
+    assert_eq!(hook.sent + spare.sent, 60);
+    let events = h.events_about("Channel", "hook").await;
+    for reason in ["CircuitBreakerOpened", "CircuitBreakerClosed"] {
+        assert!(
+            events.iter().any(|e| e.reason.as_deref() == Some(reason)),
+            "{reason}"
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn two_campaigns_sharing_a_rate_limited_channel_never_exceed_its_rate() {
+    let h = start().await;
+    let receiver = HttpReceiver::start().await;
+    create_subscriptions(&h, "shared-a", 8).await;
+    create_subscriptions(&h, "shared-b", 8).await;
+    // 120 a minute: 2 a second, burst 2.
+    webhook_channel_with(
+        &h,
+        "hook",
+        &receiver,
+        json!({"rateLimit": {"messagesPerMinute": 120}}),
+    )
+    .await;
+    h.create::<Campaign>(campaign("shared-a", "shared-a", json!({})))
+        .await;
+    h.create::<Campaign>(campaign("shared-b", "shared-b", json!({})))
+        .await;
+    for name in ["shared-a", "shared-b"] {
+        wait_campaign(&h, "Completed", name, |c| {
+            phase(c) == Some(CampaignPhase::Completed)
+        })
+        .await;
+    }
+    let mut arrivals: Vec<std::time::Instant> = receiver.requests().iter().map(|r| r.at).collect();
+    arrivals.sort();
+    assert_eq!(arrivals.len(), 16);
+    // A token bucket of rate 2/s and burst 2 lets through at most 2 + 2·t in any t seconds
+    // (with 50 ms for scheduling).
+    for (i, first) in arrivals.iter().enumerate() {
+        for (j, last) in arrivals.iter().enumerate().skip(i) {
+            let window = last.duration_since(*first).as_secs_f64() + 0.05;
+            let allowed = 2.0 + 2.0 * window;
+            assert!(
+                (j - i + 1) as f64 <= allowed.floor() + 1.0,
+                "{} messages in {window:.2}s",
+                j - i + 1
+            );
+        }
+    }
+    let span = arrivals[15].duration_since(arrivals[0]).as_secs_f64();
+    assert!(
+        span >= 6.5,
+        "16 messages at 2/s after a burst of 2 take 7 s, not {span:.1}"
+    );
     h.stop().await;
 }

@@ -803,7 +803,11 @@ impl Job {
                     continue;
                 }
             };
-            match delivery.deliver(&self.message, Timestamp::now).await {
+            let attempt = self
+                .deliveries
+                .deliver(&self.namespace, name, &delivery, &self.message)
+                .await;
+            match attempt {
                 Attempt::Held { until } => {
                     held = Some(held.map_or(until, |h| h.min(until)));
                 }

@@ -13,11 +13,23 @@ use super::{ChannelDelivery, ChannelRateLimit, ChannelTransport, CircuitBreaker,
 
 type Key = (String, String);
 
+/// Called with a Channel's `(namespace, name)` when its breaker changes state.
+pub type BreakerChanged = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
 /// The deliveries of the usable Channels; cheap to clone.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Deliveries {
     registry: Registry,
     built: Arc<Mutex<HashMap<Key, Built>>>,
+    breaker_changed: Option<BreakerChanged>,
+}
+
+impl std::fmt::Debug for Deliveries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deliveries")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -32,7 +44,34 @@ impl Deliveries {
         Self {
             registry,
             built: Arc::default(),
+            breaker_changed: None,
         }
+    }
+
+    /// Calls `changed` whenever a Channel's breaker opens, half-opens or closes (the Channel
+    /// controller writes it into the Channel's status).
+    pub fn on_breaker_change(mut self, changed: BreakerChanged) -> Self {
+        self.breaker_changed = Some(changed);
+        self
+    }
+
+    /// Sends `message` through Channel `namespace/name`'s `delivery`, announcing a change of
+    /// its breaker's state.
+    pub async fn deliver(
+        &self,
+        namespace: &str,
+        name: &str,
+        delivery: &ChannelDelivery,
+        message: &super::Message,
+    ) -> super::Attempt {
+        let before = delivery.breaker_status().state;
+        let attempt = delivery.deliver(message, jiff::Timestamp::now).await;
+        if delivery.breaker_status().state != before
+            && let Some(changed) = &self.breaker_changed
+        {
+            changed(namespace, name);
+        }
+        attempt
     }
 
     /// The registry this reads.

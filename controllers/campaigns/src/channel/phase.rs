@@ -10,7 +10,7 @@ use flotilla_runtime::phase::{IllegalTransition, Phase};
 pub const MAX_LISTED_CAMPAIGNS: usize = 5;
 
 /// What the controller observed about a Channel.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Observation {
     /// `ChannelSpec::validate`.
     pub validation: Result<(), Vec<SpecError>>,
@@ -20,6 +20,8 @@ pub struct Observation {
     pub deleting: bool,
     /// Live campaigns that use it.
     pub campaigns: LiveCampaigns,
+    /// Its circuit breaker as the senders see it, once a campaign has sent through it.
+    pub breaker: Option<flotilla_crds::channel::BreakerStatus>,
 }
 
 /// The live campaigns that use a Channel: how many, and the first names, sorted.
@@ -92,6 +94,7 @@ mod tests {
                 vec![SecretProblem::Missing("s".into())]
             },
             deleting,
+            breaker: None,
             campaigns: campaigns.iter().map(|c| (*c).to_owned()).collect(),
         }
     }

@@ -14,11 +14,13 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
+use super::deliveries::Deliveries;
 use super::phase::{self, LiveCampaigns, Observation};
 use super::registry::Registry;
 use super::secrets::{self, Lookup, SecretData};
 use super::status;
 use crate::index::LiveCampaignsByChannel;
+use flotilla_crds::channel::BreakerState;
 use flotilla_runtime::context::Context;
 use flotilla_runtime::error::{
     ControllerError, ErrorClass, classify_finalizer_error, classify_kube_error,
@@ -30,6 +32,7 @@ use flotilla_runtime::phase::IllegalTransition;
 use flotilla_runtime::status::{StatusWrite, write_status};
 use flotilla_runtime::watch::Synced;
 use flotilla_runtime::{events, reconciler};
+use prometheus::IntGaugeVec;
 
 /// How long a reconcile waits for the Secret and Campaign caches' first list.
 const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,6 +48,10 @@ pub struct ChannelState {
     pub synced: Vec<Synced>,
     /// The usable Channels, for the campaigns' senders.
     pub registry: Registry,
+    /// The senders' deliveries: each Channel's circuit breaker.
+    pub deliveries: Deliveries,
+    /// `flotilla_channel_breaker_state`.
+    pub breaker_gauge: Option<IntGaugeVec>,
 }
 
 impl std::fmt::Debug for ChannelState {
@@ -60,14 +67,17 @@ impl ChannelState {
         secrets: Store<Secret>,
         campaigns: SharedIndex<LiveCampaignsByChannel>,
         synced: Vec<Synced>,
-        registry: Registry,
+        deliveries: Deliveries,
+        breaker_gauge: Option<IntGaugeVec>,
     ) -> Self {
         Self {
             client,
             secrets,
             campaigns,
             synced,
-            registry,
+            registry: deliveries.registry().clone(),
+            deliveries,
+            breaker_gauge,
         }
     }
 
@@ -279,11 +289,26 @@ async fn observe(
         Ok(credentials) => (Some(credentials), Vec::new()),
         Err(problems) => (None, problems),
     };
+    let breaker = ctx
+        .state
+        .deliveries
+        .breaker_status(&namespace, &channel.name_any());
+    if let (Some(gauge), Some(breaker)) = (&ctx.state.breaker_gauge, &breaker) {
+        let value = match breaker.state {
+            BreakerState::Closed => 0,
+            BreakerState::HalfOpen => 1,
+            BreakerState::Open => 2,
+        };
+        gauge
+            .with_label_values(&[namespace.as_str(), channel.name_any().as_str()])
+            .set(value);
+    }
     let observed = Observation {
         validation: channel.spec.validate(),
         secret_problems,
         deleting,
         campaigns: ctx.state.live_campaigns(&namespace, &channel.name_any()),
+        breaker,
     };
     Ok((observed, credentials))
 }

@@ -1,5 +1,6 @@
 //! The Channel's status and Events, computed from the observation. Pure.
 
+use flotilla_crds::channel::{BreakerState, BreakerStatus};
 use flotilla_crds::common::describe_spec_errors;
 use flotilla_crds::condition::{ConditionStatus, find_condition, reasons, types};
 use flotilla_crds::{ChannelPhase, ChannelStatus};
@@ -23,6 +24,12 @@ pub mod channel_reasons {
     pub const NO_SECRET_NEEDED: &str = "NoSecretNeeded";
     /// Live campaigns send through the Channel.
     pub const REFERENCED_BY_CAMPAIGNS: &str = "ReferencedByCampaigns";
+    /// The breaker is closed.
+    pub const BREAKER_CLOSED: &str = "BreakerClosed";
+    /// The breaker is open: nothing is sent through the Channel until its cool-down passes.
+    pub const BREAKER_OPEN: &str = "BreakerOpen";
+    /// The breaker lets probe messages through.
+    pub const BREAKER_HALF_OPEN: &str = "BreakerHalfOpen";
 }
 
 /// Event reasons of the Channel controller.
@@ -35,6 +42,10 @@ pub mod event_reasons {
     pub const DELETION_BLOCKED: &str = "DeletionBlocked";
     /// No live campaign uses the deleted Channel any more.
     pub const DELETION_ALLOWED: &str = "DeletionAllowed";
+    /// The circuit breaker opened: the Channel keeps failing.
+    pub const BREAKER_OPENED: &str = "CircuitBreakerOpened";
+    /// The circuit breaker closed again after a successful probe.
+    pub const BREAKER_CLOSED: &str = "CircuitBreakerClosed";
 }
 
 /// The status the Channel should have; recomputing an unchanged Channel yields its status.
@@ -46,12 +57,17 @@ pub fn desired_status(
     now: Timestamp,
 ) -> ChannelStatus {
     let mut status = current.cloned().unwrap_or_default();
+    if let Some(breaker) = &observed.breaker {
+        status.breaker = Some(breaker.clone());
+    }
+    let breaker = breaker_condition(status.breaker.as_ref());
     set_conditions(
         &mut status.conditions,
         [
             ready_condition(observed),
             secret_condition(observed),
             in_use_condition(observed),
+            breaker,
         ],
         generation,
         now,
@@ -84,6 +100,38 @@ fn ready_condition(observed: &Observation) -> ConditionUpdate {
         reasons::RECONCILED,
         "campaigns can send through this channel",
     )
+}
+
+fn breaker_condition(breaker: Option<&BreakerStatus>) -> ConditionUpdate {
+    let state = breaker.map_or(BreakerState::Closed, |b| b.state);
+    let failures = breaker.map_or(0, |b| b.consecutive_failures);
+    match state {
+        BreakerState::Closed => ConditionUpdate::new(
+            types::CIRCUIT_CLOSED,
+            ConditionStatus::True,
+            channel_reasons::BREAKER_CLOSED,
+            "messages go through",
+        ),
+        BreakerState::Open => ConditionUpdate::new(
+            types::CIRCUIT_CLOSED,
+            ConditionStatus::False,
+            channel_reasons::BREAKER_OPEN,
+            format!(
+                "opened after {failures} failures in a row{}; nothing is sent until the \
+                 cool-down passes, and campaigns in fallback mode use their next Channel",
+                breaker
+                    .and_then(|b| b.opened_at.as_ref())
+                    .map(|at| format!(" at {}", at.0))
+                    .unwrap_or_default()
+            ),
+        ),
+        BreakerState::HalfOpen => ConditionUpdate::new(
+            types::CIRCUIT_CLOSED,
+            ConditionStatus::False,
+            channel_reasons::BREAKER_HALF_OPEN,
+            "the cool-down passed; probe messages test whether the channel is back",
+        ),
+    }
 }
 
 fn secret_condition(observed: &Observation) -> ConditionUpdate {
@@ -194,6 +242,25 @@ pub fn transition_events(
             }
         });
     }
+    if let Some(circuit) = after(types::CIRCUIT_CLOSED)
+        && changed(before(types::CIRCUIT_CLOSED), circuit)
+    {
+        match circuit.reason.as_str() {
+            channel_reasons::BREAKER_OPEN => events.push(ChannelEvent {
+                type_: EventType::Warning,
+                reason: event_reasons::BREAKER_OPENED,
+                note: circuit.message.clone(),
+            }),
+            channel_reasons::BREAKER_CLOSED if before(types::CIRCUIT_CLOSED).is_some() => {
+                events.push(ChannelEvent {
+                    type_: EventType::Normal,
+                    reason: event_reasons::BREAKER_CLOSED,
+                    note: "a probe succeeded; messages go through again".to_owned(),
+                });
+            }
+            _ => {}
+        }
+    }
     if let Some(in_use) = after(types::IN_USE)
         && in_use.reason == reasons::DELETION_BLOCKED
         && changed(before(types::IN_USE), in_use)
@@ -231,6 +298,7 @@ mod tests {
             secret_problems: problems,
             deleting,
             campaigns: campaigns.iter().map(|c| (*c).to_owned()).collect(),
+            breaker: None,
         }
     }
 

@@ -26,6 +26,8 @@ pub enum Answer {
 pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -95,11 +97,11 @@ impl HttpReceiver {
 }
 
 async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    shared
-        .requests
-        .lock()
-        .unwrap()
-        .push(Received { headers, body });
+    shared.requests.lock().unwrap().push(Received {
+        headers,
+        body,
+        at: std::time::Instant::now(),
+    });
     let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     shared.most_in_flight.fetch_max(now, Ordering::SeqCst);
     let queued = shared.queued.lock().unwrap().pop_front();
