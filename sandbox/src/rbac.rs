@@ -98,8 +98,10 @@ pub fn allows(rules: &[Rule], request: &Attributes) -> bool {
 }
 
 impl RequestRecord {
-    /// What this request needs granted: its verb, and `create` too for a server-side apply
-    /// that created the object (`201`), which the API server authorizes as a create as well.
+    /// What this request needs granted: its verb, `create` too for a server-side apply that
+    /// created the object (`201`), which the API server authorizes as a create as well, and
+    /// `update` on the `finalizers` of every owner it sets `blockOwnerDeletion` on
+    /// (OwnerReferencesPermissionEnforcement).
     pub fn required(&self) -> Vec<Attributes> {
         let attributes = Attributes {
             group: self.group.clone(),
@@ -111,7 +113,19 @@ impl RequestRecord {
             verb: "create".to_owned(),
             ..attributes.clone()
         });
-        std::iter::once(attributes).chain(create).collect()
+        let owners = self
+            .blocked_owners
+            .iter()
+            .map(|(group, plural, name)| Attributes {
+                group: group.clone(),
+                resource: format!("{plural}/finalizers"),
+                name: Some(name.clone()),
+                verb: "update".to_owned(),
+            });
+        std::iter::once(attributes)
+            .chain(create)
+            .chain(owners)
+            .collect()
     }
 }
 

@@ -19,6 +19,10 @@ pub struct RequestRecord {
     pub status: u16,
     /// `User-Agent` (kube-rs and kubectl set one) so tests can tell clients apart.
     pub user_agent: String,
+    /// Owners a written object names with `blockOwnerDeletion: true`, as (group, plural,
+    /// name): the OwnerReferencesPermissionEnforcement admission plugin lets a client set
+    /// that only with `update` on the owner's `finalizers` subresource.
+    pub blocked_owners: Vec<(String, String, String)>,
 }
 
 impl RequestRecord {

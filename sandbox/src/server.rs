@@ -168,6 +168,11 @@ pub async fn handle(
                 namespace: path.namespace.as_deref(),
                 name: path.name.as_deref(),
             };
+            let blocked_owners = if matches!(verb, Verb::Create | Verb::Update | Verb::Patch) {
+                blocked_owners(&app, &body)
+            } else {
+                Vec::new()
+            };
             let response = match app.faults.take(&info) {
                 Some(failure) => error_response(injected(failure.status, failure.retry_after)),
                 None => serve(&app, verb, &path, &query, &headers, body).await,
@@ -186,10 +191,42 @@ pub async fn handle(
                 name: path.name.clone(),
                 status: response.status().as_u16(),
                 user_agent,
+                blocked_owners,
             });
             response
         }
     }
+}
+
+/// The owners a request body names with `blockOwnerDeletion: true`, as (group, plural, name).
+fn blocked_owners(app: &AppState, body: &Bytes) -> Vec<(String, String, String)> {
+    let Ok(object) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    let Some(owners) = object
+        .pointer("/metadata/ownerReferences")
+        .and_then(serde_json::Value::as_array)
+    else {
+        return Vec::new();
+    };
+    let registry = app.store.registry();
+    owners
+        .iter()
+        .filter(|o| o["blockOwnerDeletion"] == serde_json::Value::Bool(true))
+        .filter_map(|o| {
+            let api_version = o["apiVersion"].as_str()?;
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            let kind = o["kind"].as_str()?;
+            let resource = registry
+                .iter()
+                .find(|r| r.group == group && r.version == version && r.kind == kind)?;
+            Some((
+                group.to_owned(),
+                resource.plural.clone(),
+                o["name"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
 }
 
 fn injected(status: u16, retry_after: Option<u64>) -> ApiError {

@@ -258,3 +258,45 @@ async fn the_request_log_counts_by_verb_and_subresource() {
     sb.requests().reset();
     assert!(sb.requests().is_empty());
 }
+
+/// OwnerReferencesPermissionEnforcement: setting `blockOwnerDeletion` on an owner needs
+/// `update` on that owner's `finalizers`, which the request log's RBAC requirements say.
+#[tokio::test]
+async fn an_owner_reference_blocking_deletion_needs_update_on_the_owners_finalizers() {
+    let sb = sandbox().await;
+    let owner = widgets(&sb, "default")
+        .create(&PostParams::default(), &widget("owner", 1))
+        .await
+        .unwrap();
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(sb.client(), "default");
+    for (name, block) in [("blocking", true), ("plain", false)] {
+        let object = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "ownerReferences": [{
+                "apiVersion": widget_resource().api_version, "kind": widget_resource().kind,
+                "name": "owner",
+                "uid": owner.metadata.uid, "blockOwnerDeletion": block}]},
+        }))
+        .unwrap();
+        config_maps
+            .create(&PostParams::default(), &object)
+            .await
+            .unwrap();
+    }
+    let required: Vec<Vec<String>> = sb
+        .requests()
+        .snapshot()
+        .into_iter()
+        .filter(|r| r.resource == "configmaps")
+        .map(|r| r.required().iter().map(ToString::to_string).collect())
+        .collect();
+    assert_eq!(required.len(), 2);
+    assert_eq!(required[0].len(), 2, "{required:?}");
+    assert!(required[0][1].contains("update") && required[0][1].contains("widgets/finalizers"));
+    assert_eq!(
+        required[1].len(),
+        1,
+        "no blockOwnerDeletion, nothing more: {required:?}"
+    );
+}

@@ -10,6 +10,7 @@
 //! | `rollout pause/resume/abort/approve` (merge patches on spec) | [`control`] |
 //! | `fleet versions` (pure [`fleet::FleetVersions`]) | [`fleet`] |
 //! | `campaign status/pause/resume` (pure [`campaign::render`]) | [`campaign`] |
+//! | `subscription usage` (pure [`usage::render`]) | [`usage`] |
 //! | aligned text tables | [`table`] |
 //!
 //! Commands are library functions taking a `kube::Client`, a namespace and a writer, so tests
@@ -20,6 +21,7 @@ pub mod control;
 pub mod fleet;
 pub mod rollout_status;
 pub mod table;
+pub mod usage;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -87,6 +89,19 @@ pub enum PluginCommand {
     /// Campaigns: status, pause, resume.
     #[command(subcommand)]
     Campaign(CampaignCommand),
+    /// Subscriptions: quota usage.
+    #[command(subcommand)]
+    Subscription(SubscriptionCommand),
+}
+
+/// `kubectl flotilla subscription ...`
+#[derive(Debug, Subcommand)]
+pub enum SubscriptionCommand {
+    /// Quota usage against the plan's entitlements, in total and per tenant namespace.
+    Usage {
+        /// The Subscription (cluster-scoped).
+        name: String,
+    },
 }
 
 /// `kubectl flotilla campaign ...`
@@ -282,6 +297,10 @@ pub async fn run(
         }
         PluginCommand::Campaign(CampaignCommand::Resume { name }) => {
             campaign::resume(client, namespace, &name, out).await?;
+            Ok(Outcome::Done)
+        }
+        PluginCommand::Subscription(SubscriptionCommand::Usage { name }) => {
+            usage::usage(client, &name, out).await?;
             Ok(Outcome::Done)
         }
     }
