@@ -26,6 +26,7 @@ pub mod clock;
 pub mod conditions;
 pub mod config;
 pub mod context;
+pub mod controller;
 pub mod crypto;
 pub mod error;
 pub mod events;

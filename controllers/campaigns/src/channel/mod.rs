@@ -44,21 +44,15 @@ pub use message::{Addressee, ChannelCredentials, Message};
 pub use rate_limit::{ChannelRateLimit, SendPermit};
 pub use transport::{ChannelTransport, TransportError};
 
-use std::sync::Arc;
-
 use flotilla_crds::Channel;
 use futures::future::BoxFuture;
-use futures::{FutureExt, Stream, StreamExt, future, stream};
 use kube::core::DeserializeGuard;
-use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 
 use flotilla_runtime::context::Operator;
-use flotilla_runtime::index::reconcile_inputs;
+use flotilla_runtime::controller::Parts;
 use flotilla_runtime::watch::SharedWatch;
-use flotilla_runtime::{phase as phases, reconciler};
-use reconcile::{ChannelError, ChannelState};
+use reconcile::ChannelState;
 
 /// The controller's name in metrics, spans and readiness.
 pub const CONTROLLER: &str = "channel";
@@ -74,56 +68,15 @@ pub fn controller<'a>(
     state: ChannelState,
     related: Vec<futures::stream::BoxStream<'static, ChannelRef>>,
 ) -> BoxFuture<'a, ()> {
-    let census_source = channels.store();
-    operator.metrics.track_phases(CONTROLLER, move || {
-        phases::census(
-            census_source
-                .state()
-                .iter()
-                .filter_map(|guarded| guarded.0.as_ref().ok())
-                .map(|channel| channel.status.as_ref().and_then(|status| status.phase)),
-        )
-    });
-    let ctx = operator.context(CONTROLLER, state);
-    let own = channels.changes(reconcile_inputs);
-    let queue = ctx.queue.clone();
-    let related: std::pin::Pin<Box<dyn Stream<Item = ChannelRef> + Send>> =
-        Box::pin(stream::select_all(related));
-    let controller = Controller::for_stream(
-        queue.own_objects(
-            stream::pending::<Result<DeserializeGuard<Channel>, watcher::Error>>(),
-            &channels.store(),
-        ),
-        channels.store(),
+    flotilla_runtime::controller::run(
+        operator,
+        channels,
+        Parts {
+            name: CONTROLLER,
+            state,
+            phase_of: |channel: &Channel| channel.status.as_ref().and_then(|s| s.phase),
+            related,
+        },
+        reconcile::reconcile,
     )
-    .with_config(controller::Config::default().concurrency(operator.config.concurrency))
-    .reconcile_on(queue.triggers(own))
-    .reconcile_on(queue.triggers(related))
-    .graceful_shutdown_on(operator.shutdown.signalled());
-    async move {
-        controller
-            .run(
-                reconcile::reconcile,
-                |channel, error: &ChannelError, ctx: Arc<_>| {
-                    reconciler::error_policy(channel, error, ctx)
-                },
-                ctx,
-            )
-            .for_each(|result| {
-                match result {
-                    Ok((channel, action)) => {
-                        tracing::trace!(channel = %channel.name, ?action, "reconciled");
-                    }
-                    Err(
-                        controller::Error::ReconcilerFailed(..)
-                        | controller::Error::ObjectNotFound(_),
-                    ) => {}
-                    Err(error) => tracing::warn!(%error, "channel controller"),
-                }
-                future::ready(())
-            })
-            .await;
-        tracing::info!(controller = CONTROLLER, "stopped");
-    }
-    .boxed()
 }

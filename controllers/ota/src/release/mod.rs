@@ -12,22 +12,17 @@ pub mod phase;
 pub mod reconcile;
 pub mod status;
 
-use std::sync::Arc;
-
 use flotilla_crds::FirmwareRelease;
 use futures::future::BoxFuture;
-use futures::{FutureExt, Stream, StreamExt, future, stream};
 use kube::core::DeserializeGuard;
-use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 
 use crate::index::{DevicesByVersion, LiveRolloutsByRelease};
 use flotilla_runtime::context::Operator;
-use flotilla_runtime::index::{SharedIndex, reconcile_inputs};
+use flotilla_runtime::controller::Parts;
+use flotilla_runtime::index::SharedIndex;
 use flotilla_runtime::watch::{SharedWatch, Synced};
-use flotilla_runtime::{phase as phases, reconciler};
-use reconcile::{ReleaseError, ReleaseState};
+use reconcile::ReleaseState;
 
 /// The controller's name in metrics, spans and readiness.
 pub const CONTROLLER: &str = "release";
@@ -55,62 +50,21 @@ pub fn controller<'a>(
     releases: &mut SharedWatch<DeserializeGuard<FirmwareRelease>>,
     relations: Relations,
 ) -> BoxFuture<'a, ()> {
-    let census_source = releases.store();
-    operator.metrics.track_phases(CONTROLLER, move || {
-        phases::census(
-            census_source
-                .state()
-                .iter()
-                .filter_map(|guarded| guarded.0.as_ref().ok())
-                .map(|release| release.status.as_ref().and_then(|status| status.phase)),
-        )
-    });
     let state = ReleaseState::new(
         operator.client.clone(),
         relations.rollouts,
         relations.devices,
         relations.synced,
     );
-    let ctx = operator.context(CONTROLLER, state);
-    let own = releases.changes(reconcile_inputs);
-    let queue = ctx.queue.clone();
-    let related: std::pin::Pin<Box<dyn Stream<Item = ReleaseRef> + Send>> =
-        Box::pin(stream::select_all(relations.changed));
-    let controller = Controller::for_stream(
-        queue.own_objects(
-            stream::pending::<Result<DeserializeGuard<FirmwareRelease>, watcher::Error>>(),
-            &releases.store(),
-        ),
-        releases.store(),
+    flotilla_runtime::controller::run(
+        operator,
+        releases,
+        Parts {
+            name: CONTROLLER,
+            state,
+            phase_of: |release: &FirmwareRelease| release.status.as_ref().and_then(|s| s.phase),
+            related: relations.changed,
+        },
+        reconcile::reconcile,
     )
-    .with_config(controller::Config::default().concurrency(operator.config.concurrency))
-    .reconcile_on(queue.triggers(own))
-    .reconcile_on(queue.triggers(related))
-    .graceful_shutdown_on(operator.shutdown.signalled());
-    async move {
-        controller
-            .run(
-                reconcile::reconcile,
-                |release, error: &ReleaseError, ctx: Arc<_>| {
-                    reconciler::error_policy(release, error, ctx)
-                },
-                ctx,
-            )
-            .for_each(|result| {
-                match result {
-                    Ok((release, action)) => {
-                        tracing::trace!(release = %release.name, ?action, "reconciled");
-                    }
-                    Err(
-                        controller::Error::ReconcilerFailed(..)
-                        | controller::Error::ObjectNotFound(_),
-                    ) => {}
-                    Err(error) => tracing::warn!(%error, "release controller"),
-                }
-                future::ready(())
-            })
-            .await;
-        tracing::info!(controller = CONTROLLER, "stopped");
-    }
-    .boxed()
 }

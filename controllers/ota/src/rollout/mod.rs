@@ -26,22 +26,17 @@ pub mod status;
 pub mod thresholds;
 pub mod window;
 
-use std::sync::Arc;
-
 use flotilla_crds::{FirmwareRelease, FirmwareRollout};
 use futures::future::BoxFuture;
-use futures::{FutureExt, Stream, StreamExt, future, stream};
 use kube::core::DeserializeGuard;
-use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 
 use book::Tracker;
 use flotilla_runtime::context::Operator;
-use flotilla_runtime::index::{SharedIndex, reconcile_inputs};
+use flotilla_runtime::controller::Parts;
+use flotilla_runtime::index::SharedIndex;
 use flotilla_runtime::watch::{SharedWatch, Synced};
-use flotilla_runtime::{phase as phases, reconciler};
-use reconcile::{RolloutError, RolloutState};
+use reconcile::RolloutState;
 
 use crate::index::ReleasesByVersion;
 
@@ -72,16 +67,6 @@ pub fn controller<'a>(
     rollouts: &mut SharedWatch<DeserializeGuard<FirmwareRollout>>,
     relations: Relations,
 ) -> BoxFuture<'a, ()> {
-    let census_source = rollouts.store();
-    operator.metrics.track_phases(CONTROLLER, move || {
-        phases::census(
-            census_source
-                .state()
-                .iter()
-                .filter_map(|guarded| guarded.0.as_ref().ok())
-                .map(|rollout| rollout.status.as_ref().and_then(|status| status.phase)),
-        )
-    });
     let state = RolloutState::new(
         operator.client.clone(),
         relations.tracker,
@@ -90,46 +75,15 @@ pub fn controller<'a>(
         relations.releases_by_version,
         relations.synced,
     );
-    let ctx = operator.context(CONTROLLER, state);
-    let own = rollouts.changes(reconcile_inputs);
-    let queue = ctx.queue.clone();
-    let related: std::pin::Pin<Box<dyn Stream<Item = RolloutRef> + Send>> =
-        Box::pin(stream::select_all(relations.changed));
-    let controller = Controller::for_stream(
-        queue.own_objects(
-            stream::pending::<Result<DeserializeGuard<FirmwareRollout>, watcher::Error>>(),
-            &rollouts.store(),
-        ),
-        rollouts.store(),
+    flotilla_runtime::controller::run(
+        operator,
+        rollouts,
+        Parts {
+            name: CONTROLLER,
+            state,
+            phase_of: |rollout: &FirmwareRollout| rollout.status.as_ref().and_then(|s| s.phase),
+            related: relations.changed,
+        },
+        reconcile::reconcile,
     )
-    .with_config(controller::Config::default().concurrency(operator.config.concurrency))
-    .reconcile_on(queue.triggers(own))
-    .reconcile_on(queue.triggers(related))
-    .graceful_shutdown_on(operator.shutdown.signalled());
-    async move {
-        controller
-            .run(
-                reconcile::reconcile,
-                |rollout, error: &RolloutError, ctx: Arc<_>| {
-                    reconciler::error_policy(rollout, error, ctx)
-                },
-                ctx,
-            )
-            .for_each(|result| {
-                match result {
-                    Ok((rollout, action)) => {
-                        tracing::trace!(rollout = %rollout.name, ?action, "reconciled");
-                    }
-                    Err(
-                        controller::Error::ReconcilerFailed(..)
-                        | controller::Error::ObjectNotFound(_),
-                    ) => {}
-                    Err(error) => tracing::warn!(%error, "rollout controller"),
-                }
-                future::ready(())
-            })
-            .await;
-        tracing::info!(controller = CONTROLLER, "stopped");
-    }
-    .boxed()
 }
