@@ -270,7 +270,11 @@ fn compute_preview(
         per_minute: per_minute(campaign, deliveries),
     };
     let groups = preview::group_by_zone(zones.iter().map(Option::as_deref), &default_zone);
+    // Without a start time the estimate would move with the clock and rewrite the status
+    // every minute; it is given once there is a start.
+    let starts = spec.schedule.as_ref().is_some_and(|s| s.start_at.is_some());
     preview.estimated_finish_at = preview::estimated_finish(&schedule, &groups)
+        .filter(|_| starts)
         .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time);
     Some(preview)
 }

@@ -379,7 +379,11 @@ impl LedgerStore {
         now: Timestamp,
     ) -> Result<Vec<Claim>, LedgerError> {
         let claims = ledger.claim(max, now);
-        self.flush(ledger).await?;
+        // Nothing claimed, nothing to persist before a send: recorded outcomes wait for the
+        // flush policy (else the tail of a campaign costs a write per message).
+        if !claims.is_empty() {
+            self.flush(ledger).await?;
+        }
         Ok(claims)
     }
 
