@@ -598,12 +598,14 @@ pub fn allocation(campaign: &Campaign) -> Result<Allocation, super::allocation::
     )
 }
 
-/// A campaign's throttle as a rate limit (in flight is bounded by the sender itself).
+/// A campaign's throttle as a rate limit (in flight is bounded by the sender itself), with a
+/// burst of one: messages evenly spaced, so no whole second ever holds more than the rate
+/// (a second's worth of burst let one second in ten hold one message more).
 pub fn throttle_limit(throttle: Option<&Throttle>) -> Option<RateLimit> {
     let per_minute = throttle?.messages_per_minute?;
     Some(RateLimit {
         messages_per_minute: per_minute,
-        burst: None,
+        burst: Some(1),
         max_in_flight: None,
     })
 }
@@ -914,6 +916,6 @@ mod tests {
             messages_per_minute: Some(600),
             max_in_flight: None,
         };
-        assert_eq!(throttle_limit(Some(&rated)).unwrap().effective_burst(), 10);
+        assert_eq!(throttle_limit(Some(&rated)).unwrap().effective_burst(), 1);
     }
 }
