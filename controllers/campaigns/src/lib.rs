@@ -192,12 +192,17 @@ pub fn run(operator: &Operator, selection: Selection, settings: Settings) -> Box
             );
             return;
         }
-        let subscriptions = SharedWatch::new(
+        let mut subscriptions = SharedWatch::new(
             "subscriptions",
             Api::<Subscription>::all(client.clone()),
             wc.clone(),
         )
         .caching(subscription_fields);
+        let subscription_changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let bump = Arc::clone(&subscription_changes);
+        subscriptions.on_event(move |_| {
+            bump.fetch_add(1, std::sync::atomic::Ordering::Release);
+        });
         let plans = SharedWatch::new("plans", Api::<Plan>::all(client.clone()), wc.clone());
         for (kind, synced) in [
             (subscriptions.kind(), subscriptions.synced()),
@@ -226,6 +231,7 @@ pub fn run(operator: &Operator, selection: Selection, settings: Settings) -> Box
         let state = campaign::reconcile::CampaignState::new(
             client,
             subscriptions.store(),
+            subscription_changes,
             plans.store(),
             deliveries,
             vec![subscriptions.synced(), plans.synced(), channels.synced()],

@@ -16,7 +16,7 @@ use flotilla_campaigns::ledger::FlushPolicy;
 use flotilla_crds::condition::{find_condition, types};
 use flotilla_crds::{Campaign, CampaignPhase, Channel, ChannelPhase, Subscription};
 use flotilla_runtime::testing::wait_for;
-use flotilla_testkit::{Harness, Spawn, WAIT};
+use flotilla_testkit::{Harness, Spawn};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -116,18 +116,10 @@ async fn webhook_channel_with(
         "spec": spec,
     }))
     .await;
-    let api = h.api::<Channel>();
-    wait_for("the Channel Ready", WAIT, || {
-        let api = api.clone();
-        async move {
-            api.get(name)
-                .await
-                .ok()
-                .filter(|c| c.status.as_ref().and_then(|s| s.phase) == Some(ChannelPhase::Ready))
-        }
+    wait_channel(h, "the Channel Ready", name, |c| {
+        c.status.as_ref().and_then(|s| s.phase) == Some(ChannelPhase::Ready)
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 /// A campaign to the Subscriptions labelled `audience=prefix`, starting now.
@@ -154,17 +146,16 @@ async fn wait_campaign(
     name: &str,
     check: impl Fn(&Campaign) -> bool,
 ) -> Campaign {
-    let api = h.api::<Campaign>();
-    let found = wait_for(what, CAMPAIGN_WAIT, || {
-        let api = api.clone();
-        let check = &check;
-        async move { api.get(name).await.ok().filter(|c| check(c)) }
-    })
-    .await;
-    match found {
-        Ok(campaign) => campaign,
-        Err(error) => panic!("{error}: {:#?}", api.get(name).await.map(|c| c.status)),
-    }
+    h.wait_object(what, name, CAMPAIGN_WAIT, check).await
+}
+
+async fn wait_channel(
+    h: &Harness,
+    what: &str,
+    name: &str,
+    check: impl Fn(&Channel) -> bool,
+) -> Channel {
+    h.wait_object(what, name, CAMPAIGN_WAIT, check).await
 }
 
 fn phase(campaign: &Campaign) -> Option<CampaignPhase> {
@@ -714,25 +705,6 @@ async fn suspend_pauses_and_resumes_where_it_stopped_and_a_later_opt_out_is_hono
         );
     }
     h.stop().await;
-}
-
-async fn wait_channel(
-    h: &Harness,
-    what: &str,
-    name: &str,
-    check: impl Fn(&Channel) -> bool,
-) -> Channel {
-    let api = h.api::<Channel>();
-    let found = wait_for(what, CAMPAIGN_WAIT, || {
-        let api = api.clone();
-        let check = &check;
-        async move { api.get(name).await.ok().filter(|c| check(c)) }
-    })
-    .await;
-    match found {
-        Ok(channel) => channel,
-        Err(error) => panic!("{error}: {:#?}", api.get(name).await.map(|c| c.status)),
-    }
 }
 
 fn breaker_state(channel: &Channel) -> Option<flotilla_crds::channel::BreakerState> {

@@ -40,17 +40,7 @@ async fn wait_channel(
     name: &str,
     check: impl Fn(&Channel) -> bool,
 ) -> Channel {
-    let api = h.api::<Channel>();
-    let found = wait_for(what, WAIT, || {
-        let api = api.clone();
-        let check = &check;
-        async move { api.get(name).await.ok().filter(|c| check(c)) }
-    })
-    .await;
-    match found {
-        Ok(channel) => channel,
-        Err(error) => panic!("{error}: {:?}", api.get(name).await),
-    }
+    h.wait_object(what, name, WAIT, check).await
 }
 
 fn phase(channel: &Channel) -> Option<ChannelPhase> {

@@ -241,6 +241,34 @@ impl Harness {
         Api::namespaced(self.client.clone(), NAMESPACE)
     }
 
+    /// Waits up to `timeout` until the object `name` of kind `K` in [`NAMESPACE`] satisfies
+    /// `check`, and returns it; panics with `what` and the object as it last was.
+    pub async fn wait_object<K>(
+        &self,
+        what: &str,
+        name: &str,
+        timeout: Duration,
+        check: impl Fn(&K) -> bool,
+    ) -> K
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api = self.api::<K>();
+        let found = wait_for(what, timeout, || {
+            let api = api.clone();
+            let check = &check;
+            async move { api.get(name).await.ok().filter(|object| check(object)) }
+        })
+        .await;
+        match found {
+            Ok(object) => object,
+            Err(error) => panic!("{error}: {:#?}", api.get(name).await),
+        }
+    }
+
     /// Creates `object` in [`NAMESPACE`].
     pub async fn create<K>(&self, object: serde_json::Value) -> K
     where

@@ -57,6 +57,8 @@ pub struct CampaignState {
     client: Client,
     /// Subscriptions (trimmed): audience, opt-outs, template fields.
     pub subscriptions: Store<Subscription>,
+    /// Bumped by every Subscription watch event.
+    pub subscription_changes: Arc<std::sync::atomic::AtomicU64>,
     /// Plans: display names.
     pub plans: Store<Plan>,
     /// The Channels' deliveries (and the registry of usable Channels behind them).
@@ -91,6 +93,7 @@ impl CampaignState {
     pub fn new(
         client: Client,
         subscriptions: Store<Subscription>,
+        subscription_changes: Arc<std::sync::atomic::AtomicU64>,
         plans: Store<Plan>,
         deliveries: Deliveries,
         synced: Vec<Synced>,
@@ -101,6 +104,7 @@ impl CampaignState {
         Self {
             client,
             subscriptions,
+            subscription_changes,
             plans,
             deliveries,
             synced,
@@ -157,6 +161,7 @@ impl CampaignState {
             content,
             deliveries: self.deliveries.clone(),
             subscriptions: self.subscriptions.clone(),
+            subscription_changes: Arc::clone(&self.subscription_changes),
             plans: self.plans.clone(),
             started_at,
             acknowledged,

@@ -18,6 +18,7 @@
 //! is delivered when at least one took it.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -59,6 +60,9 @@ const MIN_BATCH: usize = 50;
 const UNAVAILABLE_WAIT: Duration = Duration::from_secs(30);
 /// How often a trigger campaign looks for Subscriptions newly meeting its trigger.
 pub const TRIGGER_POLL: Duration = Duration::from_secs(5);
+/// How often a trial-ending trigger rescans with no Subscription changed (time alone moves
+/// a trial's end into the window).
+pub const TIME_TRIGGER_RESCAN: Duration = Duration::from_secs(60);
 /// How often progress is published to the reconciler while sending.
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 /// Backoff after a ledger error, doubled up to the cap.
@@ -120,6 +124,8 @@ pub struct SenderInputs {
     pub deliveries: Deliveries,
     /// Subscriptions now (opt-outs, template fields).
     pub subscriptions: Store<Subscription>,
+    /// Bumped by every Subscription watch event: a trigger campaign rescans only after one.
+    pub subscription_changes: Arc<AtomicU64>,
     /// Plans now (display names).
     pub plans: Store<Plan>,
     /// When the campaign started (`status.startedAt`): local-time sending counts from it.
@@ -257,7 +263,9 @@ async fn send_all(
 
 /// A trigger campaign: rounds, each a ledger of the Subscriptions that newly match the
 /// trigger, one after the other; between rounds it looks for new matches every
-/// [`TRIGGER_POLL`]. A Subscription is in at most one round, so it gets one message.
+/// [`TRIGGER_POLL`] — scanning the Subscription cache only when a Subscription changed (or,
+/// for a trial-ending trigger, which time alone can meet, every [`TIME_TRIGGER_RESCAN`]).
+/// A Subscription is in at most one round, so it gets one message.
 async fn send_rounds(
     inputs: &SenderInputs,
     shared: &Mutex<Progress>,
@@ -266,15 +274,43 @@ async fn send_rounds(
     let mut seen: HashSet<String> = HashSet::new();
     let mut base = LedgerCounts::default();
     let mut round = 0;
+    // The round known not to be persisted yet (this sender is its only writer), so it is
+    // not read again at every poll.
+    let mut absent: Option<usize> = None;
+    let mut scanned: Option<(u64, tokio::time::Instant)> = None;
+    let time_based = inputs
+        .campaign
+        .spec
+        .trigger
+        .as_ref()
+        .is_some_and(|t| t.days_before_trial_end.is_some());
     loop {
         if *stop.borrow() || stop.has_changed().is_err() {
             return Ok(());
         }
         let store = inputs.store.clone().round(round);
-        let ledger = match store.load().await? {
+        let persisted = if absent == Some(round) {
+            None
+        } else {
+            let loaded = store.load().await?;
+            if loaded.is_none() {
+                absent = Some(round);
+            }
+            loaded
+        };
+        let ledger = match persisted {
             Some(ledger) => Some(ledger),
             None => {
-                let (audience, shards) = snapshot(inputs, &seen);
+                let changes = inputs.subscription_changes.load(Ordering::Acquire);
+                let due = scanned.is_none_or(|(at_changes, at)| {
+                    at_changes != changes || (time_based && at.elapsed() >= TIME_TRIGGER_RESCAN)
+                });
+                let (audience, shards) = if due {
+                    scanned = Some((changes, tokio::time::Instant::now()));
+                    snapshot(inputs, &seen)
+                } else {
+                    Audience::from_recipients(Vec::new())
+                };
                 if audience.recipients().is_empty() {
                     None
                 } else {
