@@ -146,6 +146,9 @@ pub struct SlackChannel {
 
 /// Settings of an SMTP channel.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(
+    validation = Rule::new("!has(self.tlsCaSecretRef) || self.security != 'None'").message("spec.smtp.tlsCaSecretRef needs security StartTLS or TLS")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct SmtpChannel {
     /// SMTP server host name or IP address.
@@ -168,6 +171,12 @@ pub struct SmtpChannel {
     /// Secret with keys `username` and `password` for SMTP AUTH. Omit for no authentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretReference>,
+
+    /// Secret key holding the PEM certificate(s) of the CA that signed the server's
+    /// certificate (a relay with a private CA), trusted besides the public roots. Needs
+    /// StartTLS or TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_secret_ref: Option<SecretKeyReference>,
 
     /// Sender address, e.g. `Acme Cloud <noreply@acme.example>`.
     #[schemars(length(min = 3, max = 320), pattern("@"))]

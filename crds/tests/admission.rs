@@ -229,6 +229,19 @@ fn channel_admission() {
         ),
         None,
     );
+    let private_ca = |security: &str| {
+        object(
+            "Channel",
+            "relay",
+            json!({"type": "SMTP", "smtp": {"host": "smtp.internal", "security": security, "from": "noreply@acme.example", "tlsCaSecretRef": {"name": "relay", "key": "ca.crt"}}}),
+        )
+    };
+    assert_admitted::<Channel>(&private_ca("StartTLS"), None);
+    assert_rejected::<Channel>(
+        &private_ca("None"),
+        None,
+        "spec.smtp.tlsCaSecretRef needs security StartTLS or TLS",
+    );
     assert_rejected::<Channel>(
         &object("Channel", "slack", json!({"type": "Slack"})),
         None,

@@ -209,7 +209,26 @@ async fn a_campaign_reaches_everyone_outside_the_holdout_exactly_once_and_comple
     let receiver = HttpReceiver::start().await;
     let names = create_subscriptions(&h, "launch", 40).await;
     opt_out(&h, &names[3]).await;
-    webhook_channel(&h, "hook", &receiver).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = h.api();
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "hook-key", "labels": {"flotilla.dev/channel-secret": "true"}},
+                "stringData": {"hmac": "whsec-launch"},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    webhook_channel_with(
+        &h,
+        "hook",
+        &receiver,
+        json!({"webhook": {"url": receiver.url, "signingSecretRef": {"name": "hook-key", "key": "hmac"}}}),
+    )
+    .await;
     h.create::<Campaign>(campaign(
         "launch",
         "launch",
@@ -236,6 +255,13 @@ async fn a_campaign_reaches_everyone_outside_the_holdout_exactly_once_and_comple
     assert!(
         received.values().all(|ids| ids.len() == 1),
         "nobody twice: {received:?}"
+    );
+    assert!(
+        receiver
+            .requests()
+            .iter()
+            .all(|r| r.signed_with(b"whsec-launch") && !r.signed_with(b"another key")),
+        "every message signed with the key from the Secret"
     );
     let ids: BTreeSet<&String> = received.values().flatten().collect();
     assert_eq!(ids.len(), expected.len(), "one distinct message id each");
@@ -905,10 +931,12 @@ async fn the_operator_role_grants_exactly_what_the_campaign_controllers_use() {
 }
 
 #[tokio::test]
-async fn a_campaign_over_smtp_sends_one_mail_each_with_its_message_id_and_unsubscribe_headers() {
+async fn a_campaign_over_starttls_smtp_sends_one_mail_each_with_its_message_id_and_unsubscribe_headers()
+ {
     use common::smtp_sink::SmtpSink;
     let h = start().await;
-    let server = SmtpSink::start(Some(("flotilla", "s3cret")));
+    // A relay with a private CA: its certificate comes from the Channel's Secret.
+    let (server, ca) = SmtpSink::start_with_starttls(Some(("flotilla", "s3cret")));
     let names = create_subscriptions(&h, "mail", 5).await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = h.api();
     secrets
@@ -917,7 +945,7 @@ async fn a_campaign_over_smtp_sends_one_mail_each_with_its_message_id_and_unsubs
             &serde_json::from_value(json!({
                 "apiVersion": "v1", "kind": "Secret",
                 "metadata": {"name": "smtp", "labels": {"flotilla.dev/channel-secret": "true"}},
-                "stringData": {"username": "flotilla", "password": "s3cret"},
+                "stringData": {"username": "flotilla", "password": "s3cret", "ca.crt": ca},
             }))
             .unwrap(),
         )
@@ -927,9 +955,10 @@ async fn a_campaign_over_smtp_sends_one_mail_each_with_its_message_id_and_unsubs
         "apiVersion": "flotilla.dev/v1alpha1", "kind": "Channel",
         "metadata": {"name": "mail"},
         "spec": {"type": "SMTP", "timeout": "5s", "smtp": {
-            "host": "127.0.0.1", "port": server.port, "security": "None",
+            "host": "127.0.0.1", "port": server.port, "security": "StartTLS",
             "from": "Acme Cloud <noreply@acme.example>",
             "credentialsSecretRef": {"name": "smtp"},
+            "tlsCaSecretRef": {"name": "smtp", "key": "ca.crt"},
         }},
     }))
     .await;
@@ -954,6 +983,7 @@ async fn a_campaign_over_smtp_sends_one_mail_each_with_its_message_id_and_unsubs
         .collect();
     assert_eq!(ids.len(), 5, "a distinct Message-ID each");
     for mail in &mails {
+        // The sink takes AUTH only after STARTTLS: every mail went over TLS.
         assert_eq!(mail.authenticated_as.as_deref(), Some("flotilla"));
         let link = mail.header("List-Unsubscribe").unwrap_or_default();
         assert!(link.starts_with("<https://flotilla.example/u/"), "{link}");
@@ -1044,5 +1074,52 @@ async fn quiet_hours_hold_every_recipient_until_they_end_and_drop_nobody() {
     let counts = status.counts.unwrap();
     assert_eq!((counts.sent, counts.pending, counts.failed), (0, 4, 0));
     assert!(receiver.requests().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn local_time_sending_reaches_each_zone_at_its_own_wall_clock_time() {
+    let h = start().await;
+    let receiver = HttpReceiver::start().await;
+    let names = create_subscriptions(&h, "local", 4).await;
+    // Two recipients at UTC+2 (the hour came two hours ago there: sent at the start, late
+    // rather than skipped) and two at UTC−3 (the hour is three hours away there).
+    let zone_of = |i: usize| if i < 2 { "Etc/GMT-2" } else { "Etc/GMT+3" };
+    for (i, name) in names.iter().enumerate() {
+        subscriptions(&h)
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"contact": {"timeZone": zone_of(i)}}})),
+            )
+            .await
+            .unwrap();
+    }
+    webhook_channel(&h, "hook", &receiver).await;
+    let start_at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2);
+    h.create::<Campaign>(campaign(
+        "local",
+        "local",
+        json!({"schedule": {"startAt": start_at.to_string(), "localTime": true}}),
+    ))
+    .await;
+    let running = wait_campaign(&h, "two sent, two waiting", "local", |c| {
+        c.status.as_ref().is_some_and(|s| {
+            s.counts.as_ref().is_some_and(|n| n.sent == 2) && s.next_send_at.is_some()
+        })
+    })
+    .await;
+    let status = running.status.unwrap();
+    assert_eq!(status.phase, Some(CampaignPhase::Running));
+    let due = status.next_send_at.unwrap().0;
+    let expected = start_at + jiff::SignedDuration::from_hours(3);
+    assert!(
+        due.duration_since(expected).abs() < jiff::SignedDuration::from_secs(2),
+        "the UTC−3 recipients wait for their own wall-clock time: {due} against {expected}"
+    );
+    let counts = status.counts.unwrap();
+    assert_eq!((counts.sent, counts.pending, counts.failed), (2, 2, 0));
+    let received: BTreeSet<String> = received_by_recipient(&receiver).into_keys().collect();
+    assert_eq!(received, names[..2].iter().cloned().collect());
     h.stop().await;
 }

@@ -40,8 +40,19 @@ pub struct SubscriptionView {
 }
 
 impl SubscriptionView {
+    /// The view a message needs (opt-out, template fields): [`Self::of`] without the labels,
+    /// which only audience selection reads, so a send copies no label map.
+    pub fn for_message(subscription: &Subscription) -> Self {
+        Self::with_labels(subscription, BTreeMap::new())
+    }
+
     /// The view of `subscription`.
     pub fn of(subscription: &Subscription) -> Self {
+        let labels = subscription.metadata.labels.clone().unwrap_or_default();
+        Self::with_labels(subscription, labels)
+    }
+
+    fn with_labels(subscription: &Subscription, labels: BTreeMap<String, String>) -> Self {
         let meta = &subscription.metadata;
         let spec = &subscription.spec;
         let status = subscription.status.as_ref();
@@ -53,7 +64,7 @@ impl SubscriptionView {
         Self {
             name: meta.name.as_deref().unwrap_or_default().into(),
             uid: meta.uid.as_deref().unwrap_or_default().into(),
-            labels: meta.labels.clone().unwrap_or_default(),
+            labels,
             plan: spec.plan.as_str().into(),
             phase: status.and_then(|s| s.phase),
             trial_ends_at: status.and_then(|s| s.trial_ends_at.as_ref()).map(|t| t.0),

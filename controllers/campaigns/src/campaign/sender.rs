@@ -46,7 +46,7 @@ use crate::channel::deliveries::Deliveries;
 use crate::channel::{Addressee, Attempt, ChannelRateLimit, Message};
 use crate::ledger::{
     Audience, Claim, DeliveryLedger, DeliveryResult, FlushPolicy, LedgerCounts, LedgerError,
-    LedgerStore,
+    LedgerStore, Recipient,
 };
 
 /// In flight at once when the campaign sets no `throttle.maxInFlight`.
@@ -368,7 +368,7 @@ async fn send_ledger(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), LedgerError> {
     let spec = &inputs.campaign.spec;
-    let plan = Run::new(inputs);
+    let plan = Arc::new(Run::new(inputs));
     let threshold = spec.failure_threshold.as_ref();
     // Sent and failed so far, kept per outcome so the threshold is judged after each one.
     let mut tally = Tally::of(&with_base(base, ledger));
@@ -385,14 +385,12 @@ async fn send_ledger(
             && tasks.len() < plan.max_in_flight
             && let Some(claim) = backlog.pop_front()
         {
-            match plan.prepare(ledger, &claim, now) {
-                Ok(job) => {
-                    tasks.spawn(job.run());
-                }
-                Err(result) => record(ledger, &mut tally, claim.recipient, result, Vec::new()),
-            }
+            let recipient = ledger.recipient(claim.recipient).clone();
+            tasks.spawn(Arc::clone(&plan).send(claim, recipient));
         }
-        if backlog.is_empty() && tasks.len() < plan.max_in_flight && !stopping && !crossed {
+        // The next batch is claimed (and persisted) while a window's worth is still waiting,
+        // so the sends never wait for that write.
+        if backlog.len() < plan.max_in_flight && !stopping && !crossed {
             match store.claim(ledger, plan.batch, now).await {
                 Ok(claims) if !claims.is_empty() => {
                     backlog.extend(claims);
@@ -710,14 +708,26 @@ impl Run {
         }
     }
 
-    /// The send of `claim`, or — without sending — what became of it.
+    /// Sends `claim` to `recipient`, or — without sending — says what became of it.
+    async fn send(self: Arc<Self>, claim: Claim, recipient: Recipient) -> Done {
+        let index = claim.recipient;
+        match self.prepare(&claim, &recipient, Timestamp::now()) {
+            Ok(job) => job.run().await,
+            Err(result) => Done {
+                recipient: index,
+                result,
+                channel_failures: Vec::new(),
+            },
+        }
+    }
+
+    /// The message of `claim`, or — without sending — what became of it.
     fn prepare(
         &self,
-        ledger: &DeliveryLedger,
         claim: &Claim,
+        recipient: &Recipient,
         now: Timestamp,
     ) -> Result<Job, DeliveryResult> {
-        let recipient = ledger.recipient(claim.recipient);
         let Group::Variant(variant) = recipient.group else {
             return Err(DeliveryResult::Skipped {
                 reason: "HeldOut".into(),
@@ -732,7 +742,7 @@ impl Run {
                 reason: "SubscriptionGone".into(),
             });
         };
-        let view = SubscriptionView::of(&current);
+        let view = SubscriptionView::for_message(&current);
         if view.opted_out {
             return Err(DeliveryResult::OptedOut);
         }

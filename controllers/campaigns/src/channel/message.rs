@@ -49,6 +49,8 @@ pub struct ChannelCredentials {
     pub smtp_username: Option<String>,
     /// SMTP AUTH password (`password` of `smtp.credentialsSecretRef`).
     pub smtp_password: Option<String>,
+    /// PEM certificates of the SMTP server's private CA (`smtp.tlsCaSecretRef`).
+    pub smtp_ca: Option<Vec<u8>>,
 }
 
 // Secrets stay out of logs and panics.
@@ -60,6 +62,7 @@ impl std::fmt::Debug for ChannelCredentials {
             .field("slack_url", &set(self.slack_url.is_some()))
             .field("smtp_username", &self.smtp_username)
             .field("smtp_password", &set(self.smtp_password.is_some()))
+            .field("smtp_ca", &set(self.smtp_ca.is_some()))
             .finish()
     }
 }

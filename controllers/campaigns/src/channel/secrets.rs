@@ -70,11 +70,15 @@ pub fn referenced(spec: &ChannelSpec) -> Vec<&str> {
     if let Some(slack) = &spec.slack {
         names.push(slack.webhook_url_secret_ref.name.as_str());
     }
-    if let Some(smtp) = &spec.smtp
-        && let Some(secret) = &smtp.credentials_secret_ref
-    {
-        names.push(secret.name.as_str());
+    if let Some(smtp) = &spec.smtp {
+        if let Some(secret) = &smtp.credentials_secret_ref {
+            names.push(secret.name.as_str());
+        }
+        if let Some(key) = &smtp.tls_ca_secret_ref {
+            names.push(key.name.as_str());
+        }
     }
+    names.dedup();
     names
 }
 
@@ -139,6 +143,20 @@ pub fn resolve<'a>(
                 credentials.smtp_password = value(&secret.name, "password")
                     .map(|v| String::from_utf8_lossy(&v).into_owned());
             }
+            if let Some(SecretKeyReference { name, key }) = spec
+                .smtp
+                .as_ref()
+                .and_then(|s| s.tls_ca_secret_ref.as_ref())
+            {
+                credentials.smtp_ca = value(name, key);
+                if credentials
+                    .smtp_ca
+                    .as_deref()
+                    .is_some_and(|pem| !is_pem_certificate(pem))
+                {
+                    bad.push(bad_value(name, key, "not a PEM certificate"));
+                }
+            }
         }
         ChannelType::Log => {}
     }
@@ -148,6 +166,13 @@ pub fn resolve<'a>(
     } else {
         Err(problems)
     }
+}
+
+/// Whether `pem` holds at least one certificate that parses.
+fn is_pem_certificate(pem: &[u8]) -> bool {
+    // lettre's parser (the one the transport uses) accepts a text with no certificate at all.
+    String::from_utf8_lossy(pem).contains("-----BEGIN CERTIFICATE-----")
+        && lettre::transport::smtp::client::Certificate::from_pem(pem).is_ok()
 }
 
 fn bad_value(secret: &str, key: &str, problem: &str) -> SecretProblem {
@@ -225,6 +250,34 @@ mod tests {
             problems[0].to_string().contains(CHANNEL_SECRET_LABEL),
             "{}",
             problems[0]
+        );
+    }
+
+    #[test]
+    fn a_private_ca_is_read_from_its_secret_and_must_be_pem() {
+        let smtp = spec(json!({"type": "SMTP", "smtp": {
+            "host": "smtp.example.com", "from": "noreply@example.com",
+            "credentialsSecretRef": {"name": "mail"},
+            "tlsCaSecretRef": {"name": "mail", "key": "ca.crt"}}}));
+        assert_eq!(referenced(&smtp), ["mail"], "one Secret, named once");
+        let garbage = data(&[
+            ("username", "ada"),
+            ("password", "pw"),
+            ("ca.crt", "not a certificate"),
+        ]);
+        let problems = resolve(&smtp, |_| Lookup::Found(&garbage)).unwrap_err();
+        assert_eq!(
+            problems[0].to_string(),
+            r#"Secret "mail" key "ca.crt": not a PEM certificate"#
+        );
+        let without = data(&[("username", "ada"), ("password", "pw")]);
+        let problems = resolve(&smtp, |_| Lookup::Found(&without)).unwrap_err();
+        assert_eq!(
+            problems,
+            [SecretProblem::MissingKey {
+                secret: "mail".into(),
+                key: "ca.crt".into()
+            }]
         );
     }
 

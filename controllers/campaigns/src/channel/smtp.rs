@@ -47,7 +47,7 @@ impl SmtpTransport {
     }
 
     /// As [`new`](Self::new), also trusting the PEM certificate `root` (a server with a
-    /// private CA: the tests' self-signed one, or a CA from the Channel's Secret later).
+    /// private CA, from `smtp.tlsCaSecretRef`).
     pub fn trusting(
         settings: &SmtpChannel,
         credentials: Option<(String, String)>,

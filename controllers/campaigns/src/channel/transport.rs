@@ -117,7 +117,14 @@ impl ChannelTransport {
                     (true, None, _) => return Err(TransportError::MissingSecret("username")),
                     (true, _, None) => return Err(TransportError::MissingSecret("password")),
                 };
-                Kind::Smtp(SmtpTransport::new(settings, login, timeout)?)
+                let transport = match (&settings.tls_ca_secret_ref, &credentials.smtp_ca) {
+                    (None, _) => SmtpTransport::new(settings, login, timeout)?,
+                    (Some(_), Some(ca)) => SmtpTransport::trusting(settings, login, timeout, ca)?,
+                    (Some(_), None) => {
+                        return Err(TransportError::MissingSecret("smtp.tlsCaSecretRef"));
+                    }
+                };
+                Kind::Smtp(transport)
             }
             ChannelType::Log => Kind::Log(LogTransport),
         };
@@ -201,6 +208,7 @@ mod tests {
             slack_url: Some("https://hooks.slack.com/services/T/B/secret".into()),
             smtp_username: Some("flotilla".into()),
             smtp_password: Some("s3cret".into()),
+            smtp_ca: None,
         };
         let shown = format!("{credentials:?}");
         assert!(!shown.contains("secret") && !shown.contains("s3cret") && !shown.contains("whsec"));

@@ -37,6 +37,23 @@ impl Received {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
+    /// Whether it carries a valid signature with `key`, checked as a receiver would:
+    /// HMAC-SHA256 over `<timestamp>.<raw body>`.
+    pub fn signed_with(&self, key: &[u8]) -> bool {
+        use hmac::{Hmac, Mac};
+        let Some(timestamp) = self.header("x-flotilla-timestamp") else {
+            return false;
+        };
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+        mac.update(timestamp.as_bytes());
+        mac.update(b".");
+        mac.update(&self.body);
+        let expected = format!(
+            "t={timestamp},v1={}",
+            hex::encode(mac.finalize().into_bytes())
+        );
+        self.header("x-flotilla-signature") == Some(expected.as_str())
+    }
 }
 
 #[derive(Default)]
