@@ -259,7 +259,20 @@ pub struct SubscriptionStatus {
 }
 
 /// Lifecycle phase of a Subscription.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+)]
 #[schemars(transform = crate::common::drop_description)]
 pub enum SubscriptionPhase {
     /// Waiting for a valid Plan (PlanFound=False) or for the first reconcile.

@@ -5,11 +5,13 @@
 //! |---|---|---|
 //! | [`ChannelsBySecret`] | Channels | which Channels read a Secret |
 //! | [`LiveCampaignsByChannel`] | Campaigns | which live (not terminal) Campaigns use a Channel |
+//! | [`SubscriptionsByPhase`] | Subscriptions | which Subscriptions are in a phase (trigger campaigns) |
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use flotilla_crds::{Campaign, Channel};
+use flotilla_crds::subscription::SubscriptionPhase;
+use flotilla_crds::{Campaign, Channel, Subscription};
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -122,5 +124,37 @@ impl LiveCampaignsByChannel {
         channel: &str,
     ) -> impl Iterator<Item = &'a str> + use<'a> {
         self.0.objects(&namespaced(namespace, channel)).map(name_of)
+    }
+}
+
+/// The Subscriptions in each phase, from the Subscription watch: a trigger campaign looks for
+/// new matches among those in its trigger's phase only, not the whole cache.
+pub struct SubscriptionsByPhase(Index<Subscription, SubscriptionPhase>);
+
+impl Default for SubscriptionsByPhase {
+    fn default() -> Self {
+        Self(Index::new(
+            |_| None,
+            |subscription: &Subscription| {
+                subscription
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .into_iter()
+                    .collect()
+            },
+        ))
+    }
+}
+
+impl SubscriptionsByPhase {
+    /// Takes one Subscription watch event in.
+    pub fn apply_watcher_event(&mut self, event: &watcher::Event<Subscription>) {
+        self.0.apply_watcher_event(event);
+    }
+
+    /// The names of the Subscriptions in `phase`.
+    pub fn subscriptions(&self, phase: SubscriptionPhase) -> Vec<Key> {
+        self.0.objects(&phase).cloned().collect()
     }
 }

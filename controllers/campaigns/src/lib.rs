@@ -88,11 +88,32 @@ fn breaker_gauge(operator: &Operator) -> Option<prometheus::IntGaugeVec> {
     }
 }
 
-/// Keeps what a campaign reads of a Subscription, so 100,000 of them stay small in memory.
+/// Keeps what a campaign reads of a Subscription ([`campaign::audience::SubscriptionView`]:
+/// identity, labels, plan, contact, namespaces, phase, trial end), so 100,000 of them stay
+/// small in memory: conditions, usage, entitlements and owners go.
 fn subscription_fields(subscription: &Subscription) -> Subscription {
-    let mut kept = subscription.clone();
-    kept.metadata.managed_fields = None;
-    kept.metadata.annotations = None;
+    let meta = &subscription.metadata;
+    let mut kept = Subscription::new(
+        meta.name.as_deref().unwrap_or_default(),
+        flotilla_crds::subscription::SubscriptionSpec {
+            owners: Vec::new(),
+            payment: None,
+            ..subscription.spec.clone()
+        },
+    );
+    kept.metadata.uid.clone_from(&meta.uid);
+    kept.metadata.labels.clone_from(&meta.labels);
+    kept.metadata
+        .resource_version
+        .clone_from(&meta.resource_version);
+    kept.status = subscription.status.as_ref().map(|status| {
+        flotilla_crds::subscription::SubscriptionStatus {
+            phase: status.phase,
+            trial_ends_at: status.trial_ends_at.clone(),
+            namespaces: status.namespaces.clone(),
+            ..Default::default()
+        }
+    });
     kept
 }
 
@@ -199,8 +220,10 @@ pub fn run(operator: &Operator, selection: Selection, settings: Settings) -> Box
         )
         .caching(subscription_fields);
         let subscription_changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let bump = Arc::clone(&subscription_changes);
-        subscriptions.on_event(move |_| {
+        let by_phase = SharedIndex::new(index::SubscriptionsByPhase::default());
+        let (bump, feed) = (Arc::clone(&subscription_changes), by_phase.clone());
+        subscriptions.on_event(move |event| {
+            feed.lock().apply_watcher_event(event);
             bump.fetch_add(1, std::sync::atomic::Ordering::Release);
         });
         let plans = SharedWatch::new("plans", Api::<Plan>::all(client.clone()), wc.clone());
@@ -230,8 +253,11 @@ pub fn run(operator: &Operator, selection: Selection, settings: Settings) -> Box
         });
         let state = campaign::reconcile::CampaignState::new(
             client,
-            subscriptions.store(),
-            subscription_changes,
+            campaign::audience::SubscriptionCache {
+                store: subscriptions.store(),
+                changes: subscription_changes,
+                by_phase,
+            },
             plans.store(),
             deliveries,
             vec![subscriptions.synced(), plans.synced(), channels.synced()],

@@ -352,6 +352,60 @@ async fn fallback_delivers_on_the_next_channel_when_the_first_refuses() {
 }
 
 #[tokio::test]
+async fn mode_all_sends_on_every_channel_and_counts_each() {
+    let h = start().await;
+    let first = HttpReceiver::start().await;
+    let refusing = HttpReceiver::start().await;
+    refusing.answer_with(Answer::Status(400, Vec::new(), "no".into()));
+    let third = HttpReceiver::start().await;
+    let names = create_subscriptions(&h, "all", 8).await;
+    webhook_channel(&h, "first", &first).await;
+    webhook_channel(&h, "refusing", &refusing).await;
+    webhook_channel(&h, "third", &third).await;
+    h.create::<Campaign>(campaign(
+        "all",
+        "all",
+        json!({"channels": {"mode": "All", "names": ["first", "refusing", "third"]}}),
+    ))
+    .await;
+    let done = wait_campaign(&h, "Completed", "all", |c| {
+        phase(c) == Some(CampaignPhase::Completed)
+    })
+    .await;
+    let status = done.status.unwrap();
+    for receiver in [&first, &third] {
+        let received = received_by_recipient(receiver);
+        assert_eq!(
+            received.len(),
+            names.len(),
+            "everyone on both working channels"
+        );
+        assert!(received.values().all(|ids| ids.len() == 1));
+    }
+    assert_eq!(refusing.requests().len(), names.len(), "tried once each");
+    let counts = status.counts.unwrap();
+    assert_eq!(
+        (counts.sent, counts.failed),
+        (8, 0),
+        "delivered where one took it"
+    );
+    let per_channel: Vec<(String, i64, i64)> = status
+        .channels
+        .iter()
+        .map(|c| (c.name.clone(), c.sent, c.failed))
+        .collect();
+    assert_eq!(
+        per_channel,
+        [
+            ("first".to_owned(), 8, 0),
+            ("refusing".to_owned(), 0, 8),
+            ("third".to_owned(), 8, 0)
+        ]
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn an_unknown_template_field_or_channel_waits_with_a_condition_and_sends_nothing() {
     let h = start().await;
     let receiver = HttpReceiver::start().await;

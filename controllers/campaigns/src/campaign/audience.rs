@@ -4,12 +4,40 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use flotilla_crds::Subscription;
+use flotilla_runtime::index::SharedIndex;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::index::SubscriptionsByPhase;
 use flotilla_crds::campaign::Audience;
 use flotilla_crds::subscription::SubscriptionPhase;
 use jiff::Timestamp;
 use kube::core::{Selector, SelectorExt};
+
+/// The Subscription cache as campaigns read it: the objects, a counter every watch event
+/// bumps, and the Subscriptions by phase.
+#[derive(Clone)]
+pub struct SubscriptionCache {
+    /// Subscriptions now (trimmed).
+    pub store: Store<Subscription>,
+    /// Bumped by every Subscription watch event: a trigger campaign rescans only after one.
+    pub changes: Arc<AtomicU64>,
+    /// Which Subscriptions are in each phase.
+    pub by_phase: SharedIndex<SubscriptionsByPhase>,
+}
+
+impl SubscriptionCache {
+    /// The Subscriptions in `phase` now.
+    pub fn in_phase(&self, phase: SubscriptionPhase) -> Vec<Arc<Subscription>> {
+        let names = self.by_phase.lock().subscriptions(phase);
+        names
+            .iter()
+            .filter_map(|name| self.store.get(&ObjectRef::new(name)))
+            .collect()
+    }
+}
 
 /// A Subscription as a campaign reads it.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]

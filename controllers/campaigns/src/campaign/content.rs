@@ -86,12 +86,13 @@ impl Content {
     /// see).
     pub fn render(&self, index: usize, recipient: &Recipient) -> Result<Rendered, TemplateError> {
         let (subject, body) = self.fields.get(index).unwrap_or(&self.fields[0]);
+        let context = Renderer::context(recipient);
         Ok(Rendered {
             subject: subject
                 .as_deref()
-                .map(|field| self.renderer.render(field, recipient))
+                .map(|field| self.renderer.render_with(field, &context))
                 .transpose()?,
-            body: self.renderer.render(body, recipient)?,
+            body: self.renderer.render_with(body, &context)?,
         })
     }
 }

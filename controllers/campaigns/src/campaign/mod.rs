@@ -17,6 +17,7 @@
 pub mod allocation;
 pub mod audience;
 pub mod content;
+pub mod pacer;
 pub mod phase;
 pub mod preview;
 pub mod quiet_hours;

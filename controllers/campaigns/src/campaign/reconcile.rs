@@ -22,7 +22,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
 use super::allocation::Group;
-use super::audience::{AudienceFilter, SubscriptionView};
+use super::audience::{AudienceFilter, SubscriptionCache, SubscriptionView};
 use super::content::Content;
 use super::phase::{self, Action as Step, Observation};
 use super::preview::{self, Schedule};
@@ -56,9 +56,7 @@ pub type UnsubscribeLinks = Arc<dyn Fn(&Campaign, &str) -> String + Send + Sync>
 pub struct CampaignState {
     client: Client,
     /// Subscriptions (trimmed): audience, opt-outs, template fields.
-    pub subscriptions: Store<Subscription>,
-    /// Bumped by every Subscription watch event.
-    pub subscription_changes: Arc<std::sync::atomic::AtomicU64>,
+    pub subscriptions: SubscriptionCache,
     /// Plans: display names.
     pub plans: Store<Plan>,
     /// The Channels' deliveries (and the registry of usable Channels behind them).
@@ -92,8 +90,7 @@ impl CampaignState {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
-        subscriptions: Store<Subscription>,
-        subscription_changes: Arc<std::sync::atomic::AtomicU64>,
+        subscriptions: SubscriptionCache,
         plans: Store<Plan>,
         deliveries: Deliveries,
         synced: Vec<Synced>,
@@ -104,7 +101,6 @@ impl CampaignState {
         Self {
             client,
             subscriptions,
-            subscription_changes,
             plans,
             deliveries,
             synced,
@@ -161,7 +157,6 @@ impl CampaignState {
             content,
             deliveries: self.deliveries.clone(),
             subscriptions: self.subscriptions.clone(),
-            subscription_changes: Arc::clone(&self.subscription_changes),
             plans: self.plans.clone(),
             started_at,
             acknowledged,
@@ -190,7 +185,7 @@ impl CampaignState {
         {
             return Some(cached.preview.clone());
         }
-        let preview = compute_preview(campaign, &self.subscriptions, &self.deliveries, now)?;
+        let preview = compute_preview(campaign, &self.subscriptions.store, &self.deliveries, now)?;
         previews.insert(
             uid,
             CachedPreview {

@@ -18,7 +18,7 @@
 //! is delivered when at least one took it.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -26,9 +26,8 @@ use flotilla_crds::campaign::{
     Audience as CampaignAudience, CampaignFailureThreshold, CampaignRetry, DeliveryMode, Throttle,
     Trigger,
 };
-use flotilla_crds::channel::RateLimit;
 use flotilla_crds::subscription::SubscriptionPhase;
-use flotilla_crds::{Campaign, Plan, Subscription};
+use flotilla_crds::{Campaign, Plan};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use kube::ResourceExt;
@@ -37,13 +36,14 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::allocation::{Allocation, Group};
-use super::audience::{AudienceFilter, SubscriptionView};
+use super::audience::{AudienceFilter, SubscriptionCache, SubscriptionView};
 use super::content::{Content, recipient_fields};
+use super::pacer::Pacer;
 use super::preview::{self, Schedule};
 use super::quiet_hours::QuietHours;
 use super::retry::{Next, Outcome, after_failure};
 use crate::channel::deliveries::Deliveries;
-use crate::channel::{Addressee, Attempt, ChannelRateLimit, Message};
+use crate::channel::{Addressee, Attempt, Message};
 use crate::ledger::{
     Audience, Claim, DeliveryLedger, DeliveryResult, FlushPolicy, LedgerCounts, LedgerError,
     LedgerStore, Recipient,
@@ -122,10 +122,8 @@ pub struct SenderInputs {
     pub content: Arc<Content>,
     /// The Channels' deliveries, shared by every campaign.
     pub deliveries: Deliveries,
-    /// Subscriptions now (opt-outs, template fields).
-    pub subscriptions: Store<Subscription>,
-    /// Bumped by every Subscription watch event: a trigger campaign rescans only after one.
-    pub subscription_changes: Arc<AtomicU64>,
+    /// Subscriptions now (opt-outs, template fields, trigger matches).
+    pub subscriptions: SubscriptionCache,
     /// Plans now (display names).
     pub plans: Store<Plan>,
     /// When the campaign started (`status.startedAt`): local-time sending counts from it.
@@ -301,7 +299,7 @@ async fn send_rounds(
         let ledger = match persisted {
             Some(ledger) => Some(ledger),
             None => {
-                let changes = inputs.subscription_changes.load(Ordering::Acquire);
+                let changes = inputs.subscriptions.changes.load(Ordering::Acquire);
                 let due = scanned.is_none_or(|(at_changes, at)| {
                     at_changes != changes || (time_based && at.elapsed() >= TIME_TRIGGER_RESCAN)
                 });
@@ -418,7 +416,7 @@ async fn send_ledger(
         } else {
             tokio::select! {
                 Some(done) = tasks.join_next() => match done {
-                    Ok(done) => record(ledger, &mut tally, done.recipient, done.result, done.channel_failures),
+                    Ok(done) => record(ledger, &mut tally, done),
                     Err(error) => tracing::error!(%error, "a campaign send task failed"),
                 },
                 () = sleep_until(due) => {}
@@ -433,13 +431,7 @@ async fn send_ledger(
     // What is in flight finishes and is recorded; then everything recorded is written.
     while let Some(done) = tasks.join_next().await {
         if let Ok(done) = done {
-            record(
-                ledger,
-                &mut tally,
-                done.recipient,
-                done.result,
-                done.channel_failures,
-            );
+            record(ledger, &mut tally, done);
         }
     }
     let flushed = store.flush(ledger).await;
@@ -534,15 +526,17 @@ async fn sleep_until(at: Option<Timestamp>) {
     }
 }
 
-fn record(
-    ledger: &mut DeliveryLedger,
-    tally: &mut Tally,
-    recipient: usize,
-    result: DeliveryResult,
-    channel_failures: Vec<u8>,
-) {
-    for channel in channel_failures {
+fn record(ledger: &mut DeliveryLedger, tally: &mut Tally, done: Done) {
+    let Done {
+        recipient,
+        result,
+        channels,
+    } = done;
+    for channel in channels.failed {
         ledger.record_channel_failure(recipient, channel);
+    }
+    for channel in channels.also_sent {
+        ledger.record_channel_delivery(recipient, channel);
     }
     match &result {
         DeliveryResult::Sent { .. } => tally.sent += 1,
@@ -566,7 +560,11 @@ fn snapshot(
     let filter =
         AudienceFilter::new(&trigger_audience(&campaign.spec)).expect("validated before the start");
     let now = Timestamp::now();
-    let subscriptions = inputs.subscriptions.state();
+    // A trigger matches only in one phase: its Subscriptions are all that need a look.
+    let subscriptions = match trigger_phase(campaign.spec.trigger.as_ref()) {
+        Some(phase) => inputs.subscriptions.in_phase(phase),
+        None => inputs.subscriptions.store.state(),
+    };
     let members = subscriptions
         .iter()
         .filter(|s| {
@@ -593,6 +591,16 @@ pub fn trigger_audience(spec: &flotilla_crds::campaign::CampaignSpec) -> Campaig
         audience.phases = vec![phase];
     }
     audience
+}
+
+/// The one phase a Subscription must be in to meet `trigger`.
+fn trigger_phase(trigger: Option<&Trigger>) -> Option<SubscriptionPhase> {
+    let trigger = trigger?;
+    match (trigger.phase_entered, trigger.days_before_trial_end) {
+        (Some(phase), _) => Some(phase),
+        (None, Some(_)) => Some(SubscriptionPhase::Trialing),
+        (None, None) => None,
+    }
 }
 
 /// Whether `subscription` meets `trigger` at `now` (every Subscription does without one).
@@ -632,16 +640,13 @@ pub fn allocation(campaign: &Campaign) -> Result<Allocation, super::allocation::
     )
 }
 
-/// A campaign's throttle as a rate limit (in flight is bounded by the sender itself), with a
-/// burst of one: messages evenly spaced, so no whole second ever holds more than the rate
-/// (a second's worth of burst let one second in ten hold one message more).
-pub fn throttle_limit(throttle: Option<&Throttle>) -> Option<RateLimit> {
+/// A campaign's throttle as evenly spaced send slots (in flight is bounded by the sender
+/// itself), or `None` without a rate.
+pub fn throttle_pacer(throttle: Option<&Throttle>) -> Option<Arc<Pacer>> {
     let per_minute = throttle?.messages_per_minute?;
-    Some(RateLimit {
-        messages_per_minute: per_minute,
-        burst: Some(1),
-        max_in_flight: None,
-    })
+    Some(Arc::new(Pacer::per_minute(
+        u32::try_from(per_minute).unwrap_or(1),
+    )))
 }
 
 /// What every claim of one sender run shares.
@@ -653,7 +658,7 @@ struct Run {
     channels: Arc<Vec<(u8, String)>>,
     mode: DeliveryMode,
     retry: Arc<CampaignRetry>,
-    throttle: Arc<ChannelRateLimit>,
+    throttle: Option<Arc<Pacer>>,
     quiet_hours: Option<QuietHours>,
     default_zone: TimeZone,
     start_at: Timestamp,
@@ -686,7 +691,8 @@ impl Run {
             namespace: campaign.namespace().unwrap_or_default(),
             campaign: campaign.name_any(),
             max_in_flight,
-            batch: max_in_flight.clamp(MIN_BATCH, MAX_BATCH),
+            // Two windows: the next batch is claimed while one window of this one waits.
+            batch: max_in_flight.saturating_mul(2).clamp(MIN_BATCH, MAX_BATCH),
             channels: Arc::new(
                 spec.channels
                     .names
@@ -697,7 +703,7 @@ impl Run {
             ),
             mode: spec.channels.mode,
             retry: Arc::new(spec.retry.clone()),
-            throttle: ChannelRateLimit::new(throttle_limit(spec.throttle.as_ref()).as_ref()),
+            throttle: throttle_pacer(spec.throttle.as_ref()),
             quiet_hours,
             default_zone,
             start_at: schedule
@@ -716,7 +722,7 @@ impl Run {
             Err(result) => Done {
                 recipient: index,
                 result,
-                channel_failures: Vec::new(),
+                channels: ChannelTally::default(),
             },
         }
     }
@@ -736,6 +742,7 @@ impl Run {
         let current = self
             .inputs
             .subscriptions
+            .store
             .get(&ObjectRef::new(&recipient.subscription));
         let Some(current) = current.filter(|s| s.uid().as_deref() == Some(&*recipient.uid)) else {
             return Err(DeliveryResult::Skipped {
@@ -802,7 +809,7 @@ impl Run {
             channels: Arc::clone(&self.channels),
             mode: self.mode,
             retry: Arc::clone(&self.retry),
-            throttle: Arc::clone(&self.throttle),
+            throttle: self.throttle.clone(),
             deliveries: self.inputs.deliveries.clone(),
         })
     }
@@ -817,7 +824,7 @@ struct Job {
     channels: Arc<Vec<(u8, String)>>,
     mode: DeliveryMode,
     retry: Arc<CampaignRetry>,
-    throttle: Arc<ChannelRateLimit>,
+    throttle: Option<Arc<Pacer>>,
     deliveries: Deliveries,
 }
 
@@ -825,19 +832,29 @@ struct Job {
 struct Done {
     recipient: usize,
     result: DeliveryResult,
-    /// Channels that failed an attempt (counted per channel).
-    channel_failures: Vec<u8>,
+    /// Per channel, what the attempt did there besides the result (counted per channel).
+    channels: ChannelTally,
+}
+
+/// The channels of one attempt that failed, and those that delivered after the first
+/// (`mode: All`).
+#[derive(Default)]
+struct ChannelTally {
+    failed: Vec<u8>,
+    also_sent: Vec<u8>,
 }
 
 impl Job {
     async fn run(self) -> Done {
-        let _permit = self.throttle.acquire().await;
+        if let Some(pacer) = &self.throttle {
+            pacer.acquire().await;
+        }
         let mut delivered: Option<u8> = None;
         let mut transient: Option<Outcome> = None;
         let mut permanent: Option<String> = None;
         let mut held: Option<Timestamp> = None;
         let mut unavailable = false;
-        let mut channel_failures = Vec::new();
+        let mut channels = ChannelTally::default();
         for (index, name) in self.channels.iter() {
             let delivery = match self.deliveries.get(&self.namespace, name) {
                 Ok(Some(delivery)) => delivery,
@@ -860,17 +877,20 @@ impl Job {
                     held = Some(held.map_or(until, |h| h.min(until)));
                 }
                 Attempt::Sent(Outcome::Delivered) => {
+                    if delivered.is_some() {
+                        channels.also_sent.push(*index);
+                    }
                     delivered.get_or_insert(*index);
                     if self.mode == DeliveryMode::Fallback {
                         break;
                     }
                 }
                 Attempt::Sent(outcome @ Outcome::Transient { .. }) => {
-                    channel_failures.push(*index);
+                    channels.failed.push(*index);
                     transient.get_or_insert(outcome);
                 }
                 Attempt::Sent(Outcome::Permanent { reason }) => {
-                    channel_failures.push(*index);
+                    channels.failed.push(*index);
                     permanent.get_or_insert(reason);
                 }
             }
@@ -899,7 +919,7 @@ impl Job {
         Done {
             recipient: self.recipient,
             result,
-            channel_failures,
+            channels,
         }
     }
 }
@@ -951,17 +971,17 @@ mod tests {
     }
 
     #[test]
-    fn a_throttle_without_a_rate_is_no_rate_limit() {
-        assert_eq!(throttle_limit(None), None);
+    fn a_throttle_without_a_rate_paces_nothing() {
+        assert!(throttle_pacer(None).is_none());
         let in_flight_only = Throttle {
             messages_per_minute: None,
             max_in_flight: Some(3),
         };
-        assert_eq!(throttle_limit(Some(&in_flight_only)), None);
+        assert!(throttle_pacer(Some(&in_flight_only)).is_none());
         let rated = Throttle {
             messages_per_minute: Some(600),
             max_in_flight: None,
         };
-        assert_eq!(throttle_limit(Some(&rated)).unwrap().effective_burst(), 1);
+        assert!(throttle_pacer(Some(&rated)).is_some());
     }
 }

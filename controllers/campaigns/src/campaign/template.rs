@@ -203,13 +203,21 @@ impl Renderer {
 
     /// Renders the template added as `field` for `recipient`.
     pub fn render(&self, field: &str, recipient: &Recipient) -> Result<String, TemplateError> {
+        self.render_with(field, &Self::context(recipient))
+    }
+
+    /// The template context of `recipient`: build it once for every field of one message.
+    pub fn context(recipient: &Recipient) -> Value {
+        Value::from_serialize(recipient)
+    }
+
+    /// Renders the template added as `field` with a [`Self::context`].
+    pub fn render_with(&self, field: &str, context: &Value) -> Result<String, TemplateError> {
         let template = self
             .env
             .get_template(field)
             .map_err(|e| syntax(field, &e))?;
-        template
-            .render(Value::from_serialize(recipient))
-            .map_err(|e| syntax(field, &e))
+        template.render(context).map_err(|e| syntax(field, &e))
     }
 }
 

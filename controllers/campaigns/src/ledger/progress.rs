@@ -17,6 +17,7 @@
 //! so the channel's idempotency key drops what had already gone out.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use flotilla_crds::campaign::{ChannelCounts, DeliveryCounts, MAX_CHANNELS, VariantCounts};
@@ -239,6 +240,9 @@ struct Meta {
     reasons: Vec<String>,
     #[serde(default)]
     channel_failures: Vec<u64>,
+    /// Deliveries on a channel other than the recipient's first (`mode: All`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    channel_extra_sent: Vec<u64>,
 }
 
 /// The progress of one audience shard's recipients.
@@ -248,6 +252,7 @@ struct ProgressShard {
     entries: Vec<Entry>,
     reasons: Vec<String>,
     channel_failures: [u64; CHANNELS],
+    channel_extra_sent: [u64; CHANNELS],
     /// The stored object's version; `None` until it is created.
     resource_version: Option<String>,
     /// Changed since last written.
@@ -284,20 +289,32 @@ impl ProgressShard {
             audience_sha256: audience_sha256.to_owned(),
             reasons: self.reasons.clone(),
             channel_failures: self.channel_failures.to_vec(),
+            channel_extra_sent: if self.channel_extra_sent.iter().any(|&n| n > 0) {
+                self.channel_extra_sent.to_vec()
+            } else {
+                Vec::new()
+            },
         };
         let states: String = self.entries.iter().map(|e| e.state.code()).collect();
-        let mut details = String::new();
+        // Written on every claim and flush, for every recipient with an attempt: straight
+        // into one buffer, no string per line or field.
+        let mut details = String::with_capacity(self.entries.len() * 12);
         for (at, entry) in self.entries.iter().enumerate() {
-            if entry.attempts == 0 && entry.next_attempt.is_none() && entry.reason.is_none() {
+            // A finished recipient's attempts no longer matter (its message id does not
+            // depend on them): most lines of a sending campaign are left out.
+            let nothing_to_keep = entry.attempts == 0 || entry.state.is_finished();
+            if nothing_to_keep && entry.next_attempt.is_none() && entry.reason.is_none() {
                 continue;
             }
-            let optional = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-            details.push_str(&format!(
-                "{at}\t{}\t{}\t{}\n",
-                entry.attempts,
-                optional(entry.next_attempt.map(|t| t.to_string())),
-                optional(entry.reason.map(|r| r.to_string())),
-            ));
+            let _ = write!(details, "{at}\t{}\t", entry.attempts);
+            let _ = match entry.next_attempt {
+                Some(at) => write!(details, "{at}\t"),
+                None => details.write_str("-\t"),
+            };
+            let _ = match entry.reason {
+                Some(reason) => writeln!(details, "{reason}"),
+                None => details.write_str("-\n"),
+            };
         }
         BTreeMap::from([
             (
@@ -336,7 +353,10 @@ impl ProgressShard {
                 range.end
             )));
         }
-        if meta.reasons.len() > MAX_REASONS || meta.channel_failures.len() > CHANNELS {
+        if meta.reasons.len() > MAX_REASONS
+            || meta.channel_failures.len() > CHANNELS
+            || meta.channel_extra_sent.len() > CHANNELS
+        {
             return Err(corrupt("too many reasons or channels".into()));
         }
         let states = data.get("states").map_or("", String::as_str);
@@ -392,11 +412,15 @@ impl ProgressShard {
         }
         let mut channel_failures = [0; CHANNELS];
         channel_failures[..meta.channel_failures.len()].copy_from_slice(&meta.channel_failures);
+        let mut channel_extra_sent = [0; CHANNELS];
+        channel_extra_sent[..meta.channel_extra_sent.len()]
+            .copy_from_slice(&meta.channel_extra_sent);
         Ok(Self {
             first: range.start,
             entries,
             reasons: meta.reasons,
             channel_failures,
+            channel_extra_sent,
             resource_version: None,
             dirty: false,
             unflushed: 0,
@@ -560,6 +584,7 @@ impl DeliveryLedger {
                         .collect(),
                     reasons: Vec::new(),
                     channel_failures: [0; CHANNELS],
+                    channel_extra_sent: [0; CHANNELS],
                     resource_version: None,
                     dirty: true,
                     unflushed: 0,
@@ -777,6 +802,16 @@ impl DeliveryLedger {
         }
     }
 
+    /// Counts a delivery on `channel` besides the one the recipient is recorded Sent on
+    /// (`mode: All` sends on every Channel); written with the next write of its shard.
+    pub fn record_channel_delivery(&mut self, recipient: usize, channel: u8) {
+        let (shard, _) = self.entry_mut(recipient);
+        if let Some(count) = shard.channel_extra_sent.get_mut(usize::from(channel)) {
+            *count += 1;
+            shard.dirty = true;
+        }
+    }
+
     /// Outcomes recorded and not written yet: what a crash now would make the ledger re-send.
     pub fn unflushed(&self) -> usize {
         self.shards.iter().map(|s| s.unflushed).sum()
@@ -854,6 +889,9 @@ impl DeliveryLedger {
         for shard in &self.shards {
             for (channel, failed) in shard.channel_failures.iter().enumerate() {
                 counts.channels[channel].1 += failed;
+            }
+            for (channel, sent) in shard.channel_extra_sent.iter().enumerate() {
+                counts.channels[channel].0 += sent;
             }
             for (at, entry) in shard.entries.iter().enumerate() {
                 counts.audience += 1;

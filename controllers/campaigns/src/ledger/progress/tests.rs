@@ -403,6 +403,10 @@ fn progress_round_trips_with_retries_reasons_and_channel_failures() {
     let (mut persisted, mut ledger) = Persisted::started(200, FlushPolicy::default());
     let claims = ledger.claim(200, t(0));
     for (k, claim) in claims.iter().enumerate() {
+        if k % 4 == 0 {
+            // `mode: All`: channel 2 took it too.
+            ledger.record_channel_delivery(claim.recipient, 2);
+        }
         let result = match k % 4 {
             0 => DeliveryResult::Sent { channel: 1 },
             1 => DeliveryResult::RetryAt { at: t(90) },
@@ -428,8 +432,12 @@ fn progress_round_trips_with_retries_reasons_and_channel_failures() {
     assert_eq!((status.sent, status.failed, status.pending), (45, 45, 45));
     let variants = counts.variant_counts(&["a".into(), "b".into(), "c".into()]);
     assert_eq!(variants.iter().map(|v| v.targeted).sum::<i64>(), 180);
-    let channels = counts.channel_counts(&["mail".into(), "slack".into()]);
+    let channels = counts.channel_counts(&["mail".into(), "slack".into(), "hook".into()]);
     assert_eq!((channels[1].sent, channels[0].failed), (45, 180));
+    assert_eq!(
+        channels[2].sent, 45,
+        "deliveries besides the first survive a reload"
+    );
 }
 
 #[test]
