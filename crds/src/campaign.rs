@@ -194,7 +194,8 @@ impl Audience {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct CampaignChannels {
-    /// Fallback: try the channels in order, moving to the next when one fails for a message.
+    /// Fallback: try the channels in order, moving to the next when one fails permanently or
+    /// exhausts its retries for a message (at once while its breaker is open).
     /// All: send on every channel; a message counts as sent when at least one delivered.
     #[serde(default)]
     pub mode: DeliveryMode,

@@ -352,6 +352,71 @@ async fn fallback_delivers_on_the_next_channel_when_the_first_refuses() {
 }
 
 #[tokio::test]
+async fn fallback_retries_a_transient_failure_where_it_is_and_moves_on_once_retries_run_out() {
+    let h = start().await;
+    let unavailable = || Answer::Status(503, Vec::new(), "busy".into());
+    // "blip": the primary fails twice, then takes it; the backup is never called for it.
+    let blipping = HttpReceiver::start().await;
+    blipping.answer_next([unavailable(), unavailable()]);
+    // "down": the primary keeps failing; after its two attempts the backup takes it.
+    let down = HttpReceiver::start().await;
+    down.answer_with(unavailable());
+    let backup = HttpReceiver::start().await;
+    let blip_names = create_subscriptions(&h, "blip", 1).await;
+    let down_names = create_subscriptions(&h, "down", 2).await;
+    webhook_channel(&h, "blipping", &blipping).await;
+    webhook_channel(&h, "down", &down).await;
+    webhook_channel(&h, "backup", &backup).await;
+    h.create::<Campaign>(campaign(
+        "blip",
+        "blip",
+        json!({"channels": {"mode": "Fallback", "names": ["blipping", "backup"]}}),
+    ))
+    .await;
+    h.create::<Campaign>(campaign(
+        "down",
+        "down",
+        json!({
+            "channels": {"mode": "Fallback", "names": ["down", "backup"]},
+            "retry": {"maxAttempts": 2, "initialBackoff": "1s", "maxBackoff": "1s"},
+        }),
+    ))
+    .await;
+    let mut statuses = Vec::new();
+    for name in ["blip", "down"] {
+        let done = wait_campaign(&h, "Completed", name, |c| {
+            phase(c) == Some(CampaignPhase::Completed)
+        })
+        .await;
+        statuses.push(done.status.unwrap());
+    }
+    assert_eq!(
+        blipping.requests().len(),
+        3,
+        "two failures, then delivered there"
+    );
+    assert_eq!(received_by_recipient(&blipping).len(), blip_names.len());
+    assert_eq!(
+        down.requests().len(),
+        2 * down_names.len(),
+        "two attempts each"
+    );
+    let on_backup = received_by_recipient(&backup);
+    assert_eq!(
+        on_backup.keys().cloned().collect::<Vec<_>>(),
+        down_names,
+        "only those whose primary gave up, once each"
+    );
+    assert!(on_backup.values().all(|ids| ids.len() == 1));
+    let per_channel = |status: &flotilla_crds::campaign::CampaignStatus| -> Vec<(i64, i64)> {
+        status.channels.iter().map(|c| (c.sent, c.failed)).collect()
+    };
+    assert_eq!(per_channel(&statuses[0]), [(1, 2), (0, 0)]);
+    assert_eq!(per_channel(&statuses[1]), [(0, 4), (2, 0)]);
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn mode_all_sends_on_every_channel_and_counts_each() {
     let h = start().await;
     let first = HttpReceiver::start().await;

@@ -10,12 +10,14 @@
 //! | record | in memory; written with the next claim of the shard, or when [`FlushPolicy`] says |
 //! | stop | no new claims; what is in flight finishes and is written |
 //!
-//! Channels, `mode: fallback`: each attempt tries the Channels in order and stops at the first
-//! that delivers; one that fails, has its breaker open or is not Ready is passed over. An
-//! attempt that delivered nowhere is retried with backoff while a failure was transient (up
-//! to `retry.maxAttempts`), deferred without counting while a Channel was only unavailable,
-//! and failed when every Channel refused it for good. `mode: all` sends on every Channel and
-//! is delivered when at least one took it.
+//! Channels, `mode: fallback`: a recipient stays on its Channel while that one fails
+//! transiently (retried with backoff, up to `retry.maxAttempts` there) and moves to the next
+//! when it fails permanently or exhausts its retries — or at once, for this attempt, while its
+//! breaker is open or it is not Ready. How far it got is in the ledger, so a restart does not
+//! go back to a Channel that failed for good. Nothing usable left → deferred without counting
+//! an attempt; every Channel failed for good → failed. `mode: all` sends on every Channel, is
+//! delivered when at least one took it, and is retried as a whole while a failure was
+//! transient.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -530,8 +532,12 @@ fn record(ledger: &mut DeliveryLedger, tally: &mut Tally, done: Done) {
     let Done {
         recipient,
         result,
+        moved_to,
         channels,
     } = done;
+    if let Some(channel) = moved_to {
+        ledger.move_to_channel(recipient, channel);
+    }
     for channel in channels.failed {
         ledger.record_channel_failure(recipient, channel);
     }
@@ -722,6 +728,7 @@ impl Run {
             Err(result) => Done {
                 recipient: index,
                 result,
+                moved_to: None,
                 channels: ChannelTally::default(),
             },
         }
@@ -793,6 +800,7 @@ impl Run {
         Ok(Job {
             recipient: claim.recipient,
             attempt: claim.attempt,
+            start_channel: claim.channel,
             message: Message {
                 id: claim.message_id.clone(),
                 campaign: self.campaign.clone(),
@@ -818,7 +826,10 @@ impl Run {
 /// One message to send.
 struct Job {
     recipient: usize,
+    /// Attempts on `start_channel`, this one included.
     attempt: u16,
+    /// `mode: fallback`: the first Channel not failed for good.
+    start_channel: u8,
     message: Message,
     namespace: String,
     channels: Arc<Vec<(u8, String)>>,
@@ -832,6 +843,8 @@ struct Job {
 struct Done {
     recipient: usize,
     result: DeliveryResult,
+    /// `mode: fallback`: the Channel the recipient moved on to (this attempt its first there).
+    moved_to: Option<u8>,
     /// Per channel, what the attempt did there besides the result (counted per channel).
     channels: ChannelTally,
 }
@@ -849,6 +862,101 @@ impl Job {
         if let Some(pacer) = &self.throttle {
             pacer.acquire().await;
         }
+        match self.mode {
+            DeliveryMode::Fallback => self.fallback().await,
+            DeliveryMode::All => self.all().await,
+        }
+    }
+
+    /// The Channel `name`'s delivery, if it is usable now.
+    fn usable(&self, name: &str) -> Option<Arc<crate::channel::ChannelDelivery>> {
+        match self.deliveries.get(&self.namespace, name) {
+            Ok(delivery) => delivery,
+            Err(error) => {
+                tracing::warn!(channel = %name, %error, "channel transport");
+                None
+            }
+        }
+    }
+
+    /// `mode: fallback`: the first Channel not failed for good, retried with backoff while it
+    /// fails transiently; the next one once it fails permanently or exhausts its retries, or
+    /// at once while its breaker is open or it is not Ready.
+    async fn fallback(self) -> Done {
+        let now = Timestamp::now;
+        let mut channels = ChannelTally::default();
+        // The first Channel from the start not failed for good in this attempt.
+        let mut first_open: Option<u8> = None;
+        let mut held: Option<Timestamp> = None;
+        let mut gave_up: Option<String> = None;
+        let done = |result, moved_to: Option<u8>, channels| Done {
+            recipient: self.recipient,
+            result,
+            moved_to: moved_to.filter(|&c| c != self.start_channel),
+            channels,
+        };
+        for (index, name) in self
+            .channels
+            .iter()
+            .filter(|(i, _)| *i >= self.start_channel)
+        {
+            let Some(delivery) = self.usable(name) else {
+                first_open.get_or_insert(*index);
+                held.get_or_insert(now() + UNAVAILABLE_WAIT);
+                continue;
+            };
+            let attempt = self
+                .deliveries
+                .deliver(&self.namespace, name, &delivery, &self.message)
+                .await;
+            match attempt {
+                Attempt::Held { until } => {
+                    first_open.get_or_insert(*index);
+                    held = Some(held.map_or(until, |h| h.min(until)));
+                }
+                Attempt::Sent(Outcome::Delivered) => {
+                    return done(DeliveryResult::Sent { channel: *index }, None, channels);
+                }
+                Attempt::Sent(outcome @ Outcome::Transient { .. }) => {
+                    channels.failed.push(*index);
+                    let attempts_here = if *index == self.start_channel {
+                        u32::from(self.attempt)
+                    } else {
+                        1
+                    };
+                    match after_failure(&self.retry, attempts_here, &outcome, &self.message.id) {
+                        // This Channel is where the recipient stays: the ones before it
+                        // failed for good or were passed over.
+                        Next::RetryIn(delay) => {
+                            let result = DeliveryResult::RetryAt { at: now() + delay };
+                            return done(result, Some(*index), channels);
+                        }
+                        Next::GiveUp(reason) => gave_up = Some(reason),
+                    }
+                }
+                Attempt::Sent(Outcome::Permanent { reason }) => {
+                    channels.failed.push(*index);
+                    gave_up = Some(reason);
+                }
+            }
+        }
+        match held {
+            // Only Channels not usable now are left: wait for them, without counting an
+            // attempt, from the first one not failed for good.
+            Some(until) => done(DeliveryResult::Deferred { until }, first_open, channels),
+            None => done(
+                DeliveryResult::Failed {
+                    reason: gave_up.unwrap_or_else(|| "NoChannel".into()),
+                },
+                None,
+                channels,
+            ),
+        }
+    }
+
+    /// `mode: all`: every Channel; delivered when one took it, retried as a whole while a
+    /// failure was transient.
+    async fn all(self) -> Done {
         let mut delivered: Option<u8> = None;
         let mut transient: Option<Outcome> = None;
         let mut permanent: Option<String> = None;
@@ -856,17 +964,9 @@ impl Job {
         let mut unavailable = false;
         let mut channels = ChannelTally::default();
         for (index, name) in self.channels.iter() {
-            let delivery = match self.deliveries.get(&self.namespace, name) {
-                Ok(Some(delivery)) => delivery,
-                Ok(None) => {
-                    unavailable = true;
-                    continue;
-                }
-                Err(error) => {
-                    tracing::warn!(channel = %name, %error, "channel transport");
-                    unavailable = true;
-                    continue;
-                }
+            let Some(delivery) = self.usable(name) else {
+                unavailable = true;
+                continue;
             };
             let attempt = self
                 .deliveries
@@ -881,9 +981,6 @@ impl Job {
                         channels.also_sent.push(*index);
                     }
                     delivered.get_or_insert(*index);
-                    if self.mode == DeliveryMode::Fallback {
-                        break;
-                    }
                 }
                 Attempt::Sent(outcome @ Outcome::Transient { .. }) => {
                     channels.failed.push(*index);
@@ -919,6 +1016,7 @@ impl Job {
         Done {
             recipient: self.recipient,
             result,
+            moved_to: None,
             channels,
         }
     }

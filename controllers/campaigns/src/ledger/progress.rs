@@ -145,6 +145,8 @@ pub struct Claim {
     pub attempt: u16,
     /// Claimed before a restart and never recorded: it may have gone out already.
     pub resent: bool,
+    /// `mode: fallback`: the Channel to start at (those before it failed for good).
+    pub channel: u8,
 }
 
 /// When recorded outcomes are written.
@@ -221,7 +223,11 @@ impl ProgressError {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Entry {
     state: Delivery,
+    /// Attempts on `channel`.
     attempts: u16,
+    /// `mode: fallback`: the Channel (index) this recipient has reached; the ones before it
+    /// failed for good.
+    channel: u8,
     /// Unix seconds; only while Waiting.
     next_attempt: Option<i64>,
     /// Index into the shard's reasons; only when Failed or Skipped.
@@ -302,7 +308,8 @@ impl ProgressShard {
         for (at, entry) in self.entries.iter().enumerate() {
             // A finished recipient's attempts no longer matter (its message id does not
             // depend on them): most lines of a sending campaign are left out.
-            let nothing_to_keep = entry.attempts == 0 || entry.state.is_finished();
+            let nothing_to_keep =
+                (entry.attempts == 0 && entry.channel == 0) || entry.state.is_finished();
             if nothing_to_keep && entry.next_attempt.is_none() && entry.reason.is_none() {
                 continue;
             }
@@ -312,8 +319,13 @@ impl ProgressShard {
                 None => details.write_str("-\t"),
             };
             let _ = match entry.reason {
-                Some(reason) => writeln!(details, "{reason}"),
-                None => details.write_str("-\n"),
+                Some(reason) => write!(details, "{reason}"),
+                None => details.write_str("-"),
+            };
+            // A fifth field only once a fallback moved on (earlier ledgers have four).
+            let _ = match entry.channel {
+                0 => details.write_str("\n"),
+                channel => writeln!(details, "\t{channel}"),
             };
         }
         BTreeMap::from([
@@ -386,8 +398,10 @@ impl ProgressShard {
         for line in data.get("details").map_or("", String::as_str).lines() {
             let bad = || corrupt(format!("detail line {line:?}"));
             let fields: Vec<&str> = line.split('\t').collect();
-            let [at, attempts, next, reason] = fields[..] else {
-                return Err(bad());
+            let (at, attempts, next, reason, channel) = match fields[..] {
+                [at, attempts, next, reason] => (at, attempts, next, reason, "0"),
+                [at, attempts, next, reason, channel] => (at, attempts, next, reason, channel),
+                _ => return Err(bad()),
             };
             let entry = at
                 .parse::<usize>()
@@ -395,6 +409,11 @@ impl ProgressShard {
                 .and_then(|at| entries.get_mut(at))
                 .ok_or_else(bad)?;
             entry.attempts = attempts.parse().map_err(|_| bad())?;
+            entry.channel = channel
+                .parse()
+                .ok()
+                .filter(|&c| usize::from(c) < CHANNELS)
+                .ok_or_else(bad)?;
             entry.next_attempt = optional(next)
                 .map(str::parse::<i64>)
                 .transpose()
@@ -738,11 +757,28 @@ impl DeliveryLedger {
             shard.dirty = true;
         }
         let attempt = entry.attempts.max(1);
+        let channel = entry.channel;
         Claim {
             recipient,
             message_id: message_id(&self.campaign_uid, &self.recipient(recipient).uid),
             attempt,
             resent,
+            channel,
+        }
+    }
+
+    /// `mode: fallback`: the claimed recipient's attempt moved on to `channel` (those before
+    /// it failed for good), so this attempt is the first there; record the outcome after.
+    pub fn move_to_channel(&mut self, recipient: usize, channel: u8) {
+        if usize::from(channel) >= CHANNELS {
+            return;
+        }
+        let (shard, at) = self.entry_mut(recipient);
+        let entry = &mut shard.entries[at];
+        if entry.channel != channel {
+            entry.channel = channel;
+            entry.attempts = 1;
+            shard.dirty = true;
         }
     }
 

@@ -571,3 +571,30 @@ fn a_deferral_waits_without_counting_an_attempt_and_retries_wait_whole_seconds()
     let later = due(&mut ledger, t(3_600));
     assert_eq!((later[0].recipient, later[0].attempt), (deferred, 1));
 }
+
+#[test]
+fn a_fallback_that_moved_on_resumes_on_that_channel_after_a_reload() {
+    let (mut persisted, mut ledger) = Persisted::started(20, FlushPolicy::default());
+    let claims = ledger.claim(20, t(0));
+    let moved = claims[0].recipient;
+    assert_eq!(claims[0].channel, 0);
+    // The first Channel gave up; the second failed transiently on its first attempt.
+    ledger.move_to_channel(moved, 1);
+    ledger
+        .record(moved, DeliveryResult::RetryAt { at: t(30) }, t(0))
+        .unwrap();
+    for claim in &claims[1..] {
+        ledger
+            .record(claim.recipient, DeliveryResult::Sent { channel: 0 }, t(0))
+            .unwrap();
+    }
+    persisted.write(&mut ledger);
+    let mut reloaded = persisted.load(FlushPolicy::default());
+    let again = reloaded.claim(20, t(30));
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].recipient, again[0].channel, again[0].attempt),
+        (moved, 1, 2),
+        "second attempt on the second Channel"
+    );
+}
