@@ -95,6 +95,23 @@ async fn opt_out(h: &Harness, name: &str) {
         .unwrap();
 }
 
+/// A Secret labelled for the Channel controller's watch, with `string_data`.
+async fn channel_secret(h: &Harness, name: &str, string_data: serde_json::Value) {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = h.api();
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": name, "labels": {"flotilla.dev/channel-secret": "true"}},
+                "stringData": string_data,
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
 async fn webhook_channel(h: &Harness, name: &str, receiver: &HttpReceiver) {
     webhook_channel_with(h, name, receiver, json!({})).await;
 }
@@ -209,19 +226,7 @@ async fn a_campaign_reaches_everyone_outside_the_holdout_exactly_once_and_comple
     let receiver = HttpReceiver::start().await;
     let names = create_subscriptions(&h, "launch", 40).await;
     opt_out(&h, &names[3]).await;
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = h.api();
-    secrets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": "hook-key", "labels": {"flotilla.dev/channel-secret": "true"}},
-                "stringData": {"hmac": "whsec-launch"},
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    channel_secret(&h, "hook-key", json!({"hmac": "whsec-launch"})).await;
     webhook_channel_with(
         &h,
         "hook",
@@ -1057,19 +1062,12 @@ async fn a_campaign_over_starttls_smtp_sends_one_mail_each_with_its_message_id_a
     // A relay with a private CA: its certificate comes from the Channel's Secret.
     let (server, ca) = SmtpSink::start_with_starttls(Some(("flotilla", "s3cret")));
     let names = create_subscriptions(&h, "mail", 5).await;
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = h.api();
-    secrets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": "smtp", "labels": {"flotilla.dev/channel-secret": "true"}},
-                "stringData": {"username": "flotilla", "password": "s3cret", "ca.crt": ca},
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    channel_secret(
+        &h,
+        "smtp",
+        json!({"username": "flotilla", "password": "s3cret", "ca.crt": ca}),
+    )
+    .await;
     h.create::<Channel>(json!({
         "apiVersion": "flotilla.dev/v1alpha1", "kind": "Channel",
         "metadata": {"name": "mail"},

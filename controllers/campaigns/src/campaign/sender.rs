@@ -868,15 +868,20 @@ impl Job {
         }
     }
 
-    /// The Channel `name`'s delivery, if it is usable now.
-    fn usable(&self, name: &str) -> Option<Arc<crate::channel::ChannelDelivery>> {
-        match self.deliveries.get(&self.namespace, name) {
-            Ok(delivery) => delivery,
+    /// Sends on Channel `name`, or `None` while it is not usable.
+    async fn send_on(&self, name: &str) -> Option<Attempt> {
+        let delivery = match self.deliveries.get(&self.namespace, name) {
+            Ok(delivery) => delivery?,
             Err(error) => {
                 tracing::warn!(channel = %name, %error, "channel transport");
-                None
+                return None;
             }
-        }
+        };
+        Some(
+            self.deliveries
+                .deliver(&self.namespace, name, &delivery, &self.message)
+                .await,
+        )
     }
 
     /// `mode: fallback`: the first Channel not failed for good, retried with backoff while it
@@ -900,15 +905,11 @@ impl Job {
             .iter()
             .filter(|(i, _)| *i >= self.start_channel)
         {
-            let Some(delivery) = self.usable(name) else {
+            let Some(attempt) = self.send_on(name).await else {
                 first_open.get_or_insert(*index);
                 held.get_or_insert(now() + UNAVAILABLE_WAIT);
                 continue;
             };
-            let attempt = self
-                .deliveries
-                .deliver(&self.namespace, name, &delivery, &self.message)
-                .await;
             match attempt {
                 Attempt::Held { until } => {
                     first_open.get_or_insert(*index);
@@ -964,14 +965,10 @@ impl Job {
         let mut unavailable = false;
         let mut channels = ChannelTally::default();
         for (index, name) in self.channels.iter() {
-            let Some(delivery) = self.usable(name) else {
+            let Some(attempt) = self.send_on(name).await else {
                 unavailable = true;
                 continue;
             };
-            let attempt = self
-                .deliveries
-                .deliver(&self.namespace, name, &delivery, &self.message)
-                .await;
             match attempt {
                 Attempt::Held { until } => {
                     held = Some(held.map_or(until, |h| h.min(until)));
