@@ -84,7 +84,7 @@ impl Content {
     /// # Errors
     /// A template that fails on this recipient's values (a type error the check could not
     /// see).
-    pub fn render(&self, index: usize, recipient: &Recipient) -> Result<Rendered, TemplateError> {
+    pub fn render(&self, index: usize, recipient: Recipient) -> Result<Rendered, TemplateError> {
         let (subject, body) = self.fields.get(index).unwrap_or(&self.fields[0]);
         let context = Renderer::context(recipient);
         Ok(Rendered {
@@ -99,7 +99,7 @@ impl Content {
 
 /// The template fields of a Subscription as it is now, in variant `variant` of `campaign`.
 pub fn recipient_fields(
-    subscription: &SubscriptionView,
+    subscription: SubscriptionView,
     plan: Option<&Plan>,
     campaign: &str,
     variant: &str,
@@ -114,11 +114,11 @@ pub fn recipient_fields(
                 .unwrap_or_default(),
             plan: subscription.plan.to_string(),
             trial_ends_at: subscription.trial_ends_at.map(|t: Timestamp| t.to_string()),
-            namespaces: subscription.namespaces.clone(),
+            namespaces: subscription.namespaces,
             contact: ContactFields {
-                name: subscription.contact_name.clone(),
-                email: subscription.email.clone(),
-                time_zone: subscription.time_zone.clone(),
+                name: subscription.contact_name,
+                email: subscription.email,
+                time_zone: subscription.time_zone,
             },
         },
         plan: PlanFields {
@@ -166,17 +166,17 @@ mod tests {
         .unwrap();
         let fields = |v: usize| {
             recipient_fields(
-                &view(),
+                view(),
                 None,
                 "launch",
                 content.variant_name(v),
                 String::new(),
             )
         };
-        let a = content.render(0, &fields(0)).unwrap();
+        let a = content.render(0, fields(0)).unwrap();
         assert_eq!(a.subject.as_deref(), Some("News for acme"));
         assert_eq!(a.body, "Hi Ada");
-        let b = content.render(1, &fields(1)).unwrap();
+        let b = content.render(1, fields(1)).unwrap();
         assert_eq!(b.subject.as_deref(), Some("News for acme"));
         assert_eq!(b.body, "Hey Ada, team");
         assert_eq!(content.variant_name(1), "b");

@@ -7,7 +7,7 @@
 //! | claim a batch | [`LedgerStore::claim`] persists the claim before anything is sent |
 //! | per claim, before sending | the Subscription now: gone → Skipped, opted out → OptedOut; quiet hours and local time → Deferred (no attempt counted) |
 //! | send | at most `throttle.maxInFlight` at once, each after a `throttle` permit and then its Channel's own rate limit and breaker ([`ChannelDelivery::deliver`]) |
-//! | record | in memory; written with the next claim of the shard, or when [`FlushPolicy`] says |
+//! | record | in memory; written with the next claim of the shard, or when [`FlushPolicy`] says; sends go on while a write is under way, and what finishes meanwhile is recorded after it |
 //! | stop | no new claims; what is in flight finishes and is written |
 //!
 //! Channels, `mode: fallback`: a recipient stays on its Channel while that one fails
@@ -372,28 +372,36 @@ async fn send_ledger(
     let threshold = spec.failure_threshold.as_ref();
     // Sent and failed so far, kept per outcome so the threshold is judged after each one.
     let mut tally = Tally::of(&with_base(base, ledger));
-    let mut tasks: JoinSet<Done> = JoinSet::new();
-    let mut backlog: VecDeque<Claim> = VecDeque::new();
+    let mut window = Window {
+        recipients: ledger.audience().shared_recipients(),
+        plan,
+        tasks: JoinSet::new(),
+        backlog: VecDeque::new(),
+        finished: Vec::new(),
+    };
     let mut last_publish: Option<tokio::time::Instant> = None;
     let result = loop {
         // A dropped handle stops it too.
         let stopping = *stop.borrow() || stop.has_changed().is_err();
         let crossed = tally.crossed(threshold, inputs.acknowledged);
         let now = Timestamp::now();
+        let sending = !(stopping || crossed);
         // Claimed and not sent when it stops: the next sender sends them (same ids).
-        while !(stopping || crossed)
-            && tasks.len() < plan.max_in_flight
-            && let Some(claim) = backlog.pop_front()
-        {
-            let recipient = ledger.recipient(claim.recipient).clone();
-            tasks.spawn(Arc::clone(&plan).send(claim, recipient));
+        if sending {
+            window.top_up();
         }
         // The next batch is claimed (and persisted) while a window's worth is still waiting,
         // so the sends never wait for that write.
-        if backlog.len() < plan.max_in_flight && !stopping && !crossed {
-            match store.claim(ledger, plan.batch, now).await {
+        if sending && window.backlog.len() < window.plan.max_in_flight {
+            let batch = window.plan.batch;
+            let limits = (&tally, threshold, inputs.acknowledged);
+            let claimed = window
+                .during(store.claim(ledger, batch, now), stop, limits)
+                .await;
+            window.record_finished(ledger, &mut tally);
+            match claimed {
                 Ok(claims) if !claims.is_empty() => {
-                    backlog.extend(claims);
+                    window.backlog.extend(claims);
                     continue;
                 }
                 Ok(_) => {}
@@ -401,10 +409,10 @@ async fn send_ledger(
             }
         }
         let due = ledger.flush_due_at();
-        if tasks.is_empty() && (stopping || crossed) {
+        if window.tasks.is_empty() && !sending {
             break Ok(());
         }
-        if tasks.is_empty() && backlog.is_empty() {
+        if window.tasks.is_empty() && window.backlog.is_empty() {
             if ledger.is_finished() {
                 break Ok(());
             }
@@ -417,7 +425,7 @@ async fn send_ledger(
             }
         } else {
             tokio::select! {
-                Some(done) = tasks.join_next() => match done {
+                Some(done) = window.tasks.join_next() => match done {
                     Ok(done) => record(ledger, &mut tally, done),
                     Err(error) => tracing::error!(%error, "a campaign send task failed"),
                 },
@@ -425,13 +433,19 @@ async fn send_ledger(
                 _ = stop.changed(), if !stopping => {}
             }
         }
-        if let Err(error) = store.flush_if_due(ledger, Timestamp::now()).await {
+        let limits = (&tally, threshold, inputs.acknowledged);
+        let flushed = window
+            .during(store.flush_if_due(ledger, Timestamp::now()), stop, limits)
+            .await;
+        window.record_finished(ledger, &mut tally);
+        if let Err(error) = flushed {
             break Err(error);
         }
         publish_progress(inputs, shared, ledger, base, &mut last_publish, false);
     };
     // What is in flight finishes and is recorded; then everything recorded is written.
-    while let Some(done) = tasks.join_next().await {
+    window.record_finished(ledger, &mut tally);
+    while let Some(done) = window.tasks.join_next().await {
         if let Ok(done) = done {
             record(ledger, &mut tally, done);
         }
@@ -446,6 +460,68 @@ async fn send_ledger(
     });
     (inputs.wake)();
     result.and(flushed.map(|_| ()))
+}
+
+/// The sends of one ledger in flight, and the claims waiting for a slot.
+struct Window {
+    plan: Arc<Run>,
+    recipients: Arc<[Recipient]>,
+    tasks: JoinSet<Done>,
+    backlog: VecDeque<Claim>,
+    /// Finished while a ledger write was under way, to record once it is done.
+    finished: Vec<Done>,
+}
+
+impl Window {
+    /// Sends waiting claims until `maxInFlight` are in flight.
+    fn top_up(&mut self) {
+        while self.tasks.len() < self.plan.max_in_flight
+            && let Some(claim) = self.backlog.pop_front()
+        {
+            let send = Arc::clone(&self.plan).send(claim, Arc::clone(&self.recipients));
+            // Boxed: the task then moves a pointer, not the whole (kilobytes) send future,
+            // when it is spawned, completes and is joined.
+            self.tasks.spawn(Box::pin(send));
+        }
+    }
+
+    /// Awaits a ledger `write` while the sends go on: claims already persisted keep being
+    /// sent (until it is told to stop or the failures, `tally` and those finished meanwhile,
+    /// cross `limits`' threshold), and what finishes meanwhile waits in `finished`, so a
+    /// write's round trip does not drain the window.
+    async fn during<T>(
+        &mut self,
+        write: impl std::future::Future<Output = T>,
+        stop: &watch::Receiver<bool>,
+        limits: (&Tally, Option<&CampaignFailureThreshold>, Acknowledged),
+    ) -> T {
+        let (tally, threshold, acknowledged) = limits;
+        let mut write = std::pin::pin!(write);
+        let mut meanwhile = *tally;
+        loop {
+            if !*stop.borrow() && !meanwhile.crossed(threshold, acknowledged) {
+                self.top_up();
+            }
+            tokio::select! {
+                biased;
+                out = &mut write => return out,
+                Some(joined) = self.tasks.join_next() => match joined {
+                    Ok(done) => {
+                        meanwhile.count(&done.result);
+                        self.finished.push(done);
+                    }
+                    Err(error) => tracing::error!(%error, "a campaign send task failed"),
+                },
+            }
+        }
+    }
+
+    /// Records what finished during a write.
+    fn record_finished(&mut self, ledger: &mut DeliveryLedger, tally: &mut Tally) {
+        for done in self.finished.drain(..) {
+            record(ledger, tally, done);
+        }
+    }
 }
 
 /// The ledger's counts plus those of earlier rounds.
@@ -463,6 +539,14 @@ struct Tally {
 }
 
 impl Tally {
+    fn count(&mut self, result: &DeliveryResult) {
+        match result {
+            DeliveryResult::Sent { .. } => self.sent += 1,
+            DeliveryResult::Failed { .. } => self.failed += 1,
+            _ => {}
+        }
+    }
+
     fn of(counts: &LedgerCounts) -> Self {
         Self {
             sent: counts.all.sent,
@@ -544,11 +628,7 @@ fn record(ledger: &mut DeliveryLedger, tally: &mut Tally, done: Done) {
     for channel in channels.also_sent {
         ledger.record_channel_delivery(recipient, channel);
     }
-    match &result {
-        DeliveryResult::Sent { .. } => tally.sent += 1,
-        DeliveryResult::Failed { .. } => tally.failed += 1,
-        _ => {}
-    }
+    tally.count(&result);
     if let Err(error) = ledger.record(recipient, result, Timestamp::now()) {
         // Only a claim handed out by this ledger is recorded; anything else is a bug here.
         tracing::error!(%error, "recording a delivery");
@@ -720,10 +800,11 @@ impl Run {
         }
     }
 
-    /// Sends `claim` to `recipient`, or — without sending — says what became of it.
-    async fn send(self: Arc<Self>, claim: Claim, recipient: Recipient) -> Done {
+    /// Sends `claim` to its recipient (of `recipients`), or — without sending — says what
+    /// became of it.
+    async fn send(self: Arc<Self>, claim: Claim, recipients: Arc<[Recipient]>) -> Done {
         let index = claim.recipient;
-        match self.prepare(&claim, &recipient, Timestamp::now()) {
+        match self.prepare(&claim, &recipients[index], Timestamp::now()) {
             Ok(job) => job.run().await,
             Err(result) => Done {
                 recipient: index,
@@ -781,7 +862,7 @@ impl Run {
             (self.inputs.unsubscribe_url)(&self.inputs.campaign, &recipient.subscription);
         let plan = self.inputs.plans.get(&ObjectRef::new(&view.plan));
         let fields = recipient_fields(
-            &view,
+            view,
             plan.as_deref(),
             &self.campaign,
             &variant_name,
@@ -790,7 +871,7 @@ impl Run {
         let rendered = self
             .inputs
             .content
-            .render(variant, &fields)
+            .render(variant, fields)
             .map_err(|error| {
                 tracing::warn!(campaign = %self.campaign, %error, "rendering a message");
                 DeliveryResult::Failed {

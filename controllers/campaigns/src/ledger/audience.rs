@@ -10,6 +10,7 @@
 //! audience shard `i` ([`Audience::shard_range`]).
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use flotilla_crds::subscription::Subscription;
 use flotilla_runtime::shards::{self, Shard, ShardError};
@@ -123,7 +124,8 @@ pub enum AudienceError {
 /// The fixed audience of a started campaign.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Audience {
-    recipients: Vec<Recipient>,
+    // Shared with the send tasks, which read their recipient without a copy.
+    recipients: Arc<[Recipient]>,
     /// Start of each shard's recipients, then the total.
     bounds: Vec<usize>,
     set_sha256: String,
@@ -161,7 +163,7 @@ impl Audience {
         }
         bounds.push(start);
         let audience = Self {
-            recipients,
+            recipients: recipients.into(),
             bounds,
             set_sha256,
         };
@@ -193,7 +195,7 @@ impl Audience {
             bounds.push(recipients.len());
         }
         Ok(Self {
-            recipients,
+            recipients: recipients.into(),
             bounds,
             set_sha256,
         })
@@ -202,6 +204,11 @@ impl Audience {
     /// Every recipient, in order; a recipient's position is its index in the ledger.
     pub fn recipients(&self) -> &[Recipient] {
         &self.recipients
+    }
+
+    /// [`Self::recipients`], to share.
+    pub fn shared_recipients(&self) -> Arc<[Recipient]> {
+        Arc::clone(&self.recipients)
     }
 
     /// How many shards persist the audience (and how many progress shards it has).
