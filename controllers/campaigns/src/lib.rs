@@ -16,13 +16,14 @@ pub mod unsubscribe;
 
 use std::sync::Arc;
 
+use flotilla_crds::channel::BreakerState;
 use flotilla_crds::{Campaign, Channel, Plan, Subscription};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::core::DeserializeGuard;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
 use campaign::CampaignRef;
@@ -65,26 +66,97 @@ impl Default for Settings {
     }
 }
 
-/// `flotilla_channel_breaker_state{namespace, channel}`: 0 closed, 1 half-open, 2 open.
-fn breaker_gauge(operator: &Operator) -> Option<prometheus::IntGaugeVec> {
-    let gauge = prometheus::IntGaugeVec::new(
-        prometheus::Opts::new(
-            "flotilla_channel_breaker_state",
-            "State of each Channel's circuit breaker: 0 closed, 1 half-open, 2 open.",
-        ),
+/// `flotilla_channel_breaker_state{namespace, channel}`: 0 closed, 1 half-open, 2 open, for
+/// every Channel sent through since the start, read from its breaker at scrape time.
+fn register_breaker_census(operator: &Operator, deliveries: Deliveries) {
+    let census = move || {
+        deliveries
+            .breakers()
+            .into_iter()
+            .map(|((namespace, name), breaker)| {
+                let state = match breaker.state {
+                    BreakerState::Closed => 0,
+                    BreakerState::HalfOpen => 1,
+                    BreakerState::Open => 2,
+                };
+                (vec![namespace, name], state)
+            })
+            .collect()
+    };
+    if let Err(error) = operator.metrics.register_census(
+        "flotilla_channel_breaker_state",
+        "State of each Channel's circuit breaker: 0 closed, 1 half-open, 2 open.",
         &["namespace", "channel"],
+        census,
+    ) {
+        tracing::warn!(%error, "registering flotilla_channel_breaker_state");
+    }
+}
+
+/// `flotilla_campaign_messages_total{namespace, channel, result}`: every delivery attempt.
+fn messages_counter(operator: &Operator) -> Option<prometheus::IntCounterVec> {
+    let counter = prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "flotilla_campaign_messages_total",
+            "Delivery attempts through each Channel, by result: delivered, transient (failed, retried), permanent (failed for good), held (breaker open, not sent).",
+        ),
+        &["namespace", "channel", "result"],
     )
     .ok()?;
+    register(operator, counter)
+}
+
+fn register<C>(operator: &Operator, collector: C) -> Option<C>
+where
+    C: prometheus::core::Collector + Clone + 'static,
+{
     match operator
         .metrics
         .registry()
-        .register(Box::new(gauge.clone()))
+        .register(Box::new(collector.clone()))
     {
-        Ok(()) => Some(gauge),
+        Ok(()) => Some(collector),
         Err(error) => {
-            tracing::warn!(%error, "registering flotilla_channel_breaker_state");
+            tracing::warn!(%error, "registering a metric");
             None
         }
+    }
+}
+
+/// `flotilla_campaign_recipients{namespace, campaign, state}`: each Campaign's recipients by
+/// state, from its `status.counts` in the cache at scrape time.
+fn register_recipient_census(operator: &Operator, campaigns: Store<DeserializeGuard<Campaign>>) {
+    let census = move || {
+        let mut rows = Vec::new();
+        for campaign in campaigns.state() {
+            let Ok(campaign) = &campaign.0 else { continue };
+            let Some(counts) = campaign.status.as_ref().and_then(|s| s.counts.as_ref()) else {
+                continue;
+            };
+            let namespace = campaign.metadata.namespace.clone().unwrap_or_default();
+            let name = campaign.metadata.name.clone().unwrap_or_default();
+            for (state, count) in [
+                ("sent", counts.sent),
+                ("failed", counts.failed),
+                ("pending", counts.pending),
+                ("held_out", counts.held_out),
+                ("opted_out", counts.opted_out),
+            ] {
+                rows.push((
+                    vec![namespace.clone(), name.clone(), state.to_owned()],
+                    count,
+                ));
+            }
+        }
+        rows
+    };
+    if let Err(error) = operator.metrics.register_census(
+        "flotilla_campaign_recipients",
+        "Recipients of each Campaign by state (sent, failed, pending, held_out, opted_out), from its status.",
+        &["namespace", "campaign", "state"],
+        census,
+    ) {
+        tracing::warn!(%error, "registering flotilla_campaign_recipients");
     }
 }
 
@@ -180,19 +252,22 @@ pub fn run(operator: &Operator, selection: Selection, settings: Settings) -> Box
         let breakers_changed = futures::stream::unfold(breaker_rx, |mut rx| async move {
             rx.recv().await.map(|channel| (channel, rx))
         });
-        let deliveries = Deliveries::new(Registry::default()).on_breaker_change(Arc::new(
+        let mut deliveries = Deliveries::new(Registry::default()).on_breaker_change(Arc::new(
             move |namespace, name| {
                 let _ = breaker_tx.send(ObjectRef::new(name).within(namespace));
             },
         ));
+        if let Some(messages) = messages_counter(operator) {
+            deliveries = deliveries.counting(messages);
+        }
         let state = channel::reconcile::ChannelState::new(
             client.clone(),
             secrets.store(),
             live.clone(),
             vec![secrets.synced(), campaigns.synced()],
             deliveries.clone(),
-            breaker_gauge(operator),
         );
+        register_breaker_census(operator, deliveries.clone());
         let channel_controller = channel::controller(
             operator,
             &mut channels,
@@ -247,6 +322,7 @@ pub fn run(operator: &Operator, selection: Selection, settings: Settings) -> Box
                 })
                 .collect::<Vec<_>>()
         });
+        register_recipient_census(operator, campaigns.store());
         let (wake, woken) = tokio::sync::mpsc::unbounded_channel::<CampaignRef>();
         let senders_woke = futures::stream::unfold(woken, |mut woken| async move {
             woken.recv().await.map(|campaign| (campaign, woken))

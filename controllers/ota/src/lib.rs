@@ -136,6 +136,7 @@ pub fn run(operator: &Operator, selection: Selection) -> BoxFuture<'_, ()> {
                     .collect::<Vec<_>>()
             });
             let synced = vec![devices.synced(), releases.synced(), rollouts.synced()];
+            register_device_census(operator, rollouts.store());
             rollout::controller(
                 operator,
                 &mut rollouts,
@@ -166,4 +167,44 @@ pub fn run(operator: &Operator, selection: Selection) -> BoxFuture<'_, ()> {
             },
         );
     })
+}
+
+/// `flotilla_rollout_devices{namespace, rollout, state}`: each FirmwareRollout's devices by
+/// state, from its `status.counts` in the cache at scrape time.
+fn register_device_census(
+    operator: &Operator,
+    rollouts: kube::runtime::reflector::Store<DeserializeGuard<FirmwareRollout>>,
+) {
+    let census = move || {
+        let mut rows = Vec::new();
+        for rollout in rollouts.state() {
+            let Ok(rollout) = &rollout.0 else { continue };
+            let Some(counts) = rollout.status.as_ref().and_then(|s| s.counts.as_ref()) else {
+                continue;
+            };
+            let namespace = rollout.metadata.namespace.clone().unwrap_or_default();
+            let name = rollout.metadata.name.clone().unwrap_or_default();
+            for (state, count) in [
+                ("pending", counts.pending),
+                ("updating", counts.updating),
+                ("succeeded", counts.succeeded),
+                ("failed", counts.failed),
+                ("skipped", counts.skipped),
+            ] {
+                rows.push((
+                    vec![namespace.clone(), name.clone(), state.to_owned()],
+                    i64::from(count),
+                ));
+            }
+        }
+        rows
+    };
+    if let Err(error) = operator.metrics.register_census(
+        "flotilla_rollout_devices",
+        "Devices of each FirmwareRollout by state (pending, updating, succeeded, failed, skipped), from its status.",
+        &["namespace", "rollout", "state"],
+        census,
+    ) {
+        tracing::warn!(%error, "registering flotilla_rollout_devices");
+    }
 }

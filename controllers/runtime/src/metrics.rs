@@ -120,6 +120,27 @@ impl Metrics {
         self.phases.add(controller, Box::new(census));
     }
 
+    /// Registers a gauge family whose series are counted at scrape time by `census` (label
+    /// values in the order of `labels`, and the count): exact, with nothing kept up to date
+    /// per reconcile, and a series that is gone (a deleted object) is gone from the next
+    /// scrape.
+    ///
+    /// # Errors
+    /// The family is malformed or already registered.
+    pub fn register_census(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        census: impl Fn() -> Vec<(Vec<String>, i64)> + Send + Sync + 'static,
+    ) -> Result<(), prometheus::Error> {
+        let census = CensusCollector {
+            gauge: IntGaugeVec::new(Opts::new(name, help), labels)?,
+            census: Arc::new(census),
+        };
+        self.registry.register(Box::new(census))
+    }
+
     /// The underlying registry, to register more collectors.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -228,6 +249,32 @@ impl Collector for PhaseCollector {
     }
 }
 
+/// A gauge family filled at scrape time; see [`Metrics::register_census`].
+#[derive(Clone)]
+struct CensusCollector {
+    gauge: IntGaugeVec,
+    #[allow(clippy::type_complexity)]
+    census: Arc<dyn Fn() -> Vec<(Vec<String>, i64)> + Send + Sync>,
+}
+
+impl Collector for CensusCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.gauge.reset();
+        for (labels, count) in (self.census)() {
+            let values: Vec<&str> = labels.iter().map(String::as_str).collect();
+            match self.gauge.get_metric_with_label_values(&values) {
+                Ok(gauge) => gauge.set(count),
+                Err(error) => tracing::warn!(%error, "a census series with the wrong labels"),
+            }
+        }
+        self.gauge.collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +329,35 @@ mod tests {
                 r#"flotilla_reconcile_busy_seconds_bucket{controller="plan",le="0.0005"}"#
             ),
             Some("1")
+        );
+    }
+
+    #[test]
+    fn a_census_is_counted_at_scrape_time_and_forgets_what_is_gone() {
+        let metrics = Metrics::new().expect("metrics");
+        let rows = Arc::new(Mutex::new(vec![(vec!["a".to_owned(), "x".to_owned()], 3)]));
+        let read = Arc::clone(&rows);
+        metrics
+            .register_census("test_things", "Things.", &["name", "state"], move || {
+                read.lock().unwrap().clone()
+            })
+            .expect("registered");
+        let text = metrics.render().expect("render");
+        assert_eq!(
+            sample(&text, r#"test_things{name="a",state="x"}"#),
+            Some("3")
+        );
+        *rows.lock().unwrap() = vec![(vec!["b".to_owned(), "y".to_owned()], 1)];
+        let text = metrics.render().expect("render");
+        assert_eq!(sample(&text, r#"test_things{name="a",state="x"}"#), None);
+        assert_eq!(
+            sample(&text, r#"test_things{name="b",state="y"}"#),
+            Some("1")
+        );
+        assert!(
+            metrics
+                .register_census("test_things", "Again.", &["name"], Vec::new)
+                .is_err()
         );
     }
 

@@ -22,6 +22,7 @@ pub struct Deliveries {
     registry: Registry,
     built: Arc<Mutex<HashMap<Key, Built>>>,
     breaker_changed: Option<BreakerChanged>,
+    messages: Option<prometheus::IntCounterVec>,
 }
 
 impl std::fmt::Debug for Deliveries {
@@ -45,7 +46,15 @@ impl Deliveries {
             registry,
             built: Arc::default(),
             breaker_changed: None,
+            messages: None,
         }
+    }
+
+    /// Counts every delivery attempt in `messages` (`flotilla_campaign_messages_total`:
+    /// labels `namespace`, `channel`, `result`).
+    pub fn counting(mut self, messages: prometheus::IntCounterVec) -> Self {
+        self.messages = Some(messages);
+        self
     }
 
     /// Calls `changed` whenever a Channel's breaker opens, half-opens or closes (the Channel
@@ -103,7 +112,11 @@ impl Deliveries {
         let transport = ChannelTransport::new(&usable.spec, &usable.credentials)?;
         let limit = ChannelRateLimit::new(usable.spec.rate_limit.as_ref());
         let breaker = CircuitBreaker::new(&usable.spec.circuit_breaker.clone().unwrap_or_default());
-        let delivery = Arc::new(ChannelDelivery::new(transport, limit, breaker));
+        let mut delivery = ChannelDelivery::new(transport, limit, breaker);
+        if let Some(messages) = &self.messages {
+            delivery = delivery.counting(messages, namespace, name);
+        }
+        let delivery = Arc::new(delivery);
         built.insert(
             key,
             Built {
@@ -112,6 +125,15 @@ impl Deliveries {
             },
         );
         Ok(Some(delivery))
+    }
+
+    /// Every Channel sent through since the start, `(namespace, name)`, with its breaker.
+    pub fn breakers(&self) -> Vec<(Key, BreakerStatus)> {
+        let built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        built
+            .iter()
+            .map(|(key, b)| (key.clone(), b.delivery.breaker_status()))
+            .collect()
     }
 
     /// The breaker of Channel `namespace/name` as its senders see it, once one has sent.

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use flotilla_crds::channel::BreakerStatus;
 use jiff::Timestamp;
+use prometheus::{IntCounter, IntCounterVec};
 
 use super::{ChannelRateLimit, ChannelTransport, CircuitBreaker, Message};
 use crate::campaign::retry::Outcome;
@@ -30,7 +31,21 @@ pub struct ChannelDelivery {
     limit: Arc<ChannelRateLimit>,
     // Held only between awaits, never across one.
     breaker: Mutex<CircuitBreaker>,
+    counters: Option<AttemptCounters>,
 }
+
+/// `flotilla_campaign_messages_total` of one Channel, by result: looked up once, not per
+/// message.
+#[derive(Debug)]
+struct AttemptCounters {
+    delivered: IntCounter,
+    transient: IntCounter,
+    permanent: IntCounter,
+    held: IntCounter,
+}
+
+/// The `result` label values of `flotilla_campaign_messages_total`.
+pub const ATTEMPT_RESULTS: [&str; 4] = ["delivered", "transient", "permanent", "held"];
 
 impl ChannelDelivery {
     /// Puts a Channel's pieces together.
@@ -43,7 +58,22 @@ impl ChannelDelivery {
             transport,
             limit,
             breaker: Mutex::new(breaker),
+            counters: None,
         }
+    }
+
+    /// Counts every attempt in `messages` (labels `namespace`, `channel`, `result`), under
+    /// Channel `namespace/name`.
+    pub fn counting(mut self, messages: &IntCounterVec, namespace: &str, name: &str) -> Self {
+        let counter = |result| messages.with_label_values(&[namespace, name, result]);
+        let [delivered, transient, permanent, held] = ATTEMPT_RESULTS;
+        self.counters = Some(AttemptCounters {
+            delivered: counter(delivered),
+            transient: counter(transient),
+            permanent: counter(permanent),
+            held: counter(held),
+        });
+        self
     }
 
     /// Sends `message` once, when the rate limit and the breaker let it; `now` is the clock.
@@ -54,6 +84,19 @@ impl ChannelDelivery {
     /// a while, and in HalfOpen this is where a probe is counted), sends, and records the
     /// outcome with the breaker.
     pub async fn deliver(&self, message: &Message, now: impl Fn() -> Timestamp) -> Attempt {
+        let attempt = self.attempt(message, now).await;
+        if let Some(counters) = &self.counters {
+            match &attempt {
+                Attempt::Sent(Outcome::Delivered) => counters.delivered.inc(),
+                Attempt::Sent(Outcome::Transient { .. }) => counters.transient.inc(),
+                Attempt::Sent(Outcome::Permanent { .. }) => counters.permanent.inc(),
+                Attempt::Held { .. } => counters.held.inc(),
+            }
+        }
+        attempt
+    }
+
+    async fn attempt(&self, message: &Message, now: impl Fn() -> Timestamp) -> Attempt {
         if let Some(until) = self.breaker().blocked_until(now()) {
             return Attempt::Held { until };
         }

@@ -20,7 +20,6 @@ use super::registry::Registry;
 use super::secrets::{self, Lookup, SecretData};
 use super::status;
 use crate::index::LiveCampaignsByChannel;
-use flotilla_crds::channel::BreakerState;
 use flotilla_runtime::context::Context;
 use flotilla_runtime::error::{
     ControllerError, ErrorClass, classify_finalizer_error, classify_kube_error,
@@ -32,7 +31,6 @@ use flotilla_runtime::phase::IllegalTransition;
 use flotilla_runtime::status::{StatusWrite, write_status};
 use flotilla_runtime::watch::Synced;
 use flotilla_runtime::{events, reconciler};
-use prometheus::IntGaugeVec;
 
 /// How long a reconcile waits for the Secret and Campaign caches' first list.
 const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,8 +48,6 @@ pub struct ChannelState {
     pub registry: Registry,
     /// The senders' deliveries: each Channel's circuit breaker.
     pub deliveries: Deliveries,
-    /// `flotilla_channel_breaker_state`.
-    pub breaker_gauge: Option<IntGaugeVec>,
 }
 
 impl std::fmt::Debug for ChannelState {
@@ -68,7 +64,6 @@ impl ChannelState {
         campaigns: SharedIndex<LiveCampaignsByChannel>,
         synced: Vec<Synced>,
         deliveries: Deliveries,
-        breaker_gauge: Option<IntGaugeVec>,
     ) -> Self {
         Self {
             client,
@@ -77,7 +72,6 @@ impl ChannelState {
             synced,
             registry: deliveries.registry().clone(),
             deliveries,
-            breaker_gauge,
         }
     }
 
@@ -293,16 +287,6 @@ async fn observe(
         .state
         .deliveries
         .breaker_status(&namespace, &channel.name_any());
-    if let (Some(gauge), Some(breaker)) = (&ctx.state.breaker_gauge, &breaker) {
-        let value = match breaker.state {
-            BreakerState::Closed => 0,
-            BreakerState::HalfOpen => 1,
-            BreakerState::Open => 2,
-        };
-        gauge
-            .with_label_values(&[namespace.as_str(), channel.name_any().as_str()])
-            .set(value);
-    }
     let observed = Observation {
         validation: channel.spec.validate(),
         secret_problems,
