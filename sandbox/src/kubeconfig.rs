@@ -1,8 +1,9 @@
 //! The kubeconfig that points kubectl and other clients at a sandbox.
 
-/// A kubeconfig with one cluster, user and context, all named `flotilla-sandbox`. The sandbox
-/// does not authenticate, so the user carries a fixed token that is never checked.
-pub fn render(server: &str) -> String {
+/// A kubeconfig with one cluster, user and context, all named `flotilla-sandbox`, whose user
+/// carries `token` (the admin token [`crate::auth::ADMIN_TOKEN`] by default, which a sandbox
+/// checks only when it enforces RBAC).
+pub fn render_with_token(server: &str, token: &str) -> String {
     format!(
         r#"apiVersion: v1
 kind: Config
@@ -13,7 +14,7 @@ clusters:
 users:
 - name: flotilla-sandbox
   user:
-    token: flotilla-sandbox
+    token: {token}
 contexts:
 - name: flotilla-sandbox
   context:

@@ -15,6 +15,7 @@
 //! ```
 
 pub mod apply;
+pub mod auth;
 pub mod discovery;
 pub mod error;
 pub mod events;
@@ -63,6 +64,12 @@ pub enum SandboxError {
     Client(#[from] kube::Error),
     #[error("installing CRD {name}: {message}")]
     Crd { name: String, message: String },
+    #[error("minting a token for ServiceAccount {namespace}/{name}: {message}")]
+    Token {
+        namespace: String,
+        name: String,
+        message: String,
+    },
     #[error("writing kubeconfig {path}: {source}")]
     Kubeconfig {
         path: String,
@@ -75,6 +82,7 @@ pub struct SandboxBuilder {
     addr: SocketAddr,
     crds: Vec<CustomResourceDefinition>,
     watch_window: WatchWindow,
+    enforce_rbac: bool,
 }
 
 impl Default for SandboxBuilder {
@@ -83,6 +91,7 @@ impl Default for SandboxBuilder {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             crds: Vec::new(),
             watch_window: WatchWindow::apiserver(),
+            enforce_rbac: false,
         }
     }
 }
@@ -113,6 +122,23 @@ impl SandboxBuilder {
         self
     }
 
+    /// Authenticates every request and authorizes it with RBAC, as a kube-apiserver with
+    /// `--authorization-mode=RBAC` does (off by default: then every request is served).
+    ///
+    /// [`Sandbox::client`], [`Sandbox::kube_config`] and the kubeconfigs carry the admin token
+    /// ([`auth::ADMIN_TOKEN`]: user `sandbox-admin` in `system:masters`, allowed everything).
+    /// ServiceAccount tokens come from the TokenRequest API (`kubectl create token`) or
+    /// [`Sandbox::service_account_token`]; the Roles, ClusterRoles and bindings in the store
+    /// take effect at once; `Impersonate-*` headers, `SelfSubjectAccessReview`,
+    /// `SelfSubjectRulesReview` and `SelfSubjectReview` are served; the bootstrap policy
+    /// (`cluster-admin`, `system:discovery`, `system:basic-user`,
+    /// `system:public-info-viewer`) is installed and ClusterRoles with an `aggregationRule`
+    /// are kept aggregated. See `docs/sandbox.md`.
+    pub fn enforce_rbac(mut self) -> Self {
+        self.enforce_rbac = true;
+        self
+    }
+
     pub async fn start(self) -> Result<Sandbox, SandboxError> {
         // The clients of a test or a benchmark are built after this: see
         // flotilla_runtime::crypto (the sandbox depends on nothing of Flotilla's).
@@ -134,7 +160,15 @@ impl SandboxBuilder {
             faults: Arc::new(Faults::default()),
             requests: Arc::new(RequestLog::default()),
             shutdown: shutdown.clone(),
+            auth: self.enforce_rbac.then(|| Arc::new(auth::Auth::default())),
         };
+        if self.enforce_rbac {
+            auth::install_bootstrap_policy(&store).map_err(|e| SandboxError::Crd {
+                name: "bootstrap RBAC policy".into(),
+                message: e.body.to_string(),
+            })?;
+            auth::spawn_aggregation(store.clone(), shutdown.clone());
+        }
         let app = axum::Router::new()
             .fallback(server::handle)
             .with_state(state.clone());
@@ -222,24 +256,124 @@ impl Sandbox {
         kube::Client::try_from(config).expect("a plain-HTTP client config is always valid")
     }
 
-    /// The `kube::Config` of [`Sandbox::client`].
+    /// The `kube::Config` of [`Sandbox::client`] (with the admin token when RBAC is
+    /// enforced).
     pub fn kube_config(&self) -> kube::Config {
-        let uri = self.url().parse().expect("the sandbox URL is a valid URI");
-        let mut config = kube::Config::new(uri);
-        config.default_namespace = "default".into();
+        let mut config = self.kube_config_for_token(auth::ADMIN_TOKEN);
+        if !self.rbac_enforced() {
+            config.auth_info.token = None;
+        }
         config
     }
 
-    /// A kubeconfig for kubectl and other clients.
+    /// Whether this sandbox authenticates and authorizes requests
+    /// ([`SandboxBuilder::enforce_rbac`]).
+    pub fn rbac_enforced(&self) -> bool {
+        self.state.auth.is_some()
+    }
+
+    /// A `kube::Config` that authenticates with a bearer token (default namespace `default`).
+    pub fn kube_config_for_token(&self, token: &str) -> kube::Config {
+        let uri = self.url().parse().expect("the sandbox URL is a valid URI");
+        let mut config = kube::Config::new(uri);
+        config.default_namespace = "default".into();
+        config.auth_info.token = Some(secrecy::SecretString::from(token.to_owned()));
+        config
+    }
+
+    /// A client that authenticates with a bearer token.
+    pub fn client_for_token(&self, token: &str) -> kube::Client {
+        kube::Client::try_from(self.kube_config_for_token(token))
+            .expect("a plain-HTTP client config is always valid")
+    }
+
+    /// A client of the admin that impersonates a user and groups (`kubectl --as USER
+    /// --as-group GROUP`); a ServiceAccount is `system:serviceaccount:NS:NAME`.
+    pub fn client_as(&self, user: &str, groups: &[&str]) -> kube::Client {
+        let mut config = self.kube_config_for_token(auth::ADMIN_TOKEN);
+        config.auth_info.impersonate = Some(user.to_owned());
+        if !groups.is_empty() {
+            config.auth_info.impersonate_groups =
+                Some(groups.iter().map(|g| (*g).to_owned()).collect());
+        }
+        kube::Client::try_from(config).expect("a plain-HTTP client config is always valid")
+    }
+
+    /// Mints a token for a ServiceAccount, valid for an hour, as `kubectl create token`
+    /// does. Fails when the ServiceAccount does not exist or RBAC is not enforced.
+    pub fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<String, SandboxError> {
+        self.service_account_token_for(namespace, name, std::time::Duration::from_secs(3600))
+    }
+
+    /// Like [`Sandbox::service_account_token`] with any lifetime, also shorter than the API's
+    /// minimum of 10 minutes (to test expiry).
+    pub fn service_account_token_for(
+        &self,
+        namespace: &str,
+        name: &str,
+        lifetime: std::time::Duration,
+    ) -> Result<String, SandboxError> {
+        let error = |message: String| SandboxError::Token {
+            namespace: namespace.into(),
+            name: name.into(),
+            message,
+        };
+        let auth = self
+            .state
+            .auth
+            .as_ref()
+            .ok_or_else(|| error("the sandbox does not enforce RBAC".into()))?;
+        auth.mint(
+            &self.state.store,
+            namespace,
+            name,
+            vec![auth::API_AUDIENCE.to_owned()],
+            lifetime,
+        )
+        .map(|(token, _)| token)
+        .map_err(|e| error(e.body["message"].as_str().unwrap_or_default().to_owned()))
+    }
+
+    /// A client authenticated as a ServiceAccount, with a token minted for it.
+    pub fn service_account_client(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<kube::Client, SandboxError> {
+        let token = self.service_account_token(namespace, name)?;
+        let mut config = self.kube_config_for_token(&token);
+        config.default_namespace = namespace.to_owned();
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// A kubeconfig for kubectl and other clients (the admin's token).
     pub fn kubeconfig(&self) -> kube::config::Kubeconfig {
-        kube::config::Kubeconfig::from_yaml(&kubeconfig::render(&self.url()))
+        self.kubeconfig_for_token(auth::ADMIN_TOKEN)
+    }
+
+    /// A kubeconfig whose user authenticates with this token.
+    pub fn kubeconfig_for_token(&self, token: &str) -> kube::config::Kubeconfig {
+        kube::config::Kubeconfig::from_yaml(&kubeconfig::render_with_token(&self.url(), token))
             .expect("the generated kubeconfig parses")
     }
 
     /// Writes a kubeconfig file for kubectl (`kubectl --kubeconfig <path> get flotilla -A`).
     pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> Result<(), SandboxError> {
+        self.write_kubeconfig_for_token(path, auth::ADMIN_TOKEN)
+    }
+
+    /// Writes a kubeconfig file whose user authenticates with this token.
+    pub fn write_kubeconfig_for_token(
+        &self,
+        path: impl AsRef<Path>,
+        token: &str,
+    ) -> Result<(), SandboxError> {
         let path = path.as_ref();
-        std::fs::write(path, kubeconfig::render(&self.url())).map_err(|source| {
+        std::fs::write(path, kubeconfig::render_with_token(&self.url(), token)).map_err(|source| {
             SandboxError::Kubeconfig {
                 path: path.display().to_string(),
                 source,
