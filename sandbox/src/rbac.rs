@@ -1130,4 +1130,426 @@ mod tests {
         let report = check([], &rules, |_, resource| resource != "secrets");
         assert!(report.unused.is_empty());
     }
+
+    fn attrs(method: &str, path: &str, query: &[(&str, &str)]) -> RequestAttributes {
+        let query = query
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        RequestAttributes::from_request(method, path, &query)
+    }
+
+    fn summary(a: &RequestAttributes) -> (bool, &str, &str, &str, &str, &str) {
+        (
+            a.resource_request,
+            a.verb.as_str(),
+            a.group.as_str(),
+            a.combined_resource_str(),
+            a.namespace.as_str(),
+            a.name.as_str(),
+        )
+    }
+
+    impl RequestAttributes {
+        fn combined_resource_str(&self) -> &'static str {
+            Box::leak(self.combined_resource().into_boxed_str())
+        }
+    }
+
+    #[test]
+    fn verbs_are_derived_like_requestinfo() {
+        let ns = "/apis/flotilla.dev/v1alpha1/namespaces/fleet/subscriptions";
+        assert_eq!(
+            summary(&attrs("GET", ns, &[])),
+            (true, "list", "flotilla.dev", "subscriptions", "fleet", "")
+        );
+        assert_eq!(attrs("GET", ns, &[("watch", "true")]).verb, "watch");
+        assert_eq!(attrs("GET", ns, &[("watch", "1")]).verb, "watch");
+        assert_eq!(attrs("GET", ns, &[("watch", "false")]).verb, "list");
+        let named = attrs(
+            "GET",
+            ns,
+            &[("watch", "true"), ("fieldSelector", "metadata.name=gold")],
+        );
+        assert_eq!(
+            (named.verb.as_str(), named.name.as_str()),
+            ("watch", "gold")
+        );
+        let not_named = attrs("GET", ns, &[("fieldSelector", "metadata.name!=gold")]);
+        assert_eq!(not_named.name, "");
+        assert_eq!(attrs("POST", ns, &[]).verb, "create");
+        assert_eq!(attrs("DELETE", ns, &[]).verb, "deletecollection");
+        let one = format!("{ns}/gold");
+        assert_eq!(attrs("GET", &one, &[]).verb, "get");
+        // A named GET stays a get even with watch=true, as in requestinfo.go.
+        assert_eq!(attrs("GET", &one, &[("watch", "true")]).verb, "get");
+        assert_eq!(attrs("PUT", &one, &[]).verb, "update");
+        assert_eq!(attrs("PATCH", &one, &[]).verb, "patch");
+        assert_eq!(attrs("DELETE", &one, &[]).verb, "delete");
+        assert_eq!(
+            summary(&attrs("PATCH", &format!("{one}/status"), &[])),
+            (
+                true,
+                "patch",
+                "flotilla.dev",
+                "subscriptions/status",
+                "fleet",
+                "gold"
+            )
+        );
+        assert_eq!(
+            summary(&attrs(
+                "POST",
+                "/api/v1/namespaces/fleet/serviceaccounts/op/token",
+                &[]
+            )),
+            (true, "create", "", "serviceaccounts/token", "fleet", "op")
+        );
+        // The Namespace itself is in its own namespace; its status too.
+        assert_eq!(
+            summary(&attrs("GET", "/api/v1/namespaces/fleet", &[])),
+            (true, "get", "", "namespaces", "fleet", "fleet")
+        );
+        assert_eq!(
+            summary(&attrs("PUT", "/api/v1/namespaces/fleet/finalize", &[])),
+            (true, "update", "", "namespaces/finalize", "fleet", "fleet")
+        );
+        assert_eq!(
+            summary(&attrs("GET", "/apis/flotilla.dev/v1alpha1/plans", &[])),
+            (true, "list", "flotilla.dev", "plans", "", "")
+        );
+        // Discovery and other paths are non-resource requests with the method as verb.
+        for path in [
+            "/api",
+            "/api/v1",
+            "/apis",
+            "/apis/flotilla.dev",
+            "/apis/flotilla.dev/v1alpha1",
+            "/version",
+            "/openapi/v3",
+        ] {
+            let a = attrs("GET", path, &[]);
+            assert!(!a.resource_request, "{path}");
+            assert_eq!((a.verb.as_str(), a.path.as_str()), ("get", path));
+        }
+        assert_eq!(attrs("POST", "/healthz", &[]).verb, "post");
+    }
+
+    fn resource_request(
+        verb: &str,
+        group: &str,
+        resource: &str,
+        sub: &str,
+        ns: &str,
+        name: &str,
+    ) -> RequestAttributes {
+        RequestAttributes {
+            verb: verb.into(),
+            resource_request: true,
+            group: group.into(),
+            resource: resource.into(),
+            subresource: sub.into(),
+            namespace: ns.into(),
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    fn path_request(verb: &str, path: &str) -> RequestAttributes {
+        RequestAttributes {
+            verb: verb.into(),
+            path: path.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rule_allows_matches_subresources_names_wildcards_and_urls() {
+        let status = rule(
+            &["flotilla.dev"],
+            &["subscriptions/status"],
+            &["patch"],
+            &[],
+        );
+        assert!(rule_allows(
+            &status,
+            &resource_request(
+                "patch",
+                "flotilla.dev",
+                "subscriptions",
+                "status",
+                "ns",
+                "x"
+            )
+        ));
+        assert!(!rule_allows(
+            &status,
+            &resource_request("patch", "flotilla.dev", "subscriptions", "", "ns", "x")
+        ));
+        assert!(!rule_allows(
+            &status,
+            &resource_request(
+                "patch",
+                "flotilla.dev",
+                "subscriptions",
+                "finalizers",
+                "ns",
+                "x"
+            )
+        ));
+        let main = rule(&["flotilla.dev"], &["subscriptions"], &["*"], &[]);
+        assert!(!rule_allows(
+            &main,
+            &resource_request(
+                "update",
+                "flotilla.dev",
+                "subscriptions",
+                "status",
+                "ns",
+                "x"
+            )
+        ));
+        let any_status = rule(&["*"], &["*/status"], &["get"], &[]);
+        assert!(rule_allows(
+            &any_status,
+            &resource_request("get", "apps", "deployments", "status", "", "d")
+        ));
+        assert!(!rule_allows(
+            &any_status,
+            &resource_request("get", "apps", "deployments", "", "", "d")
+        ));
+        assert!(!rule_allows(
+            &any_status,
+            &resource_request("get", "apps", "deployments", "scale", "", "d")
+        ));
+        let named = rule(
+            &["coordination.k8s.io"],
+            &["leases"],
+            &["get", "update"],
+            &["lock"],
+        );
+        assert!(rule_allows(
+            &named,
+            &resource_request("get", "coordination.k8s.io", "leases", "", "ns", "lock")
+        ));
+        assert!(!rule_allows(
+            &named,
+            &resource_request("get", "coordination.k8s.io", "leases", "", "ns", "other")
+        ));
+        assert!(!rule_allows(
+            &named,
+            &resource_request("list", "coordination.k8s.io", "leases", "", "ns", "")
+        ));
+        assert!(!rule_allows(
+            &named,
+            &resource_request("get", "", "leases", "", "ns", "lock")
+        ));
+        let urls = Rule {
+            verbs: vec!["get".into()],
+            non_resource_urls: vec!["/healthz".into(), "/apis/*".into()],
+            ..Default::default()
+        };
+        assert!(rule_allows(&urls, &path_request("get", "/healthz")));
+        assert!(!rule_allows(&urls, &path_request("get", "/healthz/etcd")));
+        assert!(rule_allows(
+            &urls,
+            &path_request("get", "/apis/flotilla.dev/v1alpha1")
+        ));
+        assert!(!rule_allows(&urls, &path_request("get", "/apis")));
+        assert!(!rule_allows(&urls, &path_request("post", "/healthz")));
+        // Resource rules never grant paths, nor URL rules resources.
+        assert!(!rule_allows(
+            &rule(&["*"], &["*"], &["*"], &[]),
+            &path_request("get", "/version")
+        ));
+        assert!(!rule_allows(
+            &urls,
+            &resource_request("get", "", "apis", "", "", "")
+        ));
+    }
+
+    fn policy_of(objects: Value) -> Policy {
+        let of = |kind: &str| -> Vec<Value> {
+            objects
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|o| o["kind"] == kind)
+                .cloned()
+                .collect()
+        };
+        let (cr, r, crb, rb) = (
+            of("ClusterRole"),
+            of("Role"),
+            of("ClusterRoleBinding"),
+            of("RoleBinding"),
+        );
+        Policy::from_objects(cr.iter(), r.iter(), crb.iter(), rb.iter())
+    }
+
+    fn sa(ns: &str, name: &str) -> UserInfo {
+        UserInfo::service_account(ns, name, "uid")
+    }
+
+    #[test]
+    fn a_rolebinding_to_a_clusterrole_grants_in_its_namespace_only() {
+        let policy = policy_of(serde_json::json!([
+            {"kind": "ClusterRole", "metadata": {"name": "reader"},
+             "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]},
+            {"kind": "RoleBinding", "metadata": {"name": "read", "namespace": "a"},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "reader"},
+             "subjects": [{"kind": "ServiceAccount", "name": "op"}]},
+            {"kind": "RoleBinding", "metadata": {"name": "dangling", "namespace": "b"},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "gone"},
+             "subjects": [{"kind": "Group", "name": "system:serviceaccounts"}]}
+        ]));
+        let get = |ns: &str| resource_request("get", "", "configmaps", "", ns, "c");
+        let op = sa("a", "op");
+        let decision = policy.authorize(&op, &get("a"));
+        assert!(decision.allowed);
+        assert_eq!(
+            decision.reason,
+            "RBAC: allowed by RoleBinding \"read/a\" of ClusterRole \"reader\" to ServiceAccount \"op/a\""
+        );
+        assert!(!policy.authorize(&op, &get("")).allowed);
+        assert!(!policy.authorize(&op, &get("c")).allowed);
+        // The subject without a namespace is the binding's namespace's ServiceAccount.
+        assert!(!policy.authorize(&sa("c", "op"), &get("a")).allowed);
+        // A binding to a missing role is reported as the RBAC authorizer does.
+        let decision = policy.authorize(&op, &get("b"));
+        assert_eq!(
+            decision,
+            Decision {
+                allowed: false,
+                reason: "RBAC: role.rbac.authorization.k8s.io \"gone\" not found".into()
+            }
+        );
+        // system:masters needs no binding.
+        let admin = UserInfo {
+            name: "root".into(),
+            groups: vec![SYSTEM_MASTERS.into()],
+            ..Default::default()
+        };
+        assert!(policy.authorize(&admin, &get("z")).allowed);
+    }
+
+    #[test]
+    fn forbidden_messages_match_the_apiserver() {
+        let user = "system:serviceaccount:ns:sa";
+        let a = resource_request(
+            "patch",
+            "flotilla.dev",
+            "subscriptions",
+            "status",
+            "ns",
+            "x",
+        );
+        let (code, body) = a.forbidden(user, "");
+        assert_eq!(code, 403);
+        assert_eq!(
+            body["message"],
+            "subscriptions.flotilla.dev \"x\" is forbidden: User \"system:serviceaccount:ns:sa\" cannot patch resource \"subscriptions/status\" in API group \"flotilla.dev\" in the namespace \"ns\""
+        );
+        assert_eq!(
+            body["details"],
+            serde_json::json!({"name": "x", "group": "flotilla.dev", "kind": "subscriptions"})
+        );
+        let list = resource_request("list", "flotilla.dev", "plans", "", "", "");
+        assert_eq!(
+            list.forbidden(user, "").1["message"],
+            "plans.flotilla.dev is forbidden: User \"system:serviceaccount:ns:sa\" cannot list resource \"plans\" in API group \"flotilla.dev\" at the cluster scope"
+        );
+        let path = path_request("get", "/apis");
+        assert_eq!(
+            path.forbidden(user, "RBAC: x").1["message"],
+            "forbidden: User \"system:serviceaccount:ns:sa\" cannot get path \"/apis\": RBAC: x"
+        );
+    }
+
+    #[test]
+    fn escalation_is_judged_by_covers() {
+        let owner = [
+            rule(&[""], &["configmaps"], &["get", "list"], &[]),
+            rule(&["apps"], &["*/status"], &["update"], &[]),
+            rule(&[""], &["secrets"], &["get"], &["s1", "s2"]),
+        ];
+        assert!(covers(&owner, &[rule(&[""], &["configmaps"], &["get"], &["c"])]).0);
+        assert!(
+            covers(
+                &owner,
+                &[rule(&["apps"], &["deployments/status"], &["update"], &[])]
+            )
+            .0
+        );
+        assert!(covers(&owner, &[rule(&[""], &["secrets"], &["get"], &["s2"])]).0);
+        assert!(!covers(&owner, &[rule(&[""], &["secrets"], &["get"], &[])]).0);
+        let (ok, missing) = covers(
+            &owner,
+            &[rule(&["", "apps"], &["configmaps"], &["get", "watch"], &[])],
+        );
+        assert!(!ok);
+        let mut described: Vec<String> =
+            compact_rules(&missing).iter().map(compact_string).collect();
+        described.sort();
+        assert_eq!(
+            described,
+            [
+                "{APIGroups:[\"\"], Resources:[\"configmaps\"], Verbs:[\"watch\"]}",
+                "{APIGroups:[\"apps\"], Resources:[\"configmaps\"], Verbs:[\"get\" \"watch\"]}",
+            ]
+        );
+        let policy = policy_of(serde_json::json!([
+            {"kind": "Role", "metadata": {"name": "cm", "namespace": "a"},
+             "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]},
+            {"kind": "RoleBinding", "metadata": {"name": "cm", "namespace": "a"},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm"},
+             "subjects": [{"kind": "User", "name": "u"}]}
+        ]));
+        let u = UserInfo {
+            name: "u".into(),
+            groups: vec![AUTHENTICATED.into()],
+            ..Default::default()
+        };
+        let grant = [rule(&[""], &["configmaps"], &["get"], &[])];
+        assert!(policy.confirm_no_escalation(&u, "a", &grant).is_ok());
+        assert_eq!(
+            policy.confirm_no_escalation(&u, "b", &grant).unwrap_err(),
+            "user \"u\" (groups=[\"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:\n{APIGroups:[\"\"], Resources:[\"configmaps\"], Verbs:[\"get\"]}"
+        );
+    }
+
+    #[test]
+    fn aggregation_unions_the_selected_cluster_roles() {
+        let aggregate = serde_json::json!({"metadata": {"name": "agg"}, "aggregationRule": {"clusterRoleSelectors": [
+            {"matchLabels": {"agg": "true"}},
+            {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["x"]}]}]}});
+        let b = serde_json::json!({"metadata": {"name": "b", "labels": {"agg": "true"}},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]});
+        let a = serde_json::json!({"metadata": {"name": "a", "labels": {"agg": "true", "tier": "x"}},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+                      {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]});
+        let other = serde_json::json!({"metadata": {"name": "c", "labels": {"agg": "false"}},
+            "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]});
+        let all = [&aggregate, &b, &a, &other];
+        let rules = aggregated_rules(&aggregate, &all).unwrap();
+        let resources: Vec<&str> = rules
+            .iter()
+            .map(|r| r["resources"][0].as_str().unwrap())
+            .collect();
+        assert_eq!(resources, ["secrets", "pods"]);
+        assert!(aggregated_rules(&b, &all).is_none());
+    }
+
+    #[test]
+    fn service_account_usernames_split() {
+        assert_eq!(
+            split_service_account_username("system:serviceaccount:ns:op"),
+            Some(("ns", "op"))
+        );
+        assert_eq!(
+            split_service_account_username("system:serviceaccount:ns"),
+            None
+        );
+        assert_eq!(split_service_account_username("bob"), None);
+    }
 }
