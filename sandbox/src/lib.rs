@@ -36,6 +36,7 @@ pub mod server;
 pub mod status_error;
 pub mod store;
 pub mod table;
+mod tls;
 pub mod watch_window;
 
 use std::net::SocketAddr;
@@ -70,6 +71,8 @@ pub enum SandboxError {
         name: String,
         message: String,
     },
+    #[error("generating the TLS certificate: {message}")]
+    Tls { message: String },
     #[error("writing kubeconfig {path}: {source}")]
     Kubeconfig {
         path: String,
@@ -155,6 +158,11 @@ impl SandboxBuilder {
             source,
         })?;
         let shutdown = CancellationToken::new();
+        let tls = if self.enforce_rbac {
+            Some(tls::Tls::generate().map_err(|message| SandboxError::Tls { message })?)
+        } else {
+            None
+        };
         let state = server::AppState {
             store: store.clone(),
             faults: Arc::new(Faults::default()),
@@ -173,19 +181,47 @@ impl SandboxBuilder {
             .fallback(server::handle)
             .with_state(state.clone());
         let serve_shutdown = shutdown.clone();
-        let task = tokio::spawn(async move {
-            let result = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "sandbox API server stopped");
+        let task = match &tls {
+            // kubectl (client-go) sends no credentials over plain HTTP, so a sandbox that
+            // authenticates serves HTTPS, with a certificate of its own.
+            Some(tls) => {
+                let listener = listener.into_std().map_err(|source| SandboxError::Bind {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+                let server = axum_server::from_tcp_rustls(listener, tls.server_config()).map_err(
+                    |source| SandboxError::Bind {
+                        addr: addr.to_string(),
+                        source,
+                    },
+                )?;
+                let handle = axum_server::Handle::new();
+                let stopping = handle.clone();
+                tokio::spawn(async move {
+                    serve_shutdown.cancelled().await;
+                    stopping.graceful_shutdown(Some(std::time::Duration::from_secs(1)));
+                });
+                tokio::spawn(async move {
+                    if let Err(e) = server.handle(handle).serve(app.into_make_service()).await {
+                        tracing::error!(error = %e, "sandbox API server stopped");
+                    }
+                })
             }
-        });
+            None => tokio::spawn(async move {
+                let result = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "sandbox API server stopped");
+                }
+            }),
+        };
         let sandbox = Sandbox {
             addr,
             state,
             shutdown,
             task: Some(task),
+            tls,
         };
         sandbox.install_crds(self.crds)?;
         Ok(sandbox)
@@ -198,6 +234,7 @@ pub struct Sandbox {
     state: server::AppState,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
+    tls: Option<tls::Tls>,
 }
 
 impl Sandbox {
@@ -245,9 +282,20 @@ impl Sandbox {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT`, or `https://127.0.0.1:PORT` when RBAC is enforced (see
+    /// [`Sandbox::ca_pem`]).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls {
+            Some(_) => format!("https://{}", self.addr),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    /// The PEM certificate a sandbox that enforces RBAC serves HTTPS with (self-signed, for
+    /// 127.0.0.1 and localhost): what clients trust. The configs and kubeconfigs of the
+    /// sandbox carry it already.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.cert_pem.as_str())
     }
 
     /// A real `kube::Client` talking HTTP to this sandbox, default namespace `default`.
@@ -278,6 +326,9 @@ impl Sandbox {
         let mut config = kube::Config::new(uri);
         config.default_namespace = "default".into();
         config.auth_info.token = Some(secrecy::SecretString::from(token.to_owned()));
+        if let Some(tls) = &self.tls {
+            config.root_cert = Some(vec![tls.cert_der.clone()]);
+        }
         config
     }
 
@@ -357,8 +408,12 @@ impl Sandbox {
 
     /// A kubeconfig whose user authenticates with this token.
     pub fn kubeconfig_for_token(&self, token: &str) -> kube::config::Kubeconfig {
-        kube::config::Kubeconfig::from_yaml(&kubeconfig::render_with_token(&self.url(), token))
-            .expect("the generated kubeconfig parses")
+        kube::config::Kubeconfig::from_yaml(&kubeconfig::render_with_token(
+            &self.url(),
+            token,
+            self.ca_pem(),
+        ))
+        .expect("the generated kubeconfig parses")
     }
 
     /// Writes a kubeconfig file for kubectl (`kubectl --kubeconfig <path> get flotilla -A`).
@@ -373,11 +428,13 @@ impl Sandbox {
         token: &str,
     ) -> Result<(), SandboxError> {
         let path = path.as_ref();
-        std::fs::write(path, kubeconfig::render_with_token(&self.url(), token)).map_err(|source| {
-            SandboxError::Kubeconfig {
-                path: path.display().to_string(),
-                source,
-            }
+        std::fs::write(
+            path,
+            kubeconfig::render_with_token(&self.url(), token, self.ca_pem()),
+        )
+        .map_err(|source| SandboxError::Kubeconfig {
+            path: path.display().to_string(),
+            source,
         })
     }
 

@@ -307,6 +307,18 @@ async fn serve_enforced(
     body: Bytes,
 ) -> Response {
     if let Some(endpoint) = auth::Virtual::of(attrs) {
+        let protobuf = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf"));
+        let body = if protobuf {
+            match protobuf::decode(&body) {
+                Ok(obj) => Bytes::from(serde_json::to_vec(&obj).unwrap_or_default()),
+                Err(msg) => return error_response(status_error::bad_request(&msg).into()),
+            }
+        } else {
+            body
+        };
         return match auth::serve_virtual(auth, &app.store, endpoint, user, attrs, &body) {
             Ok((code, body)) => json_response(code, &body),
             Err(e) => error_response(e),
