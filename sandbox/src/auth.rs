@@ -664,8 +664,11 @@ pub fn virtual_discovery(endpoint: &crate::discovery::Endpoint) -> Option<Value>
 
 /// The bootstrap policy a kube-apiserver creates: `cluster-admin` bound to `system:masters`;
 /// `system:discovery`, `system:basic-user` and `system:public-info-viewer` bound to
-/// `system:authenticated` (the last one to `system:unauthenticated` too), and
-/// `system:service-account-issuer-discovery` bound to `system:serviceaccounts`.
+/// `system:authenticated` (the last one to `system:unauthenticated` too),
+/// `system:service-account-issuer-discovery` bound to `system:serviceaccounts`, and the
+/// user-facing `admin`, `edit` and `view`, aggregated from `system:aggregate-to-*` (the rules
+/// of Kubernetes 1.33 for the core, apps, autoscaling, batch, policy, networking and
+/// coordination groups).
 pub fn bootstrap_policy() -> (Vec<Value>, Vec<Value>) {
     let meta = |name: &str| {
         json!({"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
@@ -719,6 +722,57 @@ pub fn bootstrap_policy() -> (Vec<Value>, Vec<Value>) {
             "/openid/v1/jwks", "/openid/v1/jwks/"], "verbs": ["get"]}]),
         ),
     ];
+    let rw = json!(["create", "delete", "deletecollection", "patch", "update"]);
+    let ro = json!(["get", "list", "watch"]);
+    let aggregated = |name: &str, label: &str| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": meta(name),
+               "aggregationRule": {"clusterRoleSelectors": [
+                   {"matchLabels": {format!("rbac.authorization.k8s.io/{label}"): "true"}}]},
+               "rules": []})
+    };
+    let aggregate_to = |name: &str, labels: &[&str], rules: Value| {
+        let mut role = role(name, rules);
+        for label in labels {
+            role["metadata"]["labels"][format!("rbac.authorization.k8s.io/aggregate-to-{label}")] =
+                json!("true");
+        }
+        role
+    };
+    let mut roles = roles;
+    roles.extend([
+        aggregated("admin", "aggregate-to-admin"),
+        aggregated("edit", "aggregate-to-edit"),
+        aggregated("view", "aggregate-to-view"),
+        aggregate_to("system:aggregate-to-admin", &["admin"], json!([
+            {"apiGroups": ["authorization.k8s.io"], "resources": ["localsubjectaccessreviews"], "verbs": ["create"]},
+            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings", "roles"],
+             "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]}])),
+        aggregate_to("system:aggregate-to-edit", &["admin", "edit"], json!([
+            {"apiGroups": [""], "resources": ["pods/attach", "pods/exec", "pods/portforward", "pods/proxy", "secrets", "services/proxy"], "verbs": ro},
+            {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["impersonate"]},
+            {"apiGroups": [""], "resources": ["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy"], "verbs": rw},
+            {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["configmaps", "events", "persistentvolumeclaims", "replicationcontrollers", "replicationcontrollers/scale", "secrets", "serviceaccounts", "services", "services/proxy"], "verbs": rw},
+            {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]},
+            {"apiGroups": ["apps"], "resources": ["daemonsets", "deployments", "deployments/rollback", "deployments/scale", "replicasets", "replicasets/scale", "statefulsets", "statefulsets/scale"], "verbs": rw},
+            {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": rw},
+            {"apiGroups": ["batch"], "resources": ["cronjobs", "jobs"], "verbs": rw},
+            {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": rw},
+            {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "networkpolicies"], "verbs": rw},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+             "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]}])),
+        aggregate_to("system:aggregate-to-view", &["admin", "edit", "view"], json!([
+            {"apiGroups": [""], "resources": ["configmaps", "endpoints", "persistentvolumeclaims", "persistentvolumeclaims/status", "pods", "replicationcontrollers", "replicationcontrollers/scale", "serviceaccounts", "services", "services/status"], "verbs": ro},
+            {"apiGroups": [""], "resources": ["bindings", "events", "limitranges", "namespaces/status", "pods/log", "pods/status", "replicationcontrollers/status", "resourcequotas", "resourcequotas/status"], "verbs": ro},
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ro},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ro},
+            {"apiGroups": ["apps"], "resources": ["controllerrevisions", "daemonsets", "daemonsets/status", "deployments", "deployments/scale", "deployments/status", "replicasets", "replicasets/scale", "replicasets/status", "statefulsets", "statefulsets/scale", "statefulsets/status"], "verbs": ro},
+            {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers", "horizontalpodautoscalers/status"], "verbs": ro},
+            {"apiGroups": ["batch"], "resources": ["cronjobs", "cronjobs/status", "jobs", "jobs/status"], "verbs": ro},
+            {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets", "poddisruptionbudgets/status"], "verbs": ro},
+            {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "ingresses/status", "networkpolicies"], "verbs": ro}])),
+    ]);
     let mut bindings = vec![
         binding("cluster-admin", &[SYSTEM_MASTERS]),
         binding("system:discovery", &[AUTHENTICATED]),

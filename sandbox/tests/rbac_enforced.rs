@@ -749,3 +749,152 @@ async fn without_enforcement_nothing_is_checked() {
         .unwrap();
     assert!(sb.service_account_token("default", "default").is_err());
 }
+
+/// Creates every object of the YAML manifests in `config/rbac` (they name their namespaces).
+async fn apply_config_rbac(sb: &Sandbox) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rbac");
+    let admin = sb.client();
+    for ns in ["flotilla-system", "fleet"] {
+        apply(
+            &Api::<Namespace>::all(admin.clone()),
+            json!({"metadata": {"name": ns}}),
+        )
+        .await;
+    }
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "yaml") && !p.ends_with("kustomization.yaml")
+        })
+        .collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let object: Value = serde::Deserialize::deserialize(document).unwrap();
+            let object: DynamicObject = serde_json::from_value(object).unwrap();
+            let types = object.types.clone().unwrap();
+            let (group, version) = types
+                .api_version
+                .rsplit_once('/')
+                .unwrap_or(("", &types.api_version));
+            let gvk = kube::api::GroupVersionKind::gvk(group, version, &types.kind);
+            let plural = format!("{}s", types.kind.to_lowercase());
+            let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, &plural);
+            let api = match object.metadata.namespace.as_deref() {
+                Some(ns) => Api::<DynamicObject>::namespaced_with(admin.clone(), ns, &resource),
+                None => Api::<DynamicObject>::all_with(admin.clone(), &resource),
+            };
+            api.create(&PostParams::default(), &object).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn config_rbac_takes_effect_for_the_operator_service_account() {
+    let sb = enforced().await;
+    apply_config_rbac(&sb).await;
+    let operator = "system:serviceaccount:flotilla-system:flotilla";
+    let reviews = Api::<SelfSubjectAccessReview>::all(sb.client_as(operator, &[]));
+    let can = |verb: &str, group: &str, resource: &str, subresource: &str, ns: &str| {
+        let review: SelfSubjectAccessReview = serde_json::from_value(json!({"spec": {"resourceAttributes": {
+            "verb": verb, "group": group, "resource": resource, "subresource": subresource, "namespace": ns}}}))
+        .unwrap();
+        let reviews = reviews.clone();
+        async move {
+            reviews
+                .create(&PostParams::default(), &review)
+                .await
+                .unwrap()
+                .status
+                .unwrap()
+                .allowed
+        }
+    };
+    assert!(can("watch", "flotilla.dev", "subscriptions", "", "").await);
+    assert!(
+        can(
+            "patch",
+            "flotilla.dev",
+            "subscriptions",
+            "status",
+            "tenant-a"
+        )
+        .await
+    );
+    assert!(
+        can(
+            "update",
+            "flotilla.dev",
+            "subscriptions",
+            "finalizers",
+            "tenant-a"
+        )
+        .await
+    );
+    assert!(!can("update", "flotilla.dev", "subscriptions", "", "tenant-a").await);
+    assert!(!can("delete", "flotilla.dev", "plans", "", "").await);
+    assert!(
+        can(
+            "get",
+            "coordination.k8s.io",
+            "leases",
+            "",
+            "flotilla-system"
+        )
+        .await
+    );
+    assert!(!can("get", "coordination.k8s.io", "leases", "", "fleet").await);
+
+    // The operator may bind the aggregated `admin` ClusterRole in a tenant namespace (it holds
+    // `bind` on it), though it does not hold admin's permissions.
+    let client = sb.client_as(operator, &[]);
+    apply(
+        &Api::<Namespace>::all(client.clone()),
+        json!({"metadata": {"name": "tenant-a"}}),
+    )
+    .await;
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "tenant-admin"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "tenant-a-admins"}]}))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), "tenant-a")
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    // The aggregated admin role is in effect for the group bound to it.
+    let tenant = sb.client_as("alice", &["tenant-a-admins"]);
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(tenant.clone(), "tenant-a")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        api_error(
+            Api::<k8s_openapi::api::core::v1::Secret>::namespaced(tenant, "fleet")
+                .list(&ListParams::default())
+                .await
+        )
+        .code,
+        403
+    );
+    // Binding `edit` is not granted to it: refused as an escalation.
+    let edit: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "tenant-edit"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "tenant-a-editors"}]}))
+    .unwrap();
+    let status = api_error(
+        Api::<RoleBinding>::namespaced(client, "tenant-a")
+            .create(&PostParams::default(), &edit)
+            .await,
+    );
+    assert!(
+        status.message.starts_with(&format!(
+            "rolebindings.rbac.authorization.k8s.io \"tenant-edit\" is forbidden: user \"{operator}\" (groups=[\"system:serviceaccounts\" \"system:serviceaccounts:flotilla-system\" \"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:\n"
+        )),
+        "{}",
+        status.message
+    );
+}
