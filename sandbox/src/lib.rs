@@ -126,7 +126,9 @@ impl SandboxBuilder {
     }
 
     /// Authenticates every request and authorizes it with RBAC, as a kube-apiserver with
-    /// `--authorization-mode=RBAC` does (off by default: then every request is served).
+    /// `--authorization-mode=RBAC` does (off by default: then every request is served). The
+    /// sandbox then serves HTTPS with a self-signed certificate ([`Sandbox::ca_pem`]), since
+    /// kubectl sends no credentials over plain HTTP; [`Sandbox::url`] is `https://...`.
     ///
     /// [`Sandbox::client`], [`Sandbox::kube_config`] and the kubeconfigs carry the admin token
     /// ([`auth::ADMIN_TOKEN`]: user `sandbox-admin` in `system:masters`, allowed everything).
@@ -298,7 +300,8 @@ impl Sandbox {
         self.tls.as_ref().map(|t| t.cert_pem.as_str())
     }
 
-    /// A real `kube::Client` talking HTTP to this sandbox, default namespace `default`.
+    /// A real `kube::Client` talking to this sandbox (as the admin when RBAC is enforced),
+    /// default namespace `default`.
     pub fn client(&self) -> kube::Client {
         let config = self.kube_config();
         kube::Client::try_from(config).expect("a plain-HTTP client config is always valid")

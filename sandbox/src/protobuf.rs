@@ -454,4 +454,52 @@ mod tests {
         truncated.push(0x05);
         assert!(decode(&truncated).is_err());
     }
+
+    #[test]
+    fn decodes_token_requests_and_access_reviews() {
+        let mut spec = Vec::new();
+        bytes_field(
+            1,
+            b"https://kubernetes.default.svc.cluster.local",
+            &mut spec,
+        );
+        varint(4 << 3, &mut spec);
+        varint(900, &mut spec);
+        let mut request = Vec::new();
+        bytes_field(1, &[], &mut request);
+        bytes_field(2, &spec, &mut request);
+        let decoded = decode(&envelope(
+            "authentication.k8s.io/v1",
+            "TokenRequest",
+            &request,
+        ))
+        .unwrap();
+        assert_eq!(
+            decoded,
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "metadata": {},
+                   "spec": {"audiences": ["https://kubernetes.default.svc.cluster.local"],
+                            "expirationSeconds": 900}})
+        );
+        let mut attributes = Vec::new();
+        bytes_field(1, b"team", &mut attributes);
+        bytes_field(2, b"list", &mut attributes);
+        bytes_field(3, b"flotilla.dev", &mut attributes);
+        bytes_field(5, b"plans", &mut attributes);
+        let mut spec = Vec::new();
+        bytes_field(1, &attributes, &mut spec);
+        let mut review = Vec::new();
+        bytes_field(1, &[], &mut review);
+        bytes_field(2, &spec, &mut review);
+        let decoded = decode(&envelope(
+            "authorization.k8s.io/v1",
+            "SelfSubjectAccessReview",
+            &review,
+        ))
+        .unwrap();
+        assert_eq!(
+            decoded["spec"],
+            json!({"resourceAttributes": {"namespace": "team", "verb": "list",
+                                          "group": "flotilla.dev", "resource": "plans"}})
+        );
+    }
 }
