@@ -71,6 +71,8 @@ pub enum SandboxError {
         name: String,
         message: String,
     },
+    #[error("creating objects from a manifest: {message}")]
+    Manifest { message: String },
     #[error("generating the TLS certificate: {message}")]
     Tls { message: String },
     #[error("writing kubeconfig {path}: {source}")]
@@ -276,6 +278,51 @@ impl Sandbox {
                     name,
                     message: e.body.to_string(),
                 })?;
+        }
+        Ok(())
+    }
+
+    /// Creates every object of a multi-document YAML manifest, in order, as `kubectl create
+    /// -f` run by the admin would (without RBAC checks): e.g. the files of `config/rbac`, whose
+    /// namespaces must exist. ClusterRoles are aggregated at once.
+    pub fn create_from_yaml(&self, yaml: &str) -> Result<(), SandboxError> {
+        use serde::Deserialize as _;
+        let error = |message: String| SandboxError::Manifest { message };
+        let registry = self.state.store.registry();
+        for document in serde_yaml::Deserializer::from_str(yaml) {
+            let object =
+                serde_json::Value::deserialize(document).map_err(|e| error(e.to_string()))?;
+            if object.is_null() {
+                continue;
+            }
+            let api_version = object["apiVersion"].as_str().unwrap_or_default();
+            let kind = object["kind"].as_str().unwrap_or_default();
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            let resource = registry
+                .iter()
+                .find(|r| r.group == group && r.version == version && r.kind == kind)
+                .ok_or_else(|| error(format!("{api_version} {kind} is not served")))?;
+            let namespace = if resource.namespaced {
+                object
+                    .pointer("/metadata/namespace")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("default")
+                    .to_owned()
+            } else {
+                String::new()
+            };
+            let opts = WriteOptions {
+                field_manager: Some("kubectl-create".into()),
+                ..Default::default()
+            };
+            let key = resource.storage.clone().unwrap_or_else(|| resource.key());
+            self.state
+                .store
+                .create(&key, &namespace, object, &opts)
+                .map_err(|e| error(e.body["message"].as_str().unwrap_or_default().to_owned()))?;
+        }
+        if self.rbac_enforced() {
+            auth::aggregate_cluster_roles(&self.state.store);
         }
         Ok(())
     }

@@ -770,24 +770,8 @@ async fn apply_config_rbac(sb: &Sandbox) {
         .collect();
     files.sort();
     for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        for document in serde_yaml::Deserializer::from_str(&text) {
-            let object: Value = serde::Deserialize::deserialize(document).unwrap();
-            let object: DynamicObject = serde_json::from_value(object).unwrap();
-            let types = object.types.clone().unwrap();
-            let (group, version) = types
-                .api_version
-                .rsplit_once('/')
-                .unwrap_or(("", &types.api_version));
-            let gvk = kube::api::GroupVersionKind::gvk(group, version, &types.kind);
-            let plural = format!("{}s", types.kind.to_lowercase());
-            let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, &plural);
-            let api = match object.metadata.namespace.as_deref() {
-                Some(ns) => Api::<DynamicObject>::namespaced_with(admin.clone(), ns, &resource),
-                None => Api::<DynamicObject>::all_with(admin.clone(), &resource),
-            };
-            api.create(&PostParams::default(), &object).await.unwrap();
-        }
+        sb.create_from_yaml(&std::fs::read_to_string(&file).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     }
 }
 
