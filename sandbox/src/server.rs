@@ -324,6 +324,9 @@ async fn serve_enforced(
             Err(e) => error_response(e),
         };
     }
+    if let Some(denied) = apply_create_check(app, user, attrs, verb, path, headers) {
+        return denied;
+    }
     if let Some(denied) =
         escalation_check(app, user, attrs, verb, path, query, headers, &body).await
     {
@@ -343,6 +346,49 @@ async fn serve_enforced(
 }
 
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+/// A server-side apply that creates the object is authorized as a `create` too (the patch
+/// handler's `withAuthorization` of its create validation), and refused with the bare
+/// authorizer reason: `leases.coordination.k8s.io "x" is forbidden: ` for RBAC.
+fn apply_create_check(
+    app: &AppState,
+    user: &UserInfo,
+    attrs: &RequestAttributes,
+    verb: Verb,
+    path: &ApiPath,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    let apply = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/apply-patch"));
+    if verb != Verb::Patch || !apply || path.subresource.is_some() {
+        return None;
+    }
+    let registry = app.store.registry();
+    let resource = registry.lookup(&path.group, &path.version, &path.resource)?;
+    let key = resource.storage.clone().unwrap_or_else(|| resource.key());
+    let ns = path.namespace.clone().unwrap_or_default();
+    if app
+        .store
+        .get(&key, &ns, path.name.as_deref().unwrap_or_default())
+        .is_ok()
+    {
+        return None;
+    }
+    let create = RequestAttributes {
+        verb: "create".into(),
+        ..attrs.clone()
+    };
+    let decision = auth::policy(&app.store).authorize(user, &create);
+    if decision.allowed {
+        return None;
+    }
+    Some(error_response(
+        status_error::forbidden(&attrs.group, &attrs.resource, &attrs.name, &decision.reason)
+            .into(),
+    ))
+}
 
 /// Whether an update changes only what garbage collection needs (`IsOnlyMutatingGCFields`).
 fn only_gc_fields_changed(old: &Value, new: &Value) -> bool {

@@ -882,3 +882,33 @@ async fn config_rbac_takes_effect_for_the_operator_service_account() {
         status.message
     );
 }
+
+#[tokio::test]
+async fn a_server_side_apply_that_creates_needs_create_too() {
+    let sb = enforced().await;
+    service_account_with_role(
+        &sb,
+        "applier",
+        json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["patch"]}]),
+    )
+    .await;
+    let admin = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(sb.client(), NS);
+    apply(&admin, json!({"metadata": {"name": "existing"}})).await;
+    let client = sb.service_account_client(NS, "applier").unwrap();
+    let configmaps = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client, NS);
+    let config = |name: &str| {
+        Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": {"name": name}, "data": {"k": "v"}}))
+    };
+    let params = PatchParams::apply("applier");
+    configmaps
+        .patch("existing", &params, &config("existing"))
+        .await
+        .unwrap();
+    let status = api_error(configmaps.patch("new", &params, &config("new")).await);
+    assert_eq!(
+        (status.code, status.message.as_str()),
+        (403, "configmaps \"new\" is forbidden: ")
+    );
+    assert!(admin.get_opt("new").await.unwrap().is_none());
+}
