@@ -425,8 +425,7 @@ async fn escalation_check(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Option<Response> {
-    if user.is_privileged()
-        || path.group != RBAC_GROUP
+    if path.group != RBAC_GROUP
         || path.subresource.is_some()
         || !matches!(verb, Verb::Create | Verb::Update | Verb::Patch)
     {
@@ -437,6 +436,11 @@ async fn escalation_check(
         "rolebindings" | "clusterrolebindings" => false,
         _ => return None,
     };
+    // Everyone's binding updates are validated: a roleRef cannot change.
+    let binding_update = !role && verb != Verb::Create;
+    if user.is_privileged() && !binding_update {
+        return None;
+    }
     let policy = auth::policy(&app.store);
     let ns = path.namespace.clone().unwrap_or_default();
     if role {
@@ -472,16 +476,31 @@ async fn escalation_check(
             .get(&key, &ns, path.name.as_deref().unwrap_or_default())
             .ok(),
     };
-    if let Some(old) = &old
-        && only_gc_fields_changed(old, &new)
-    {
-        return None;
-    }
     let name = new
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
+    // ValidateRoleBindingUpdate, after the escalation checks as in the registry.
+    let role_ref_changed = old.as_ref().filter(|_| binding_update).and_then(|old| {
+        let kind = old
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or(if ns.is_empty() {
+                "ClusterRoleBinding"
+            } else {
+                "RoleBinding"
+            });
+        role_ref_change(kind, &name, old, &new).map(error_response)
+    });
+    if user.is_privileged() {
+        return role_ref_changed;
+    }
+    if let Some(old) = &old
+        && only_gc_fields_changed(old, &new)
+    {
+        return None;
+    }
     let forbidden = |message: &str| {
         Some(error_response(
             status_error::forbidden(RBAC_GROUP, &path.resource, &name, message).into(),
@@ -525,7 +544,7 @@ async fn escalation_check(
         ..Default::default()
     };
     if policy.authorize(user, &bind).allowed {
-        return None;
+        return role_ref_changed;
     }
     let rules = match policy.role_reference_rules(role_ref, &ns) {
         Ok(rules) => rules.to_vec(),
@@ -536,9 +555,40 @@ async fn escalation_check(
         }
     };
     match policy.confirm_no_escalation(user, &ns, &rules) {
-        Ok(()) => None,
+        Ok(()) => role_ref_changed,
         Err(message) => forbidden(&message),
     }
+}
+
+/// The 422 of `ValidateRoleBindingUpdate` when an update changes a binding's roleRef:
+/// `... is invalid: roleRef: Invalid value: rbac.RoleRef{APIGroup:"...", Kind:"...",
+/// Name:"..."}: cannot change roleRef`.
+fn role_ref_change(kind: &str, name: &str, old: &Value, new: &Value) -> Option<ApiError> {
+    let role_ref = |o: &Value| {
+        o.get("roleRef")
+            .and_then(|r| serde_json::from_value::<rbac::RoleRef>(r.clone()).ok())
+            .unwrap_or_default()
+    };
+    let (before, after) = (role_ref(old), role_ref(new));
+    if before == after {
+        return None;
+    }
+    let q = crate::schema::go_fmt::quote;
+    let detail = format!(
+        "Invalid value: rbac.RoleRef{{APIGroup:{}, Kind:{}, Name:{}}}: cannot change roleRef",
+        q(&after.api_group),
+        q(&after.kind),
+        q(&after.name)
+    );
+    Some(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": format!("{kind}.{RBAC_GROUP} {} is invalid: roleRef: {detail}", q(name)),
+               "reason": "Invalid",
+               "details": {"name": name, "group": RBAC_GROUP, "kind": kind,
+                           "causes": [{"reason": "FieldValueInvalid", "message": detail, "field": "roleRef"}]},
+               "code": 422}),
+    ))
 }
 
 /// The owners a request body names with `blockOwnerDeletion: true`, as (group, plural, name).

@@ -912,3 +912,34 @@ async fn a_server_side_apply_that_creates_needs_create_too() {
     );
     assert!(admin.get_opt("new").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_bindings_role_ref_cannot_change() {
+    let sb = enforced().await;
+    service_account_with_role(&sb, "bound", json!([])).await;
+    let bindings = Api::<RoleBinding>::namespaced(sb.client(), NS);
+    let status = api_error(
+        bindings
+            .patch(
+                "bound-bound",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"roleRef": {"apiGroup": "rbac.authorization.k8s.io",
+                                                 "kind": "ClusterRole", "name": "view"}})),
+            )
+            .await,
+    );
+    assert_eq!(status.code, 422);
+    assert_eq!(
+        status.message,
+        "RoleBinding.rbac.authorization.k8s.io \"bound-bound\" is invalid: roleRef: Invalid value: rbac.RoleRef{APIGroup:\"rbac.authorization.k8s.io\", Kind:\"ClusterRole\", Name:\"view\"}: cannot change roleRef"
+    );
+    // Other changes are fine.
+    bindings
+        .patch(
+            "bound-bound",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+}
