@@ -773,7 +773,7 @@ pub fn bootstrap_policy() -> (Vec<Value>, Vec<Value>) {
             {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets", "poddisruptionbudgets/status"], "verbs": ro},
             {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "ingresses/status", "networkpolicies"], "verbs": ro}])),
     ]);
-    let mut bindings = vec![
+    let bindings = vec![
         binding("cluster-admin", &[SYSTEM_MASTERS]),
         binding("system:discovery", &[AUTHENTICATED]),
         binding("system:basic-user", &[AUTHENTICATED]),
@@ -786,8 +786,6 @@ pub fn bootstrap_policy() -> (Vec<Value>, Vec<Value>) {
             &[rbac::SERVICE_ACCOUNTS],
         ),
     ];
-    // Kubernetes names the cluster-admin binding after the role too.
-    bindings[0]["metadata"]["name"] = json!("cluster-admin");
     (roles, bindings)
 }
 

@@ -7,6 +7,10 @@
 //! collection, namespace termination, CRD schema validation, Table output — and fault injection
 //! and a request log for tests.
 //!
+//! Opt-in with [`SandboxBuilder::enforce_rbac`], it authenticates (admin token, TokenRequest
+//! ServiceAccount tokens, impersonation) and authorizes every request with RBAC as the
+//! kube-apiserver does, over HTTPS; see [`auth`] and [`rbac`].
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! let sandbox = flotilla_sandbox::Sandbox::start().await?;
