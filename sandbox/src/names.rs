@@ -193,6 +193,21 @@ pub enum NameRule {
     Dns1123Label,
     /// DNS-1035 label: Services.
     Dns1035Label,
+    /// A path segment (`path.IsValidPathSegmentName`): the RBAC kinds (`ValidateRBACName`),
+    /// whose names are often like `system:discovery`.
+    PathSegment,
+}
+
+/// `path.IsValidPathSegmentName`
+pub fn path_segment_name_errors(name: &str) -> Vec<String> {
+    if name == "." || name == ".." {
+        return vec![format!("may not be '{name}'")];
+    }
+    ["/", "%"]
+        .iter()
+        .filter(|c| name.contains(**c))
+        .map(|c| format!("may not contain '{c}'"))
+        .collect()
 }
 
 impl NameRule {
@@ -210,6 +225,7 @@ impl NameRule {
             NameRule::Dns1123Subdomain => is_dns1123_subdomain(name),
             NameRule::Dns1123Label => is_dns1123_label(name),
             NameRule::Dns1035Label => is_dns1035_label(name),
+            NameRule::PathSegment => path_segment_name_errors(name),
         }
     }
 }

@@ -40,6 +40,12 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
         ("v1", "ConfigMap") => config_map(raw)?,
         ("v1", "Secret") => secret(raw)?,
         ("v1", "ServiceAccount") => service_account(raw)?,
+        // The authentication and authorization requests kubectl's typed clients send
+        // (`create token`, `auth can-i`, `auth whoami`): their spec is all that matters.
+        ("authentication.k8s.io/v1", "TokenRequest") => review(raw, TOKEN_REQUEST_SPEC)?,
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => review(raw, &[])?,
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => review(raw, ACCESS_REVIEW_SPEC)?,
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => review(raw, RULES_REVIEW_SPEC)?,
         _ => {
             return Err(format!(
                 "protobuf is only decoded for v1 Namespace, ConfigMap, Secret and ServiceAccount, not {api_version} {kind}; send JSON or YAML"
@@ -49,6 +55,89 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
     object.insert("apiVersion".into(), json!(api_version));
     object.insert("kind".into(), json!(kind));
     Ok(Value::Object(object))
+}
+
+/// How one protobuf field maps to JSON.
+enum Field {
+    Text(u64, &'static str),
+    RepeatedText(u64, &'static str),
+    Int(u64, &'static str),
+    Message(u64, &'static str, &'static [Field]),
+}
+
+const BOUND_OBJECT_REF: &[Field] = &[
+    Field::Text(1, "kind"),
+    Field::Text(2, "apiVersion"),
+    Field::Text(3, "name"),
+    Field::Text(4, "uid"),
+];
+/// `authentication/v1 TokenRequestSpec`
+const TOKEN_REQUEST_SPEC: &[Field] = &[
+    Field::RepeatedText(1, "audiences"),
+    Field::Message(3, "boundObjectRef", BOUND_OBJECT_REF),
+    Field::Int(4, "expirationSeconds"),
+];
+const RESOURCE_ATTRIBUTES: &[Field] = &[
+    Field::Text(1, "namespace"),
+    Field::Text(2, "verb"),
+    Field::Text(3, "group"),
+    Field::Text(4, "version"),
+    Field::Text(5, "resource"),
+    Field::Text(6, "subresource"),
+    Field::Text(7, "name"),
+];
+const NON_RESOURCE_ATTRIBUTES: &[Field] = &[Field::Text(1, "path"), Field::Text(2, "verb")];
+/// `authorization/v1 SelfSubjectAccessReviewSpec`
+const ACCESS_REVIEW_SPEC: &[Field] = &[
+    Field::Message(1, "resourceAttributes", RESOURCE_ATTRIBUTES),
+    Field::Message(2, "nonResourceAttributes", NON_RESOURCE_ATTRIBUTES),
+];
+/// `authorization/v1 SelfSubjectRulesReviewSpec`
+const RULES_REVIEW_SPEC: &[Field] = &[Field::Text(1, "namespace")];
+
+fn message(raw: &[u8], fields: &[Field]) -> Result<Map<String, Value>, String> {
+    let mut out = Map::new();
+    for field in Fields::new(raw) {
+        let (number, wire) = field?;
+        for f in fields {
+            match (f, &wire) {
+                (Field::Text(n, name), Wire::Bytes(b)) if *n == number => {
+                    out.insert((*name).into(), json!(text(b)?));
+                }
+                (Field::RepeatedText(n, name), Wire::Bytes(b)) if *n == number => {
+                    let list = out.entry(*name).or_insert_with(|| json!([]));
+                    if let Some(list) = list.as_array_mut() {
+                        list.push(json!(text(b)?));
+                    }
+                }
+                (Field::Int(n, name), Wire::Varint(v)) if *n == number => {
+                    out.insert((*name).into(), json!(*v as i64));
+                }
+                (Field::Message(n, name, inner), Wire::Bytes(b)) if *n == number => {
+                    out.insert((*name).into(), Value::Object(message(b, inner)?));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An object with `metadata = 1` and `spec = 2`.
+fn review(raw: &[u8], spec: &[Field]) -> Result<Map<String, Value>, String> {
+    let mut out = Map::new();
+    for field in Fields::new(raw) {
+        match field? {
+            (1, Wire::Bytes(b)) => {
+                out.insert("metadata".into(), object_meta(b)?);
+            }
+            (2, Wire::Bytes(b)) => {
+                out.insert("spec".into(), Value::Object(message(b, spec)?));
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 fn namespace(raw: &[u8]) -> Result<Map<String, Value>, String> {
@@ -364,5 +453,53 @@ mod tests {
         truncated.push(0x0a);
         truncated.push(0x05);
         assert!(decode(&truncated).is_err());
+    }
+
+    #[test]
+    fn decodes_token_requests_and_access_reviews() {
+        let mut spec = Vec::new();
+        bytes_field(
+            1,
+            b"https://kubernetes.default.svc.cluster.local",
+            &mut spec,
+        );
+        varint(4 << 3, &mut spec);
+        varint(900, &mut spec);
+        let mut request = Vec::new();
+        bytes_field(1, &[], &mut request);
+        bytes_field(2, &spec, &mut request);
+        let decoded = decode(&envelope(
+            "authentication.k8s.io/v1",
+            "TokenRequest",
+            &request,
+        ))
+        .unwrap();
+        assert_eq!(
+            decoded,
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "metadata": {},
+                   "spec": {"audiences": ["https://kubernetes.default.svc.cluster.local"],
+                            "expirationSeconds": 900}})
+        );
+        let mut attributes = Vec::new();
+        bytes_field(1, b"team", &mut attributes);
+        bytes_field(2, b"list", &mut attributes);
+        bytes_field(3, b"flotilla.dev", &mut attributes);
+        bytes_field(5, b"plans", &mut attributes);
+        let mut spec = Vec::new();
+        bytes_field(1, &attributes, &mut spec);
+        let mut review = Vec::new();
+        bytes_field(1, &[], &mut review);
+        bytes_field(2, &spec, &mut review);
+        let decoded = decode(&envelope(
+            "authorization.k8s.io/v1",
+            "SelfSubjectAccessReview",
+            &review,
+        ))
+        .unwrap();
+        assert_eq!(
+            decoded["spec"],
+            json!({"resourceAttributes": {"namespace": "team", "verb": "list",
+                                          "group": "flotilla.dev", "resource": "plans"}})
+        );
     }
 }

@@ -23,6 +23,9 @@ pub struct RequestRecord {
     /// name): the OwnerReferencesPermissionEnforcement admission plugin lets a client set
     /// that only with `update` on the owner's `finalizers` subresource.
     pub blocked_owners: Vec<(String, String, String)>,
+    /// The user the request was served as (after impersonation), when the sandbox enforces
+    /// RBAC; None otherwise and for requests that did not authenticate (401).
+    pub user: Option<String>,
 }
 
 impl RequestRecord {
@@ -70,6 +73,17 @@ impl RequestLog {
             *counts.entry((r.verb, r.full_resource())).or_insert(0) += 1;
         }
         counts
+    }
+
+    /// Requests refused with 401 or 403.
+    pub fn denied(&self) -> Vec<RequestRecord> {
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|r| r.status == 401 || r.status == 403)
+            .cloned()
+            .collect()
     }
 
     pub fn snapshot(&self) -> Vec<RequestRecord> {

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{ApiError, ApiResult, statuses};
 use crate::faults::{Faults, RequestInfo, Verb};
+use crate::rbac::{self, RequestAttributes, UserInfo};
 use crate::registry::{Resource, ResourceKey};
 use crate::requests::{RequestLog, RequestRecord};
 use crate::selector::{FieldSelector, LabelSelector};
@@ -25,7 +26,7 @@ use crate::store::{
     labels_of, rv_of,
 };
 use crate::table::{self, IncludeObject};
-use crate::{discovery, events, openapi, patch, protobuf};
+use crate::{auth, discovery, events, openapi, patch, protobuf};
 
 /// How often an idle watch with `allowWatchBookmarks` gets a BOOKMARK.
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
@@ -39,6 +40,8 @@ pub struct AppState {
     pub faults: Arc<Faults>,
     pub requests: Arc<RequestLog>,
     pub shutdown: CancellationToken,
+    /// Authentication and RBAC, when the sandbox enforces them.
+    pub auth: Option<Arc<auth::Auth>>,
 }
 
 /// A parsed resource request path.
@@ -118,6 +121,8 @@ fn verb_of(method: &Method, path: &ApiPath, query: &HashMap<String, String>) -> 
         ("GET", true) => Verb::Get,
         ("GET", false) => Verb::List,
         ("POST", false) => Verb::Create,
+        // Subresources such as `serviceaccounts/NAME/token`.
+        ("POST", true) if path.subresource.is_some() => Verb::Create,
         ("PUT", true) => Verb::Update,
         ("PATCH", true) => Verb::Patch,
         ("DELETE", true) => Verb::Delete,
@@ -139,7 +144,32 @@ pub async fn handle(
         tokio::time::sleep(latency).await;
     }
     let query = parse_query(uri.query());
-    match route(uri.path()) {
+    let route = route(uri.path());
+    let mut user = None;
+    let mut attrs = None;
+    if let Some(auth) = &app.auth {
+        let attributes = RequestAttributes::from_request(method.as_str(), uri.path(), &query);
+        match gate(&app, auth, &attributes, uri.path(), &headers) {
+            Ok(u) => user = Some(u),
+            Err((err, who)) => {
+                if let Route::Resource(path) = &route
+                    && let Some(verb) = verb_of(&method, path, &query)
+                {
+                    app.requests.record(record_of(
+                        verb,
+                        path,
+                        err.code.as_u16(),
+                        &headers,
+                        Vec::new(),
+                        who,
+                    ));
+                }
+                return error_response(err);
+            }
+        }
+        attrs = Some(attributes);
+    }
+    match route {
         Route::Health => (StatusCode::OK, "ok").into_response(),
         Route::NotFound => error_response(statuses::not_found_path(uri.path()).into()),
         Route::OpenApiRoot => json_response(StatusCode::OK, &openapi::root(&app.store.registry())),
@@ -149,7 +179,20 @@ pub async fn handle(
         },
         Route::Discovery(endpoint) => {
             let registry = app.store.registry();
-            match discovery::render(&registry, &endpoint) {
+            let enforced = app.auth.is_some();
+            let doc = discovery::render(&registry, &endpoint)
+                .map(|mut doc| {
+                    if enforced {
+                        auth::augment_discovery(&endpoint, &mut doc);
+                    }
+                    doc
+                })
+                .or_else(|| {
+                    enforced
+                        .then(|| auth::virtual_discovery(&endpoint))
+                        .flatten()
+                });
+            match doc {
                 Some(body) => json_response(StatusCode::OK, &body),
                 None => error_response(statuses::not_found_path(uri.path()).into()),
             }
@@ -173,29 +216,379 @@ pub async fn handle(
             } else {
                 Vec::new()
             };
+            let who = user.as_ref().map(|u| u.name.clone());
             let response = match app.faults.take(&info) {
                 Some(failure) => error_response(injected(failure.status, failure.retry_after)),
-                None => serve(&app, verb, &path, &query, &headers, body).await,
+                None => match (&app.auth, &user, &attrs) {
+                    (Some(auth), Some(user), Some(attrs)) => {
+                        serve_enforced(&app, auth, user, attrs, verb, &path, &query, &headers, body)
+                            .await
+                    }
+                    _ => serve(&app, verb, &path, &query, &headers, body).await,
+                },
             };
-            let user_agent = headers
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            app.requests.record(RequestRecord {
+            app.requests.record(record_of(
                 verb,
-                group: path.group.clone(),
-                resource: path.resource.clone(),
-                subresource: path.subresource.clone(),
-                namespace: path.namespace.clone(),
-                name: path.name.clone(),
-                status: response.status().as_u16(),
-                user_agent,
+                &path,
+                response.status().as_u16(),
+                &headers,
                 blocked_owners,
-            });
+                who,
+            ));
             response
         }
     }
+}
+
+fn record_of(
+    verb: Verb,
+    path: &ApiPath,
+    status: u16,
+    headers: &HeaderMap,
+    blocked_owners: Vec<(String, String, String)>,
+    user: Option<String>,
+) -> RequestRecord {
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    RequestRecord {
+        verb,
+        group: path.group.clone(),
+        resource: path.resource.clone(),
+        subresource: path.subresource.clone(),
+        namespace: path.namespace.clone(),
+        name: path.name.clone(),
+        status,
+        user_agent,
+        blocked_owners,
+        user,
+    }
+}
+
+/// Authentication, impersonation and authorization of one request, in the apiserver's filter
+/// order. The error comes with the user it was decided for, if one was authenticated.
+fn gate(
+    app: &AppState,
+    auth: &auth::Auth,
+    attrs: &RequestAttributes,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<UserInfo, (ApiError, Option<String>)> {
+    let requester = auth
+        .authenticate(&app.store, path, headers)
+        .map_err(|e| (e, None))?;
+    let policy = auth::policy(&app.store);
+    let name = requester.name.clone();
+    let user = auth::impersonate(&policy, requester, headers).map_err(|e| (e, Some(name)))?;
+    let decision = policy.authorize(&user, attrs);
+    if decision.allowed {
+        Ok(user)
+    } else {
+        let err = attrs.forbidden(&user.name, &decision.reason).into();
+        Err((err, Some(user.name)))
+    }
+}
+
+/// Serves an authorized request of a sandbox that enforces RBAC: the endpoints the sandbox
+/// answers itself, the escalation checks of the RBAC registry, and the aggregation of
+/// ClusterRoles after a write to them.
+#[allow(clippy::too_many_arguments)]
+async fn serve_enforced(
+    app: &AppState,
+    auth: &auth::Auth,
+    user: &UserInfo,
+    attrs: &RequestAttributes,
+    verb: Verb,
+    path: &ApiPath,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(endpoint) = auth::Virtual::of(attrs) {
+        let protobuf = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf"));
+        let body = if protobuf {
+            match protobuf::decode(&body) {
+                Ok(obj) => Bytes::from(serde_json::to_vec(&obj).unwrap_or_default()),
+                Err(msg) => return error_response(status_error::bad_request(&msg).into()),
+            }
+        } else {
+            body
+        };
+        return match auth::serve_virtual(auth, &app.store, endpoint, user, attrs, &body) {
+            Ok((code, body)) => json_response(code, &body),
+            Err(e) => error_response(e),
+        };
+    }
+    if let Some(denied) = apply_create_check(app, user, attrs, verb, path, headers) {
+        return denied;
+    }
+    if let Some(denied) =
+        escalation_check(app, user, attrs, verb, path, query, headers, &body).await
+    {
+        return denied;
+    }
+    let response = serve(app, verb, path, query, headers, body).await;
+    if path.group == RBAC_GROUP
+        && path.resource == "clusterroles"
+        && verb != Verb::Get
+        && verb != Verb::List
+        && verb != Verb::Watch
+        && response.status().is_success()
+    {
+        auth::aggregate_cluster_roles(&app.store);
+    }
+    response
+}
+
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+/// A server-side apply that creates the object is authorized as a `create` too (the patch
+/// handler's `withAuthorization` of its create validation), and refused with the bare
+/// authorizer reason: `leases.coordination.k8s.io "x" is forbidden: ` for RBAC.
+fn apply_create_check(
+    app: &AppState,
+    user: &UserInfo,
+    attrs: &RequestAttributes,
+    verb: Verb,
+    path: &ApiPath,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    let apply = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/apply-patch"));
+    if verb != Verb::Patch || !apply || path.subresource.is_some() {
+        return None;
+    }
+    let registry = app.store.registry();
+    let resource = registry.lookup(&path.group, &path.version, &path.resource)?;
+    let key = resource.storage.clone().unwrap_or_else(|| resource.key());
+    let ns = path.namespace.clone().unwrap_or_default();
+    if app
+        .store
+        .get(&key, &ns, path.name.as_deref().unwrap_or_default())
+        .is_ok()
+    {
+        return None;
+    }
+    let create = RequestAttributes {
+        verb: "create".into(),
+        ..attrs.clone()
+    };
+    let decision = auth::policy(&app.store).authorize(user, &create);
+    if decision.allowed {
+        return None;
+    }
+    Some(error_response(
+        status_error::forbidden(&attrs.group, &attrs.resource, &attrs.name, &decision.reason)
+            .into(),
+    ))
+}
+
+/// Whether an update changes only what garbage collection needs (`IsOnlyMutatingGCFields`).
+fn only_gc_fields_changed(old: &Value, new: &Value) -> bool {
+    let strip = |o: &Value| {
+        let mut o = o.clone();
+        if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+            for k in [
+                "finalizers",
+                "ownerReferences",
+                "resourceVersion",
+                "managedFields",
+                "generation",
+            ] {
+                meta.remove(k);
+            }
+        }
+        o
+    };
+    strip(old) == strip(new)
+}
+
+/// The RBAC registry's escalation prevention: creating or updating a Role or ClusterRole
+/// needs every permission it grants (or `escalate` on it), a RoleBinding or
+/// ClusterRoleBinding every permission of the role it references (or `bind` on that role).
+/// The new object is computed by running the request as a dry run first.
+#[allow(clippy::too_many_arguments)]
+async fn escalation_check(
+    app: &AppState,
+    user: &UserInfo,
+    attrs: &RequestAttributes,
+    verb: Verb,
+    path: &ApiPath,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Option<Response> {
+    if path.group != RBAC_GROUP
+        || path.subresource.is_some()
+        || !matches!(verb, Verb::Create | Verb::Update | Verb::Patch)
+    {
+        return None;
+    }
+    let role = match path.resource.as_str() {
+        "roles" | "clusterroles" => true,
+        "rolebindings" | "clusterrolebindings" => false,
+        _ => return None,
+    };
+    // Everyone's binding updates are validated: a roleRef cannot change.
+    let binding_update = !role && verb != Verb::Create;
+    if user.is_privileged() && !binding_update {
+        return None;
+    }
+    let policy = auth::policy(&app.store);
+    let ns = path.namespace.clone().unwrap_or_default();
+    if role {
+        let escalate = RequestAttributes {
+            verb: "escalate".into(),
+            resource_request: true,
+            group: RBAC_GROUP.into(),
+            version: "*".into(),
+            resource: path.resource.clone(),
+            namespace: attrs.namespace.clone(),
+            name: attrs.name.clone(),
+            ..Default::default()
+        };
+        if policy.authorize(user, &escalate).allowed {
+            return None;
+        }
+    }
+    let mut dry = query.clone();
+    dry.insert("dryRun".into(), "All".into());
+    let response = serve(app, verb, path, &dry, headers, body.clone()).await;
+    if !response.status().is_success() {
+        return Some(response);
+    }
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .ok()?;
+    let new: Value = serde_json::from_slice(&bytes).ok()?;
+    let key = ResourceKey::new(RBAC_GROUP, &path.resource);
+    let old = match verb {
+        Verb::Create => None,
+        _ => app
+            .store
+            .get(&key, &ns, path.name.as_deref().unwrap_or_default())
+            .ok(),
+    };
+    let name = new
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    // ValidateRoleBindingUpdate, after the escalation checks as in the registry.
+    let role_ref_changed = old.as_ref().filter(|_| binding_update).and_then(|old| {
+        let kind = old
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or(if ns.is_empty() {
+                "ClusterRoleBinding"
+            } else {
+                "RoleBinding"
+            });
+        role_ref_change(kind, &name, old, &new).map(error_response)
+    });
+    if user.is_privileged() {
+        return role_ref_changed;
+    }
+    if let Some(old) = &old
+        && only_gc_fields_changed(old, &new)
+    {
+        return None;
+    }
+    let forbidden = |message: &str| {
+        Some(error_response(
+            status_error::forbidden(RBAC_GROUP, &path.resource, &name, message).into(),
+        ))
+    };
+    if role {
+        if let Err(message) = policy.confirm_no_escalation(user, &ns, &rbac::rules_of(&new)) {
+            return forbidden(&message);
+        }
+        if path.resource == "clusterroles" {
+            let aggregation =
+                |o: &Value| o.get("aggregationRule").filter(|a| !a.is_null()).cloned();
+            let changed = match &old {
+                None => aggregation(&new).is_some(),
+                Some(old) => aggregation(old) != aggregation(&new),
+            };
+            if changed
+                && policy
+                    .confirm_no_escalation(user, "", &rbac::full_authority())
+                    .is_err()
+            {
+                return forbidden("must have cluster-admin privileges to use the aggregationRule");
+            }
+        }
+        return None;
+    }
+    let binding = rbac::Binding::from_object(&new)?;
+    let role_ref = &binding.role_ref;
+    let role_resource = match role_ref.kind.as_str() {
+        "Role" => "roles",
+        "ClusterRole" => "clusterroles",
+        _ => return None,
+    };
+    let bind = RequestAttributes {
+        verb: "bind".into(),
+        resource_request: true,
+        group: role_ref.api_group.clone(),
+        resource: role_resource.into(),
+        namespace: ns.clone(),
+        name: role_ref.name.clone(),
+        ..Default::default()
+    };
+    if policy.authorize(user, &bind).allowed {
+        return role_ref_changed;
+    }
+    let rules = match policy.role_reference_rules(role_ref, &ns) {
+        Ok(rules) => rules.to_vec(),
+        Err(_) => {
+            return Some(error_response(
+                status_error::not_found(RBAC_GROUP, role_resource, &role_ref.name).into(),
+            ));
+        }
+    };
+    match policy.confirm_no_escalation(user, &ns, &rules) {
+        Ok(()) => role_ref_changed,
+        Err(message) => forbidden(&message),
+    }
+}
+
+/// The 422 of `ValidateRoleBindingUpdate` when an update changes a binding's roleRef:
+/// `... is invalid: roleRef: Invalid value: rbac.RoleRef{APIGroup:"...", Kind:"...",
+/// Name:"..."}: cannot change roleRef`.
+fn role_ref_change(kind: &str, name: &str, old: &Value, new: &Value) -> Option<ApiError> {
+    let role_ref = |o: &Value| {
+        o.get("roleRef")
+            .and_then(|r| serde_json::from_value::<rbac::RoleRef>(r.clone()).ok())
+            .unwrap_or_default()
+    };
+    let (before, after) = (role_ref(old), role_ref(new));
+    if before == after {
+        return None;
+    }
+    let q = crate::schema::go_fmt::quote;
+    let detail = format!(
+        "Invalid value: rbac.RoleRef{{APIGroup:{}, Kind:{}, Name:{}}}: cannot change roleRef",
+        q(&after.api_group),
+        q(&after.kind),
+        q(&after.name)
+    );
+    Some(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": format!("{kind}.{RBAC_GROUP} {} is invalid: roleRef: {detail}", q(name)),
+               "reason": "Invalid",
+               "details": {"name": name, "group": RBAC_GROUP, "kind": kind,
+                           "causes": [{"reason": "FieldValueInvalid", "message": detail, "field": "roleRef"}]},
+               "code": 422}),
+    ))
 }
 
 /// The owners a request body names with `blockOwnerDeletion: true`, as (group, plural, name).
@@ -347,6 +740,9 @@ async fn serve(
                 ))
             }
             Verb::Create => {
+                if path.subresource.is_some() {
+                    return Err(statuses::resource_not_served(&path.resource).into());
+                }
                 let obj = parse_body(&body)?;
                 let obj = conversion.map_or(obj.clone(), |c| (c.to_storage)(&obj));
                 let opts = write_options(query, headers);

@@ -542,6 +542,8 @@ impl State {
         };
         let rule = if resource.group.is_empty() && resource.plural == "namespaces" {
             NameRule::Dns1123Label
+        } else if resource.group == "rbac.authorization.k8s.io" {
+            NameRule::PathSegment
         } else {
             NameRule::Dns1123Subdomain
         };
