@@ -634,6 +634,32 @@ async fn plans_and_subscriptions_as_their_controllers_write_them() {
     let team = wait_json::<Plan>(&h, "team", "in use", |p| p["status"]["subscriptions"] == 2).await;
     assert_health(&team, "Healthy", "referenced by 2 Subscriptions");
 
+    // A payment overdue, within the plan's grace period: PastDue, still Ready.
+    let since = jiff::Timestamp::now().to_string();
+    create_cluster::<Subscription>(
+        &h,
+        subscription(
+            "late",
+            "none",
+            json!({"payment": {"state": "PastDue", "since": since}}),
+        ),
+    )
+    .await;
+    let late = wait_json::<Subscription>(&h, "late", "PastDue", phase_is("PastDue")).await;
+    assert_health(&late, "Healthy", "unless paid");
+
+    // A plan the schema accepts and the controller refuses.
+    create_cluster::<Plan>(
+        &h,
+        json!({"apiVersion": "flotilla.dev/v1alpha1", "kind": "Plan",
+               "metadata": {"name": "broken"},
+               "spec": {"displayName": "Broken",
+                        "limitRange": {"default": {"cpu": "500m"}, "defaultRequest": {"cpu": "3"}}}}),
+    )
+    .await;
+    let broken = wait_json::<Plan>(&h, "broken", "Invalid", phase_is("Invalid")).await;
+    assert_health(&broken, "Degraded", "spec.limitRange");
+
     // A subscription on a plan that does not exist.
     let mut lost = subscription("lost", "none", json!({}));
     lost["spec"]["plan"] = "gold".into();
@@ -933,6 +959,12 @@ async fn channels_and_campaigns_as_their_controllers_write_them() {
         json!({"trigger": {"phaseEntered": "PastDue"}}),
     ))
     .await;
+    // Starts next century.
+    h.create::<Campaign>(campaign(
+        "someday",
+        json!({"schedule": {"startAt": "2099-01-01T09:00:00Z"}}),
+    ))
+    .await;
     // Suspended by the user before it started.
     h.create::<Campaign>(campaign(
         "later",
@@ -964,6 +996,8 @@ async fn channels_and_campaigns_as_their_controllers_write_them() {
         "Healthy",
         "sends to each Subscription as it enters the trigger",
     );
+    let someday = wait_json::<Campaign>(&h, "someday", "Scheduled", phase_is("Scheduled")).await;
+    assert_health(&someday, "Progressing", "waiting for schedule.startAt");
     let later = wait_json::<Campaign>(&h, "later", "Paused", phase_is("Paused")).await;
     assert_health(&later, "Suspended", "spec.suspend is true");
     let blocked = wait_json::<Campaign>(&h, "blocked", "waiting for its Channel", |c| {
