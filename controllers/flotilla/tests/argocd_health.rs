@@ -548,7 +548,7 @@ async fn wait_json<K: Resource<DynamicType = ()>>(
     what: &str,
     check: impl Fn(&Value) -> bool,
 ) -> Value {
-    let namespaced = K::is_namespaced();
+    let namespaced = is_namespaced::<K>();
     let api = api_of::<K>(h, namespaced);
     let found = wait_for(format!("{} {name}: {what}", K::kind(&())), WAIT, || {
         let api = api.clone();
@@ -565,13 +565,13 @@ async fn wait_json<K: Resource<DynamicType = ()>>(
     }
 }
 
-trait Scope {
-    fn is_namespaced() -> bool;
-}
-impl<K: Resource<DynamicType = ()>> Scope for K {
-    fn is_namespaced() -> bool {
-        std::any::type_name::<K::Scope>().ends_with("NamespaceResourceScope")
-    }
+/// Whether kind `K` is namespaced, as its CRD says.
+fn is_namespaced<K: Resource<DynamicType = ()>>() -> bool {
+    let kind = K::kind(&());
+    flotilla_crds::all_crds()
+        .into_iter()
+        .find(|crd| crd.spec.names.kind == kind)
+        .is_some_and(|crd| crd.spec.scope == "Namespaced")
 }
 
 fn phase_is(phase: &'static str) -> impl Fn(&Value) -> bool {
