@@ -90,6 +90,14 @@ pub mod types {
     pub const ONLINE: &str = "Online";
     /// Device: the device runs the desired firmware version.
     pub const UP_TO_DATE: &str = "UpToDate";
+    /// Every kind but Device, present only while True: the controller is still bringing the
+    /// world in line with the spec (kstatus's InProgress); reason and message as `Ready`'s
+    /// or the phase's.
+    pub const RECONCILING: &str = "Reconciling";
+    /// Every kind but Device, present only while True: the object cannot progress until a
+    /// person changes something (kstatus's Failed): an invalid spec, a missing reference, a
+    /// failure threshold crossed, a rollout that failed.
+    pub const STALLED: &str = "Stalled";
 }
 
 /// Condition reasons (`status.conditions[].reason`): UpperCamelCase, stable, documented in

@@ -116,6 +116,46 @@ fn assert_health(object: &Value, status: &str, message: &str) {
     );
 }
 
+/// What kstatus (Flux's health checks, `kubectl wait`; sigs.k8s.io/cli-utils) reports for a
+/// custom resource it has no rules for: only a deletion, `observedGeneration` and the
+/// `Reconciling` and `Stalled` conditions count.
+fn kstatus(object: &Value) -> &'static str {
+    if !object["metadata"]["deletionTimestamp"].is_null() {
+        return "Terminating";
+    }
+    let status = &object["status"];
+    if let Some(observed) = status["observedGeneration"].as_i64()
+        && Some(observed) != object["metadata"]["generation"].as_i64()
+    {
+        return "InProgress";
+    }
+    let true_ = |type_: &str| {
+        status["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == type_ && c["status"] == "True")
+        })
+    };
+    if true_("Reconciling") {
+        "InProgress"
+    } else if true_("Stalled") {
+        "Failed"
+    } else {
+        "Current"
+    }
+}
+
+/// Asserts what kstatus makes of `object` as its controller wrote it.
+fn assert_kstatus(object: &Value, expected: &str) {
+    assert_eq!(
+        kstatus(object),
+        expected,
+        "kstatus of {} {}: conditions {:#}",
+        object["kind"],
+        object["metadata"]["name"],
+        object["status"]["conditions"]
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The scripts themselves.
 
@@ -618,6 +658,7 @@ async fn plans_and_subscriptions_as_their_controllers_write_them() {
     create_cluster::<Plan>(&h, plan("team")).await;
     let team = wait_json::<Plan>(&h, "team", "Ready", phase_is("Ready")).await;
     assert_health(&team, "Healthy", "the plan is valid");
+    assert_kstatus(&team, "Current");
 
     create_cluster::<Subscription>(&h, subscription("acme", "none", json!({}))).await;
     create_cluster::<Subscription>(
@@ -627,9 +668,11 @@ async fn plans_and_subscriptions_as_their_controllers_write_them() {
     .await;
     let acme = wait_json::<Subscription>(&h, "acme", "Active", phase_is("Active")).await;
     assert_health(&acme, "Healthy", "active on Plan team");
+    assert_kstatus(&acme, "Current");
     let dormant =
         wait_json::<Subscription>(&h, "dormant", "Suspended", phase_is("Suspended")).await;
     assert_health(&dormant, "Suspended", "spec.state is Suspended");
+    assert_kstatus(&dormant, "Current");
     // The plan now counts its subscribers; still Healthy, and says so.
     let team = wait_json::<Plan>(&h, "team", "in use", |p| p["status"]["subscriptions"] == 2).await;
     assert_health(&team, "Healthy", "referenced by 2 Subscriptions");
@@ -659,6 +702,7 @@ async fn plans_and_subscriptions_as_their_controllers_write_them() {
     .await;
     let broken = wait_json::<Plan>(&h, "broken", "Invalid", phase_is("Invalid")).await;
     assert_health(&broken, "Degraded", "spec.limitRange");
+    assert_kstatus(&broken, "Failed");
 
     // A subscription on a plan that does not exist.
     let mut lost = subscription("lost", "none", json!({}));
@@ -669,6 +713,7 @@ async fn plans_and_subscriptions_as_their_controllers_write_them() {
     })
     .await;
     assert_health(&lost, "Degraded", "Plan gold does not exist");
+    assert_kstatus(&lost, "Failed");
     h.stop().await;
 }
 
@@ -753,6 +798,7 @@ async fn releases_rollouts_and_devices_as_their_controllers_and_the_gateway_writ
     .await;
     let release = wait_json::<FirmwareRelease>(&h, "fw-2-0-0", "Ready", phase_is("Ready")).await;
     assert_health(&release, "Healthy", "the release is valid");
+    assert_kstatus(&release, "Current");
 
     for (name, ring) in [
         ("d1", "spring"),
@@ -777,6 +823,7 @@ async fn releases_rollouts_and_devices_as_their_controllers_and_the_gateway_writ
     .await;
     let held = wait_json::<FirmwareRollout>(&h, "held", "Paused", phase_is("Paused")).await;
     assert_health(&held, "Suspended", "paused by spec.paused");
+    assert_kstatus(&held, "Current");
     let review = wait_json::<FirmwareRollout>(
         &h,
         "review",
@@ -785,6 +832,7 @@ async fn releases_rollouts_and_devices_as_their_controllers_and_the_gateway_writ
     )
     .await;
     assert_health(&review, "Suspended", "set spec.approvedPlanHash to ");
+    assert_kstatus(&review, "Current");
 
     // The spring rollout: both devices update through the gateway's status writes.
     h.create::<FirmwareRollout>(rollout("spring", "spring", json!({})))
@@ -814,6 +862,7 @@ async fn releases_rollouts_and_devices_as_their_controllers_and_the_gateway_writ
     })
     .await;
     assert_health(&running, "Progressing", "0/2 devices succeeded");
+    assert_kstatus(&running, "InProgress");
     for name in ["d1", "d2"] {
         let done = report_feedback(
             &h,
@@ -831,6 +880,7 @@ async fn releases_rollouts_and_devices_as_their_controllers_and_the_gateway_writ
     }
     let spring =
         wait_json::<FirmwareRollout>(&h, "spring", "Succeeded", phase_is("Succeeded")).await;
+    assert_kstatus(&spring, "Current");
     assert_health(
         &spring,
         "Healthy",
@@ -942,8 +992,10 @@ async fn channels_and_campaigns_as_their_controllers_write_them() {
     .await;
     let hook = wait_json::<Channel>(&h, "hook", "Ready", phase_is("Ready")).await;
     assert_health(&hook, "Healthy", "campaigns can send through this channel");
+    assert_kstatus(&hook, "Current");
     let signed = wait_json::<Channel>(&h, "signed", "NotReady", phase_is("NotReady")).await;
     assert_health(&signed, "Degraded", "missing");
+    assert_kstatus(&signed, "Failed");
 
     // A one-off campaign, started in the past: sends to all three and completes.
     h.create::<Campaign>(campaign(
@@ -985,21 +1037,26 @@ async fn channels_and_campaigns_as_their_controllers_write_them() {
         "Healthy",
         "every recipient was handled (3/3 sent, 0 failed)",
     );
+    assert_kstatus(&launch, "Current");
     let idea = wait_json::<Campaign>(&h, "idea", "Draft", |c| {
         c["status"]["phase"] == "Draft" && c["status"]["observedGeneration"] == 1
     })
     .await;
     assert_health(&idea, "Suspended", "no schedule.startAt and no trigger");
+    assert_kstatus(&idea, "Current");
     let dunning = wait_json::<Campaign>(&h, "dunning", "Running", phase_is("Running")).await;
     assert_health(
         &dunning,
         "Healthy",
         "sends to each Subscription as it enters the trigger",
     );
+    assert_kstatus(&dunning, "Current");
     let someday = wait_json::<Campaign>(&h, "someday", "Scheduled", phase_is("Scheduled")).await;
     assert_health(&someday, "Progressing", "waiting for schedule.startAt");
+    assert_kstatus(&someday, "InProgress");
     let later = wait_json::<Campaign>(&h, "later", "Paused", phase_is("Paused")).await;
     assert_health(&later, "Suspended", "spec.suspend is true");
+    assert_kstatus(&later, "Current");
     let blocked = wait_json::<Campaign>(&h, "blocked", "waiting for its Channel", |c| {
         c["status"]["observedGeneration"] == 1
             && c["status"]["conditions"]
@@ -1012,5 +1069,7 @@ async fn channels_and_campaigns_as_their_controllers_write_them() {
         "Degraded",
         "waiting for a Channel to be Ready: signed",
     );
+    // Waiting for a Channel, which reports its own Stalled: in progress here.
+    assert_kstatus(&blocked, "InProgress");
     h.stop().await;
 }

@@ -89,6 +89,54 @@ pub fn set_conditions(
     }
 }
 
+/// Where an object stands for kstatus (Flux's health checks, `kubectl wait`, cli-utils), which
+/// reads a custom resource by its `Reconciling` and `Stalled` conditions and
+/// `observedGeneration` only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// Settled: what the spec asks for is done, or it waits for a person on purpose (paused,
+    /// awaiting approval, a draft).
+    Current,
+    /// Work is under way.
+    Reconciling,
+    /// It cannot progress until a person changes something.
+    Stalled,
+}
+
+/// Writes `standing` as kstatus expects its "abnormal-true" conditions: `Reconciling` or
+/// `Stalled` True (with `cause`'s reason and message) and the other absent; neither when
+/// [`Standing::Current`].
+pub fn set_standing(
+    conditions: &mut Vec<Condition>,
+    standing: Standing,
+    cause: &ConditionUpdate,
+    observed_generation: Option<i64>,
+    now: Timestamp,
+) {
+    use flotilla_crds::condition::types::{RECONCILING, STALLED};
+    let (set, clear) = match standing {
+        Standing::Current => {
+            remove_condition(conditions, RECONCILING);
+            remove_condition(conditions, STALLED);
+            return;
+        }
+        Standing::Reconciling => (RECONCILING, STALLED),
+        Standing::Stalled => (STALLED, RECONCILING),
+    };
+    remove_condition(conditions, clear);
+    set_condition(
+        conditions,
+        ConditionUpdate::new(
+            set,
+            ConditionStatus::True,
+            cause.reason,
+            cause.message.clone(),
+        ),
+        observed_generation,
+        now,
+    );
+}
+
 /// Removes the condition of type `type_`, if present.
 pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
     conditions.retain(|c| c.type_ != type_);
@@ -110,6 +158,32 @@ mod tests {
 
     fn ready(status: ConditionStatus, reason: &'static str, message: &str) -> ConditionUpdate {
         ConditionUpdate::new(types::READY, status, reason, message)
+    }
+
+    #[test]
+    fn a_standing_is_one_true_kstatus_condition_or_none() {
+        let now = at("2026-12-01T10:00:00Z");
+        let mut conditions = Vec::new();
+        let cause = ConditionUpdate::new(
+            types::READY,
+            ConditionStatus::False,
+            reasons::INVALID_SPEC,
+            "spec.x: bad",
+        );
+        set_standing(&mut conditions, Standing::Reconciling, &cause, Some(2), now);
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(
+            (conditions[0].type_.as_str(), conditions[0].status.as_str()),
+            (types::RECONCILING, "True")
+        );
+        set_standing(&mut conditions, Standing::Stalled, &cause, Some(2), now);
+        assert_eq!(conditions.len(), 1, "{conditions:?}");
+        assert_eq!(conditions[0].type_, types::STALLED);
+        assert_eq!(conditions[0].reason, reasons::INVALID_SPEC);
+        assert_eq!(conditions[0].message, "spec.x: bad");
+        assert_eq!(conditions[0].observed_generation, Some(2));
+        set_standing(&mut conditions, Standing::Current, &cause, Some(3), now);
+        assert!(conditions.is_empty(), "{conditions:?}");
     }
 
     #[test]

@@ -11,7 +11,9 @@ use kube::runtime::events::EventType;
 use super::phase::{Action, Decision, Reason};
 use super::sender::Acknowledged;
 use crate::ledger::LedgerCounts;
-use flotilla_runtime::conditions::{ConditionUpdate, changed, set_conditions};
+use flotilla_runtime::conditions::{
+    ConditionUpdate, Standing, changed, set_conditions, set_standing,
+};
 use flotilla_runtime::events::bounded_list;
 
 /// Reasons of the Campaign's conditions beyond the shared ones.
@@ -162,6 +164,24 @@ fn ready(decision: &Decision, findings: &Findings) -> ConditionUpdate {
     ConditionUpdate::new(types::READY, status, reason, message)
 }
 
+/// Where the campaign stands for kstatus: scheduled or sending is Reconciling, and so is
+/// waiting for a Channel (which has its own standing); invalid templates or spec, the failure
+/// threshold crossed or every message failed is Stalled; a draft, a suspended, a completed or
+/// cancelled campaign and an always-on one listening for its trigger are settled.
+fn standing(reason: &Reason) -> Standing {
+    match reason {
+        Reason::Scheduled | Reason::Sending | Reason::NoChannelReady => Standing::Reconciling,
+        Reason::TemplatesInvalid | Reason::FailureThreshold | Reason::AllFailed => {
+            Standing::Stalled
+        }
+        Reason::Draft
+        | Reason::Suspended
+        | Reason::Listening
+        | Reason::Completed
+        | Reason::Cancelled => Standing::Current,
+    }
+}
+
 fn templates_valid(findings: &Findings) -> ConditionUpdate {
     match &findings.template_error {
         Some(error) => ConditionUpdate::new(
@@ -228,10 +248,18 @@ pub fn desired_status(
 ) -> CampaignStatus {
     let mut status = campaign.status.clone().unwrap_or_default();
     let generation = campaign.metadata.generation;
+    let ready = ready(decision, findings);
+    set_standing(
+        &mut status.conditions,
+        standing(&decision.reason),
+        &ready,
+        generation,
+        now,
+    );
     set_conditions(
         &mut status.conditions,
         [
-            ready(decision, findings),
+            ready,
             templates_valid(findings),
             channels_ready(findings),
             failure_threshold(decision),

@@ -9,7 +9,9 @@ use kube::runtime::events::EventType;
 
 use super::phase::Observation;
 use super::secrets::SecretProblem;
-use flotilla_runtime::conditions::{ConditionUpdate, changed, set_conditions};
+use flotilla_runtime::conditions::{
+    ConditionUpdate, Standing, changed, set_conditions, set_standing,
+};
 use flotilla_runtime::events::bounded_count;
 
 /// Reasons of the Channel's conditions beyond the shared ones.
@@ -61,10 +63,18 @@ pub fn desired_status(
         status.breaker = Some(breaker.clone());
     }
     let breaker = breaker_condition(status.breaker.as_ref());
+    let ready = ready_condition(observed);
+    // Not Ready means its settings or Secrets are wrong: someone has to fix them.
+    let standing = if ready.status == ConditionStatus::False {
+        Standing::Stalled
+    } else {
+        Standing::Current
+    };
+    set_standing(&mut status.conditions, standing, &ready, generation, now);
     set_conditions(
         &mut status.conditions,
         [
-            ready_condition(observed),
+            ready,
             secret_condition(observed),
             in_use_condition(observed),
             breaker,

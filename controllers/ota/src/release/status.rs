@@ -7,7 +7,9 @@ use jiff::Timestamp;
 use kube::runtime::events::EventType;
 
 use super::phase::Observation;
-use flotilla_runtime::conditions::{ConditionUpdate, changed, set_conditions};
+use flotilla_runtime::conditions::{
+    ConditionUpdate, Standing, changed, set_conditions, set_standing,
+};
 use flotilla_runtime::events::bounded_count;
 
 /// How many rollout names a condition message or Event names before "and N more" (status
@@ -39,9 +41,17 @@ pub fn desired_status(
     now: Timestamp,
 ) -> FirmwareReleaseStatus {
     let mut conditions: Vec<Condition> = current.map(|s| s.conditions.clone()).unwrap_or_default();
+    let ready = ready_condition(observed);
+    // Not Ready means an invalid spec: only a person can fix it.
+    let standing = if ready.status == ConditionStatus::False {
+        Standing::Stalled
+    } else {
+        Standing::Current
+    };
+    set_standing(&mut conditions, standing, &ready, generation, now);
     set_conditions(
         &mut conditions,
-        [ready_condition(observed), in_use_condition(observed)],
+        [ready, in_use_condition(observed)],
         generation,
         now,
     );

@@ -15,7 +15,7 @@ use kube::runtime::events::EventType;
 use super::book::RolloutBook;
 use super::phase::{Decision, PauseReason, Reason};
 use super::thresholds::Crossing;
-use flotilla_runtime::conditions::{ConditionUpdate, set_conditions};
+use flotilla_runtime::conditions::{ConditionUpdate, Standing, set_conditions, set_standing};
 
 /// Event and condition reasons of the rollout controller beyond the shared ones.
 pub mod event_reasons {
@@ -91,14 +91,48 @@ pub fn desired_status(decision: Option<&Decision>, inputs: &Inputs<'_>) -> Firmw
         fill_progress(&mut status, &current, book, now);
     }
     let mut conditions: Vec<Condition> = current.conditions.clone();
-    set_conditions(
-        &mut conditions,
-        conditions_for(phase, decision.map(|d| &d.reason), inputs),
-        inputs.generation,
-        now,
-    );
+    let reason = decision.map(|d| &d.reason);
+    let updates = conditions_for(phase, reason, inputs);
+    let standing = standing(phase, reason, inputs.validation.is_err());
+    // Stalled says why with Ready where Ready says it (invalid, failed), else with the phase.
+    let cause = updates
+        .iter()
+        .find(|u| {
+            u.type_ == types::READY
+                && u.status == ConditionStatus::False
+                && standing == Standing::Stalled
+        })
+        .or_else(|| updates.iter().find(|u| u.type_ == types::PROGRESSING))
+        .cloned();
+    if let Some(cause) = cause {
+        set_standing(&mut conditions, standing, &cause, inputs.generation, now);
+    }
+    set_conditions(&mut conditions, updates, inputs.generation, now);
     status.conditions = conditions;
     status
+}
+
+/// Where the rollout stands for kstatus: running (or pausing between waves for a set time)
+/// is Reconciling; failed, rolled back, held by the failure threshold or a release no longer
+/// Ready, or invalid, is Stalled;
+/// done, aborted, or waiting on purpose for a person (`spec.paused`, an `untilResumed` pause,
+/// approval) is settled.
+fn standing(phase: P, reason: Option<&Reason>, invalid: bool) -> Standing {
+    if invalid {
+        return Standing::Stalled;
+    }
+    match (phase, reason) {
+        (P::Failed | P::RolledBack, _)
+        | (
+            P::Paused,
+            Some(Reason::Paused(PauseReason::Threshold(_) | PauseReason::ReleaseNotReady)),
+        ) => Standing::Stalled,
+        (P::Paused, Some(Reason::Paused(PauseReason::Wave { .. })))
+        | (P::Pending | P::Progressing | P::RollingBack | P::WaitingForWindow, _) => {
+            Standing::Reconciling
+        }
+        (P::Paused | P::AwaitingApproval | P::Succeeded | P::Aborted, _) => Standing::Current,
+    }
 }
 
 fn fill_progress(

@@ -25,7 +25,9 @@ use kube::runtime::events::EventType;
 use super::namespaces::NamespaceClaims;
 use super::phase::{Blocked, Decision, Observation, PlanLookup, SuspensionCause, Transition};
 use super::usage::UsageReport;
-use flotilla_runtime::conditions::{ConditionUpdate, changed, remove_condition, set_condition};
+use flotilla_runtime::conditions::{
+    ConditionUpdate, Standing, changed, remove_condition, set_condition, set_standing,
+};
 use flotilla_runtime::events::bounded_list;
 
 /// How many namespaces or overages a condition message or Event names before "and N more".
@@ -93,8 +95,16 @@ pub fn desired_status(
     now: Timestamp,
 ) -> SubscriptionStatus {
     let mut conditions: Vec<Condition> = current.map(|s| s.conditions.clone()).unwrap_or_default();
+    let ready = ready(plan_name, decision, observed);
+    set_standing(
+        &mut conditions,
+        standing(decision, &ready),
+        &ready,
+        generation,
+        now,
+    );
     let updates = [
-        Some(ready(plan_name, decision, observed)),
+        Some(ready),
         Some(plan_found(plan_name, &observed.plan, decision)),
         provisioned(plan_name, decision, observed),
         quota_applied(plan_name, decision, observed),
@@ -154,6 +164,20 @@ pub fn quota_refused(
 ) -> SubscriptionStatus {
     let mut status = current.cloned().unwrap_or_default();
     status.phase = status.phase.or(Some(SubscriptionPhase::Pending));
+    // Retried, but it takes someone freeing usage or raising the quota.
+    let refused = ConditionUpdate::new(
+        types::READY,
+        ConditionStatus::False,
+        subscription_reasons::QUOTA_EXCEEDED,
+        refusal,
+    );
+    set_standing(
+        &mut status.conditions,
+        Standing::Stalled,
+        &refused,
+        generation,
+        now,
+    );
     for type_ in [types::PROVISIONED, types::READY] {
         set_condition(
             &mut status.conditions,
@@ -245,6 +269,26 @@ pub fn ready(plan_name: &str, decision: &Decision, observed: &Observation<'_>) -
         (None, Pending | Provisioning) => {
             not_ready(reasons::PROVISIONING, "provisioning the tenant".to_owned())
         }
+    }
+}
+
+/// Where the Subscription stands for kstatus: blocked (a spec, a Plan or a namespace only a
+/// person can fix) is Stalled; provisioning and cancelling are Reconciling; a tenant trialing,
+/// active, past due, suspended or cancelled is settled.
+fn standing(decision: &Decision, ready: &ConditionUpdate) -> Standing {
+    use SubscriptionPhase::{
+        Active, Cancelled, Cancelling, PastDue, Pending, Provisioning, Suspended, Trialing,
+    };
+    if decision.blocked.is_some() || ready.reason == reasons::NAMESPACE_CONFLICT {
+        return Standing::Stalled;
+    }
+    match decision.phase {
+        Pending | Provisioning | Cancelling => Standing::Reconciling,
+        // Namespaces still terminating from an earlier owner: they go by themselves.
+        Trialing | Active | PastDue if ready.status == ConditionStatus::False => {
+            Standing::Reconciling
+        }
+        Trialing | Active | PastDue | Suspended | Cancelled => Standing::Current,
     }
 }
 
