@@ -1051,6 +1051,22 @@ async fn the_operator_role_grants_exactly_what_the_campaign_controllers_use() {
         "granted, never used by the Campaigns controllers: {:?}",
         report.unused
     );
+    // Stronger, by the sandbox's RBAC evaluator: each verb of each rule on these resources,
+    // taken out of config/rbac alone, would have refused one of these requests.
+    let unneeded: Vec<_> = h
+        .rbac_unneeded(campaign_resources)
+        .into_iter()
+        .filter(|g| {
+            !matches!(
+                g.to_string().as_str(),
+                "list core/configmaps" | "watch core/configmaps" | "patch core/configmaps"
+            )
+        })
+        .collect();
+    assert!(
+        unneeded.is_empty(),
+        "config/rbac grants the Campaigns controllers did not need: {unneeded:#?}"
+    );
     h.stop().await;
 }
 

@@ -536,6 +536,17 @@ async fn the_gateways_requests_are_exactly_what_its_role_grants() {
         unused.is_empty(),
         "gateway_role.yaml grants {unused:?}, which the gateway never used"
     );
+    // By the sandbox's RBAC evaluator, with the gateway's ServiceAccount and namespace: each
+    // verb of each rule, taken out alone, would have refused one of these requests.
+    let unneeded = flotilla_testkit::rbac::unneeded(
+        &f.sandbox.requests().snapshot(),
+        &flotilla_testkit::rbac::gateway_user(),
+        |_, _| true,
+    );
+    assert!(
+        unneeded.is_empty(),
+        "gateway_role.yaml grants the gateway did not need: {unneeded:#?}"
+    );
 }
 
 async fn try_device(f: &Fixture, name: &str) -> Option<Device> {

@@ -72,6 +72,60 @@ async fn a_valid_release_becomes_ready() {
     h.stop().await;
 }
 
+/// The enforcement path, once for real: with `patch firmwarereleases/status` taken out of
+/// `config/rbac/role.yaml`, the sandbox refuses the operator's status write with the
+/// apiserver's 403 and the release never becomes Ready (every other grant is shown needed from
+/// the request log: `the_operator_role_grants_exactly_what_the_ota_controllers_use`).
+#[tokio::test]
+async fn without_its_status_grant_a_release_is_refused_and_never_ready() {
+    use flotilla_testkit::rbac::{grants_of, operator_user};
+    let grant = grants_of(&operator_user())
+        .into_iter()
+        .find(|g| g.to_string() == "patch flotilla.dev/firmwarereleases/status")
+        .expect("role.yaml grants the release status");
+    let h = Harness::start_without(
+        flotilla_ota::Selection {
+            release: true,
+            rollout: false,
+        },
+        &grant,
+    )
+    .await;
+    h.ready().await;
+    h.create::<FirmwareRelease>(release("fw-2", "2.0.0")).await;
+    let refused = wait_for("the status write refused", WAIT, || async {
+        let refused = h.operator_denied();
+        refused
+            .iter()
+            .any(|r| r.starts_with("403 patch flotilla.dev/firmwarereleases/status default/fw-2"))
+            .then_some(refused)
+    })
+    .await
+    .expect("a 403");
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.ends_with(&format!("({})", operator_user()))),
+        "{refused:#?}"
+    );
+    // Its finalizer is granted and set; the status is not.
+    wait_release(&h, "the finalizer", "fw-2", |r| {
+        r.metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.contains(&FINALIZER.to_owned()))
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let fw = h.api::<FirmwareRelease>().get("fw-2").await.unwrap();
+    assert_eq!(phase(&fw), None, "{:?}", fw.status);
+    assert!(
+        h.metric(r#"flotilla_reconcile_errors_total{class="forbidden",controller="release"}"#)
+            >= 1.0
+    );
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn a_minimum_above_the_version_is_an_invalid_spec_with_a_warning() {
     let h = Harness::start().await;

@@ -827,6 +827,23 @@ async fn the_operator_role_grants_exactly_what_the_ota_controllers_use() {
         "granted, never used by the OTA controllers: {:?}",
         report.unused
     );
+    // Stronger, by the sandbox's RBAC evaluator: each verb of each rule on an OTA resource,
+    // taken out of config/rbac alone, would have refused one of these requests.
+    let unneeded: Vec<_> = fleet
+        .harness
+        .rbac_unneeded(ota)
+        .into_iter()
+        .filter(|g| {
+            !matches!(
+                g.to_string().as_str(),
+                "list core/configmaps" | "watch core/configmaps" | "update core/configmaps"
+            )
+        })
+        .collect();
+    assert!(
+        unneeded.is_empty(),
+        "config/rbac grants the OTA controllers did not need: {unneeded:#?}"
+    );
 }
 
 /// A rollout waiting for approval shows its plan without rewriting its status each time it is

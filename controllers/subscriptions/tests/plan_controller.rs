@@ -466,14 +466,55 @@ async fn a_forbidden_write_is_retried_slowly_with_one_warning() {
     let h = Harness::start().await;
     h.ready().await;
     settled_plan(&h).await;
-    // RBAC applied after the operator started: the first status writes are refused.
-    h.sandbox().faults().inject(
-        FaultRule::new(Verb::Patch, "plans")
-            .subresource("status")
-            .status(403)
-            .times(2),
-    );
+    // RBAC fixed after the operator started: the operator's ClusterRole lacks the Plan status
+    // grant (the sandbox enforces it) until two status writes have been refused.
+    h.expect_denials();
+    let grant = flotilla_testkit::rbac::grants_of(&flotilla_testkit::rbac::operator_user())
+        .into_iter()
+        .find(|g| g.to_string() == "patch flotilla.dev/plans/status")
+        .expect("role.yaml grants the Plan status");
+    let rules_of = |objects: Vec<(String, serde_json::Value)>| {
+        objects
+            .into_iter()
+            .find(|(_, o)| o["kind"] == "ClusterRole" && o["metadata"]["name"] == "flotilla")
+            .map(|(_, o)| o["rules"].clone())
+            .expect("the operator's ClusterRole")
+    };
+    let cluster_roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(h.client.clone());
+    let set_rules = |rules: serde_json::Value| {
+        let cluster_roles = cluster_roles.clone();
+        async move {
+            cluster_roles
+                .patch(
+                    "flotilla",
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({ "rules": rules })),
+                )
+                .await
+                .expect("the ClusterRole patched")
+        }
+    };
+    set_rules(rules_of(flotilla_testkit::rbac::objects_without(Some(
+        &grant,
+    ))))
+    .await;
     change_spec(&h).await;
+    wait_for(
+        "two refused status writes",
+        WAIT + FORBIDDEN_BACKOFF,
+        || async {
+            let refused = h
+                .log
+                .statuses(&Method::PATCH, "/plans/team/status")
+                .iter()
+                .filter(|s| **s == 403)
+                .count();
+            (refused >= 2).then_some(())
+        },
+    )
+    .await
+    .expect("refused");
+    set_rules(rules_of(flotilla_testkit::rbac::objects_without(None))).await;
     wait_for(
         "Ready once the writes are allowed",
         WAIT + FORBIDDEN_BACKOFF * 2,
@@ -497,6 +538,15 @@ async fn a_forbidden_write_is_retried_slowly_with_one_warning() {
     );
     assert_eq!(h.metric(FORBIDDEN), 2.0);
     assert_eq!(h.metric(PERMANENT), 0.0, "a 403 is not given up on");
+    // The sandbox's RBAC refused them, as the operator's ServiceAccount.
+    let refused = h.operator_denied();
+    assert_eq!(refused.len(), 2, "{refused:#?}");
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.starts_with("403 patch flotilla.dev/plans/status team (")),
+        "{refused:#?}"
+    );
     // Retried, but never sooner than the forbidden backoff (above any transient delay).
     for gap in &gaps(&writes)[..2] {
         assert!(*gap >= FORBIDDEN_BACKOFF, "{:?}", gaps(&writes));

@@ -1821,3 +1821,187 @@ async fn a_namespace_dropped_from_the_spec_is_let_go_per_the_deletion_policy() {
     assert!(quota.owner_references().is_empty());
     h.stop().await;
 }
+
+/// One scenario through every path of the Plan and Subscription controllers that needs a
+/// grant — provisioning with owners and isolation, suspension and resumption of Deployments
+/// and StatefulSets, drift, a plan that stops asking for limits and isolation, a namespace
+/// dropped under Retain (released), cancellation under Delete and Retain, a Plan deleted —
+/// and then, by the sandbox's RBAC evaluator: each verb of each rule of `config/rbac/` on
+/// these resources, taken out alone, would have refused one of the operator's requests.
+#[tokio::test]
+async fn the_operator_role_grants_exactly_what_the_subscription_controllers_use() {
+    let (h, _clock) = harness().await;
+    h.create::<Plan>(team_plan("team")).await;
+    h.create::<Subscription>(subscription(
+        "keep",
+        "team",
+        json!({"namespaces": ["keep-a", "keep-b"], "deletionPolicy": "Retain",
+               "owners": [{"kind": "User", "name": "ada@acme.example"}]}),
+    ))
+    .await;
+    h.create::<Subscription>(subscription(
+        "gone",
+        "team",
+        json!({"namespaces": ["gone-a"], "deletionPolicy": "Delete"}),
+    ))
+    .await;
+    wait_for_phase(&h, "keep", SubscriptionPhase::Active).await;
+    wait_for_phase(&h, "gone", SubscriptionPhase::Active).await;
+    h.ready().await;
+
+    // Suspended and resumed: Deployments and StatefulSets listed and scaled.
+    deployment(&h, "keep-a", "web", Some(2)).await;
+    stateful_set(&h, "keep-a", "db", 1).await;
+    merge_patch_subscription(&h, "keep", json!({"spec": {"state": "Suspended"}})).await;
+    wait_for_phase(&h, "keep", SubscriptionPhase::Suspended).await;
+    merge_patch_subscription(&h, "keep", json!({"spec": {"state": null}})).await;
+    wait_for_phase(&h, "keep", SubscriptionPhase::Active).await;
+
+    // Drift: a child deleted by hand is created again.
+    namespaced::<NetworkPolicy>(&h, "keep-a")
+        .delete("flotilla-isolation", &DeleteParams::default())
+        .await
+        .expect("delete policy");
+    wait_for_child::<NetworkPolicy>(&h, "keep-a", "flotilla-isolation", "re-created", |_| true)
+        .await;
+
+    // The plan stops asking for a quota, limits and isolation: all three are deleted.
+    Api::<Plan>::all(h.client.clone())
+        .patch(
+            "team",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"quota": null, "limitRange": null, "networkIsolation": false}}),
+            ),
+        )
+        .await
+        .expect("plan change");
+    wait_for(
+        "the quota, the limits and the isolation deleted",
+        WAIT,
+        || async {
+            let limits = namespaced::<LimitRange>(&h, "keep-a")
+                .get_opt("flotilla-limits")
+                .await
+                .ok()?;
+            let policy = namespaced::<NetworkPolicy>(&h, "keep-a")
+                .get_opt("flotilla-isolation")
+                .await
+                .ok()?;
+            let quota = namespaced::<ResourceQuota>(&h, "keep-a")
+                .get_opt("flotilla-quota")
+                .await
+                .ok()?;
+            (limits.is_none() && policy.is_none() && quota.is_none()).then_some(())
+        },
+    )
+    .await
+    .expect("deleted");
+
+    // A namespace dropped under Retain is released.
+    merge_patch_subscription(&h, "keep", json!({"spec": {"namespaces": ["keep-a"]}})).await;
+    wait_for_namespace(&h, "keep-b", "released", |ns| {
+        ns.is_some_and(|ns| label(ns, "flotilla.dev/subscription").is_none())
+    })
+    .await;
+
+    // Cancelled under Delete, then under Retain, then the Plan goes.
+    for name in ["gone", "keep"] {
+        subscriptions(&h)
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
+        wait_until_gone(&h, name).await;
+    }
+    wait_for_namespace(&h, "gone-a", "deleted", |ns| ns.is_none()).await;
+    let plans: Api<Plan> = Api::all(h.client.clone());
+    plans
+        .delete("team", &DeleteParams::default())
+        .await
+        .expect("delete plan");
+    wait_for("the Plan to go", WAIT, || async {
+        matches!(plans.get_opt("team").await, Ok(None)).then_some(())
+    })
+    .await
+    .expect("gone");
+
+    let subscriptions_resources = |group: &str, resource: &str| match group {
+        "flotilla.dev" => resource.starts_with("plans") || resource.starts_with("subscriptions"),
+        "" => matches!(
+            resource,
+            "namespaces" | "resourcequotas" | "limitranges" | "configmaps"
+        ),
+        // Leader election is leadership.rs's.
+        "coordination.k8s.io" => false,
+        _ => true,
+    };
+    let unneeded: Vec<_> = h
+        .rbac_unneeded(subscriptions_resources)
+        .into_iter()
+        // ConfigMaps are also the OTA and Campaigns controllers' (create, get, update). `bind`
+        // on the admin ClusterRole is asked by the escalation check of the owners'
+        // RoleBinding, not by a request of its own, so the request log cannot show it:
+        // `without_bind_on_admin_the_owners_binding_is_refused` runs without it instead.
+        .filter(|g| {
+            !matches!(
+                g.to_string().as_str(),
+                "create core/configmaps"
+                    | "get core/configmaps"
+                    | "update core/configmaps"
+                    | "bind rbac.authorization.k8s.io/clusterroles"
+            )
+        })
+        .collect();
+    assert!(
+        unneeded.is_empty(),
+        "config/rbac grants the Plan and Subscription controllers did not need: {unneeded:#?}"
+    );
+    h.stop().await;
+}
+
+/// The enforcement path for real: with `bind` on the admin ClusterRole taken out of
+/// `config/rbac/role.yaml`, the sandbox refuses the owners' RoleBinding as an escalation (403)
+/// and the tenant's owners get no access.
+#[tokio::test]
+async fn without_bind_on_admin_the_owners_binding_is_refused() {
+    use flotilla_testkit::rbac::{grants_of, operator_user};
+    let grant = grants_of(&operator_user())
+        .into_iter()
+        .find(|g| g.to_string() == "bind rbac.authorization.k8s.io/clusterroles")
+        .expect("role.yaml grants bind on admin");
+    let h = Harness::start_without(&grant).await;
+    h.create::<Plan>(team_plan("team")).await;
+    h.create::<Subscription>(subscription(
+        "acme",
+        "team",
+        json!({"owners": [{"kind": "User", "name": "ada@acme.example"}]}),
+    ))
+    .await;
+    let refused = wait_for("the owners' binding refused", WAIT, || async {
+        let refused = h.operator_denied();
+        refused
+            .iter()
+            .any(|r| {
+                r.starts_with("403 ") && r.contains(" rbac.authorization.k8s.io/rolebindings acme/")
+            })
+            .then_some(refused)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:#?}", h.operator_denied()));
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.contains("rolebindings") && r.ends_with(&format!("({})", operator_user()))),
+        "{refused:#?}"
+    );
+    assert!(
+        namespaced::<RoleBinding>(&h, "acme")
+            .get_opt("flotilla-owners")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let subscription = subscriptions(&h).get("acme").await.expect("get");
+    assert_ne!(phase(&subscription), Some(SubscriptionPhase::Active));
+    h.stop().await;
+}

@@ -1,11 +1,16 @@
-//! The harness of Flotilla's controller tests: a sandbox API server with every Flotilla CRD,
-//! an operator process-in-a-task running the controllers a test selects (its client marked by
-//! [`OPERATOR_USER_AGENT`], so its requests are told from the test's), and the checks every
-//! test ends with — each request the operator sent is granted by `config/rbac/`.
+//! The harness of Flotilla's controller tests: a sandbox API server with every Flotilla CRD
+//! that enforces RBAC, with `config/rbac/` applied from its files; an operator
+//! process-in-a-task running the controllers a test selects as its ServiceAccount
+//! (`flotilla-system/flotilla`, its client also marked by [`OPERATOR_USER_AGENT`]); and the
+//! checks every test ends with — the sandbox refused none of the operator's requests, and each
+//! request the operator sent is granted by `config/rbac/`. The test's own client is the admin.
 //!
 //! A domain's tests wrap [`Harness`] with what they start (`spawn`) and their fixtures.
 
+pub mod rbac;
+
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use flotilla_runtime::testing::wait_for;
@@ -55,13 +60,14 @@ pub fn init_tracing() {
 /// A sandbox and an operator running some controllers against it.
 pub struct Harness {
     sandbox: Option<Sandbox>,
-    /// The test's own client (not the operator's).
+    /// The test's own client (not the operator's): the sandbox's admin.
     pub client: Client,
     /// The running operator.
     pub operator: Operator,
     controllers: Option<JoinHandle<()>>,
     spawn: Spawn,
     client_retries: bool,
+    denials_expected: AtomicBool,
 }
 
 impl Harness {
@@ -73,12 +79,28 @@ impl Harness {
     /// As [`Harness::start`]; `client_retries: false` switches kube's own retry of 429/503/504
     /// off for the operator's client, so fault tests reach the controllers.
     pub async fn start_with_client(spawn: Spawn, client_retries: bool) -> Self {
+        Self::start_with_rbac(spawn, client_retries, None).await
+    }
+
+    /// As [`Harness::start_with_client`], with `config/rbac/` applied without `removed` (see
+    /// [`rbac::objects_without`]): a test that the operator needs that grant. Such a test
+    /// expects denials ([`Harness::expect_denials`] is set).
+    pub async fn start_with_rbac(
+        spawn: Spawn,
+        client_retries: bool,
+        removed: Option<&rbac::Grant>,
+    ) -> Self {
         init_tracing();
         let sandbox = Sandbox::builder()
             .crds(flotilla_crds::all_crds())
+            .enforce_rbac()
             .start()
             .await
             .expect("sandbox starts");
+        match removed {
+            None => rbac::install(&sandbox).await,
+            Some(grant) => rbac::install_without(&sandbox, grant).await,
+        }
         let client = sandbox.client();
         let config = Config {
             backoff_base: Duration::from_millis(50),
@@ -94,7 +116,34 @@ impl Harness {
             controllers: Some(controllers),
             spawn,
             client_retries,
+            denials_expected: AtomicBool::new(removed.is_some()),
         }
+    }
+
+    /// Lets this test's operator be refused requests (a test of what a 403 does); otherwise
+    /// `stop()` fails when the sandbox refused the operator anything.
+    pub fn expect_denials(&self) {
+        self.denials_expected.store(true, Ordering::Relaxed);
+    }
+
+    /// The operator's requests the sandbox refused (401, 403), described.
+    pub fn operator_denied(&self) -> Vec<String> {
+        self.sandbox
+            .as_ref()
+            .map(|s| rbac::denied_for(s, &rbac::operator_user()))
+            .unwrap_or_default()
+    }
+
+    /// The grants of the operator's roles on a group and resource `scope` accepts that no
+    /// request the operator sent needed: each one removed alone would refuse nothing
+    /// ([`rbac::unneeded`]).
+    pub fn rbac_unneeded(&self, scope: impl Fn(&str, &str) -> bool) -> Vec<rbac::Grant> {
+        let requests = self
+            .sandbox
+            .as_ref()
+            .map(|s| s.requests().snapshot())
+            .unwrap_or_default();
+        rbac::unneeded(&requests, &rbac::operator_user(), scope)
     }
 
     /// The sandbox.
@@ -209,8 +258,9 @@ impl Harness {
         )
     }
 
-    /// Stops the operator and the sandbox; fails if the operator sent a request `config/rbac/`
-    /// does not grant.
+    /// Stops the operator and the sandbox; fails if the sandbox refused the operator a request
+    /// (unless [`Harness::expect_denials`]) or the operator sent a request `config/rbac/` does
+    /// not grant.
     pub async fn stop(mut self) {
         self.operator.shutdown.trigger();
         if let Some(controllers) = self.controllers.take() {
@@ -226,6 +276,14 @@ impl Harness {
     }
 
     fn assert_rbac_grants_everything(&self) {
+        if !self.denials_expected.load(Ordering::Relaxed) {
+            let refused = self.operator_denied();
+            assert!(
+                refused.is_empty(),
+                "the sandbox refused the operator ({}) requests config/rbac does not grant: {refused:#?}",
+                rbac::operator_user()
+            );
+        }
         let denied = self.rbac_report(|_, _| false).denied;
         assert!(
             denied.is_empty(),
@@ -337,13 +395,14 @@ fn spawn_operator(
     spawn: &Spawn,
     client_retries: bool,
 ) -> (Operator, JoinHandle<()>) {
-    let mut kube_config = sandbox.kube_config();
+    // The operator's ServiceAccount, with a token minted for this process.
+    let mut kube_config = rbac::operator_kube_config(sandbox);
     kube_config.default_retry = client_retries;
     kube_config.headers.push((
         http::header::USER_AGENT,
         http::HeaderValue::from_static(OPERATOR_USER_AGENT),
     ));
-    let client = Client::try_from(kube_config).expect("a plain-HTTP client");
+    let client = Client::try_from(kube_config).expect("a client of the sandbox");
     let operator =
         Operator::new(client, config, Arc::new(SystemClock), Shutdown::new()).expect("operator");
     let controllers = tokio::spawn(spawn(operator.clone()));

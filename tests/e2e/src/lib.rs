@@ -4,6 +4,15 @@
 //! kubeconfig, the scenarios run against that cluster (the CRDs are installed by applying the
 //! generated definitions, and the operator runs in this process against it — stop any operator
 //! already running there first); otherwise they run against an in-memory sandbox API server.
+//!
+//! Who the operator is: against the sandbox, which then enforces RBAC, `config/rbac/` is
+//! applied from its files and the operator runs as its ServiceAccount
+//! `flotilla-system/flotilla` (the scenario's own client is the admin), and a scenario fails
+//! when the sandbox refused the operator anything; the device gateway runs as its own
+//! ServiceAccount with `gateway_role.yaml` copied into the namespace it serves. Against a real
+//! cluster the operator and the gateway run as the kubeconfig's user, like the scenario itself:
+//! that user needs the rights to install CRDs anyway, so a cluster run does not test RBAC
+//! (the sandbox run does).
 //! Every object a scenario creates carries a per-run suffix, so runs never collide on a shared
 //! cluster.
 
@@ -45,7 +54,8 @@ pub enum Backend {
 
 /// A backend with the CRDs installed and the operator running against it.
 pub struct Environment {
-    /// A client for the scenario's own requests.
+    /// A client for the scenario's own requests (the sandbox's admin, or the kubeconfig's
+    /// user).
     pub client: Client,
     /// The backend.
     pub backend: Backend,
@@ -57,19 +67,24 @@ pub struct Environment {
 impl Environment {
     /// Prepares the backend named by the environment and starts the operator.
     pub async fn start() -> anyhow::Result<Self> {
-        let (client, backend) = match std::env::var_os(KUBECONFIG_ENV) {
+        let (client, operator_client, backend) = match std::env::var_os(KUBECONFIG_ENV) {
             Some(path) => {
                 let client = cluster_client(Path::new(&path)).await?;
                 install_crds(&client).await?;
-                (client, Backend::Cluster)
+                (client.clone(), client, Backend::Cluster)
             }
             None => {
                 let sandbox = Sandbox::builder()
                     .crds(flotilla_crds::all_crds())
+                    .enforce_rbac()
                     .start()
                     .await
                     .context("starting the sandbox")?;
-                (sandbox.client(), Backend::Sandbox(sandbox))
+                flotilla_testkit::rbac::install(&sandbox).await;
+                let operator_client =
+                    Client::try_from(flotilla_testkit::rbac::operator_kube_config(&sandbox))
+                        .context("the operator's client")?;
+                (sandbox.client(), operator_client, Backend::Sandbox(sandbox))
             }
         };
         let config = Config {
@@ -77,7 +92,7 @@ impl Environment {
             ..Config::default()
         };
         let operator = Operator::new(
-            client.clone(),
+            operator_client,
             config,
             Arc::new(SystemClock),
             Shutdown::new(),
@@ -146,7 +161,26 @@ impl Environment {
         Ok(())
     }
 
-    /// Stops the operator, letting in-flight reconciles finish, and the sandbox if any.
+    /// The client the device gateway serving `namespace` runs with: on the sandbox its
+    /// ServiceAccount, with `config/rbac/gateway_role.yaml` and its binding copied into
+    /// `namespace` (as `config/rbac/kustomization.yaml` says to do for each namespace served);
+    /// on a cluster the kubeconfig's user.
+    pub fn gateway_client(&self, namespace: &str) -> anyhow::Result<Client> {
+        match &self.backend {
+            Backend::Sandbox(sandbox) => {
+                flotilla_testkit::rbac::install_gateway_role_in(sandbox, namespace);
+                Client::try_from(flotilla_testkit::rbac::service_account_kube_config(
+                    sandbox,
+                    flotilla_testkit::rbac::GATEWAY_SERVICE_ACCOUNT,
+                ))
+                .context("the gateway's client")
+            }
+            Backend::Cluster => Ok(self.client.clone()),
+        }
+    }
+
+    /// Stops the operator, letting in-flight reconciles finish, and the sandbox if any; fails
+    /// when the sandbox refused the operator or the gateway a request.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.operator.shutdown.trigger();
         if let Some(controllers) = self.controllers.take() {
@@ -155,7 +189,17 @@ impl Environment {
                 .context("the controllers did not stop after the shutdown signal")??;
         }
         if let Backend::Sandbox(sandbox) = std::mem::replace(&mut self.backend, Backend::Cluster) {
+            let refused: Vec<String> = [
+                flotilla_testkit::rbac::operator_user(),
+                flotilla_testkit::rbac::gateway_user(),
+            ]
+            .iter()
+            .flat_map(|user| flotilla_testkit::rbac::denied_for(&sandbox, user))
+            .collect();
             sandbox.shutdown().await;
+            if !refused.is_empty() {
+                bail!("the sandbox refused requests config/rbac does not grant: {refused:#?}");
+            }
         }
         Ok(())
     }

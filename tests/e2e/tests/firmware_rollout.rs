@@ -98,7 +98,7 @@ async fn a_release_rolls_out_to_a_simulated_fleet_through_the_gateway() -> anyho
             },
             ..GatewayConfig::default()
         },
-        env.client.clone(),
+        env.gateway_client(&namespace)?,
         Arc::new(SystemClock),
         shutdown.clone(),
     )

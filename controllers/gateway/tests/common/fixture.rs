@@ -1,6 +1,9 @@
-//! The sandbox, the gateway started against it (namespace `fleet`, two Devices with their
-//! device tokens, two gateway-token Secrets, one FirmwareRelease), and the requests a device
-//! agent sends, as the integration tests drive them.
+//! The sandbox (enforcing RBAC, with `config/rbac/` applied from its files), the gateway
+//! started against it as its own ServiceAccount `flotilla-system/flotilla-gateway`, bound by
+//! `gateway_role.yaml` in namespace `fleet` (two Devices with their device tokens, two
+//! gateway-token Secrets, one FirmwareRelease), and the requests a device agent sends, as the
+//! integration tests drive them. The tests' own client is the admin; a test fails when the
+//! sandbox refused the gateway anything.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +15,7 @@ use flotilla_gateway::{GATEWAY_TOKEN_LABEL, GatewayConfig, TOKEN_SECRET_LABEL};
 use flotilla_runtime::testing::wait_for;
 use flotilla_runtime::{ManualClock, Shutdown};
 use flotilla_sandbox::{Sandbox, Verb};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -26,6 +29,8 @@ pub const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b
 
 pub struct Fixture {
     pub sandbox: Sandbox,
+    /// Set by a test that makes the sandbox refuse the gateway on purpose.
+    pub denials_expected: bool,
     pub client: Client,
     pub clock: ManualClock,
     pub base: String,
@@ -37,6 +42,16 @@ pub struct Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         self.shutdown.trigger();
+        if !std::thread::panicking() && !self.denials_expected {
+            let refused = flotilla_testkit::rbac::denied_for(
+                &self.sandbox,
+                &flotilla_testkit::rbac::gateway_user(),
+            );
+            assert!(
+                refused.is_empty(),
+                "the sandbox refused the gateway requests gateway_role.yaml does not grant: {refused:#?}"
+            );
+        }
     }
 }
 
@@ -65,17 +80,14 @@ pub async fn start_with(config: GatewayConfig) -> Fixture {
         .try_init();
     let sandbox = Sandbox::builder()
         .crds(flotilla_crds::all_crds())
+        .enforce_rbac()
         .start()
         .await
         .expect("sandbox");
+    // config/rbac, which creates the namespaces it names: the gateway's Role is in `fleet`.
+    assert_eq!(NS, flotilla_testkit::rbac::GATEWAY_NAMESPACE);
+    flotilla_testkit::rbac::install(&sandbox).await;
     let client = Client::try_from(sandbox.kube_config()).expect("client");
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap(),
-        )
-        .await
-        .expect("namespace");
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "device-tokens", "labels": {TOKEN_SECRET_LABEL: "true"}},
         "stringData": {"sensor-1": token_hash_hex(&token("sensor-1")),
@@ -133,7 +145,10 @@ pub async fn start_with(config: GatewayConfig) -> Fixture {
         namespaces: vec![NS.to_owned()],
         ..config
     };
-    let mut gateway_config = sandbox.kube_config();
+    let mut gateway_config = flotilla_testkit::rbac::service_account_kube_config(
+        &sandbox,
+        flotilla_testkit::rbac::GATEWAY_SERVICE_ACCOUNT,
+    );
     gateway_config.headers.push((
         http::header::USER_AGENT,
         http::HeaderValue::from_static(GATEWAY_USER_AGENT),
@@ -158,6 +173,7 @@ pub async fn start_with(config: GatewayConfig) -> Fixture {
     tokio::spawn(gateway.wait());
     Fixture {
         sandbox,
+        denials_expected: false,
         client,
         clock,
         base,

@@ -1,5 +1,7 @@
-//! A harness with the rollout controller, the real device gateway and simulated fleets talking
-//! DDI to it over HTTP: nothing writes Device status but the gateway (unless a test says so).
+//! A harness with the rollout controller, the real device gateway (as its ServiceAccount, bound
+//! by `config/rbac/gateway_role.yaml` copied into the fleet's namespace) and simulated fleets
+//! talking DDI to it over HTTP: nothing writes Device status but the gateway (unless a test
+//! says so).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -83,9 +85,17 @@ pub async fn start_with_client(client_retries: bool) -> Fleet {
         },
         ..GatewayConfig::default()
     };
+    // The gateway as its own ServiceAccount, its Role copied into the namespace it serves.
+    flotilla_testkit::rbac::install_gateway_role_in(harness.sandbox(), NAMESPACE);
+    let gateway_client =
+        kube::Client::try_from(flotilla_testkit::rbac::service_account_kube_config(
+            harness.sandbox(),
+            flotilla_testkit::rbac::GATEWAY_SERVICE_ACCOUNT,
+        ))
+        .expect("the gateway's client");
     let gateway = flotilla_gateway::start(
         config,
-        harness.client.clone(),
+        gateway_client,
         Arc::new(SystemClock),
         shutdown.clone(),
     )

@@ -40,6 +40,17 @@ impl Harness {
         Self(flotilla_testkit::Harness::start_with_client(spawn, client_retries).await)
     }
 
+    /// The selected controllers, with `removed` taken out of `config/rbac/` before they start.
+    pub async fn start_without(
+        selection: flotilla_ota::Selection,
+        removed: &flotilla_testkit::rbac::Grant,
+    ) -> Self {
+        let spawn: flotilla_testkit::Spawn = Arc::new(move |operator| {
+            Box::pin(async move { flotilla_ota::run(&operator, selection).await })
+        });
+        Self(flotilla_testkit::Harness::start_with_rbac(spawn, true, Some(removed)).await)
+    }
+
     /// Stops the operator and the sandbox, checking RBAC.
     pub async fn stop(self) {
         self.0.stop().await;

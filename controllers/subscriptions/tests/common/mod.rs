@@ -1,5 +1,7 @@
-//! The harness of the controller tests: a sandbox API server with Flotilla's CRDs and the real
-//! controllers running against it in-process.
+//! The harness of the controller tests: a sandbox API server with Flotilla's CRDs that
+//! enforces RBAC, `config/rbac/` applied from its files, and the real controllers running
+//! against it in-process as the operator's ServiceAccount (`flotilla-system/flotilla`). The
+//! tests' own client is the admin.
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
@@ -45,6 +47,7 @@ pub struct Harness {
     pub log: ClientLog,
     pub operator: Operator,
     controllers: Option<JoinHandle<()>>,
+    denials_expected: std::sync::atomic::AtomicBool,
 }
 
 impl Harness {
@@ -56,6 +59,19 @@ impl Harness {
 
     /// Like [`Harness::start`], with the operator reading time from `clock`.
     pub async fn start_with_clock(clock: SharedClock) -> Self {
+        Self::start_with_rbac(clock, None).await
+    }
+
+    /// Like [`Harness::start`], with `removed` taken out of `config/rbac/` before the
+    /// controllers start (the test expects denials).
+    pub async fn start_without(removed: &flotilla_testkit::rbac::Grant) -> Self {
+        Self::start_with_rbac(Arc::new(SystemClock), Some(removed)).await
+    }
+
+    async fn start_with_rbac(
+        clock: SharedClock,
+        removed: Option<&flotilla_testkit::rbac::Grant>,
+    ) -> Self {
         // Logs are captured per test and shown when it fails (`RUST_LOG` overrides the filter).
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("flotilla=debug,kube=warn"));
@@ -66,11 +82,17 @@ impl Harness {
             .try_init();
         let sandbox = Sandbox::builder()
             .crds(flotilla_crds::all_crds())
+            .enforce_rbac()
             .start()
             .await
             .expect("sandbox starts");
+        match removed {
+            None => flotilla_testkit::rbac::install(&sandbox).await,
+            Some(grant) => flotilla_testkit::rbac::install_without(&sandbox, grant).await,
+        }
         let log = ClientLog::default();
-        let operator_client = client::client(sandbox.kube_config(), &log);
+        let operator_client =
+            client::client(flotilla_testkit::rbac::operator_kube_config(&sandbox), &log);
         let client = client::client(sandbox.kube_config(), &ClientLog::default());
         let config = Config {
             backoff_base: BACKOFF_BASE,
@@ -89,7 +111,33 @@ impl Harness {
             log,
             operator,
             controllers: Some(controllers),
+            denials_expected: std::sync::atomic::AtomicBool::new(removed.is_some()),
         }
+    }
+
+    /// Lets the sandbox refuse this test's operator requests (a test of what a 403 does);
+    /// otherwise `stop()` fails when it refused the operator anything.
+    pub fn expect_denials(&self) {
+        self.denials_expected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The operator's requests the sandbox refused (401, 403), described.
+    pub fn operator_denied(&self) -> Vec<String> {
+        flotilla_testkit::rbac::denied_for(self.sandbox(), &flotilla_testkit::rbac::operator_user())
+    }
+
+    /// The grants of the operator's roles on a group and resource `scope` accepts that none of
+    /// the operator's requests needed (see `flotilla_testkit::rbac::unneeded`).
+    pub fn rbac_unneeded(
+        &self,
+        scope: impl Fn(&str, &str) -> bool,
+    ) -> Vec<flotilla_testkit::rbac::Grant> {
+        flotilla_testkit::rbac::unneeded(
+            &self.sandbox().requests().snapshot(),
+            &flotilla_testkit::rbac::operator_user(),
+            scope,
+        )
     }
 
     /// The sandbox API server.
@@ -211,6 +259,7 @@ impl Harness {
     }
 
     /// Trips the shutdown signal, waits for the controllers to drain, and checks that the
+    /// sandbox refused the operator nothing (unless [`Harness::expect_denials`]) and that the
     /// operator's RBAC (`config/rbac`) granted every request they sent.
     pub async fn stop(mut self) {
         self.operator.shutdown.trigger();
@@ -219,6 +268,17 @@ impl Harness {
                 .await
                 .expect("controllers stop after the shutdown signal")
                 .expect("controller task");
+        }
+        if !self
+            .denials_expected
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let refused = self.operator_denied();
+            assert!(
+                refused.is_empty(),
+                "the sandbox refused the operator ({}) requests config/rbac does not grant: {refused:#?}",
+                flotilla_testkit::rbac::operator_user()
+            );
         }
         if let Some(sandbox) = self.sandbox.take() {
             sandbox.shutdown().await;
