@@ -352,11 +352,28 @@ impl RolloutBook {
             let Some(view) = fleet.get(namespace, name) else {
                 continue;
             };
-            let Some(assigned) = view
+            let ours = view
                 .assigned
                 .as_ref()
-                .filter(|a| a.rollout.as_deref() == Some(&*self.terms.rollout))
-            else {
+                .filter(|a| a.rollout.as_deref() == Some(&*self.terms.rollout));
+            let Some(assigned) = ours else {
+                // Assigned by a write the watch has not shown yet: it is touched too, and goes
+                // back to what it runs (the rollback's write waits for the watch by conflict).
+                if self.expected.contains_key(&position) {
+                    let version = view
+                        .current_version
+                        .clone()
+                        .unwrap_or_else(|| self.from_versions[position].clone());
+                    let release = view
+                        .assigned
+                        .as_ref()
+                        .filter(|a| a.version == version)
+                        .map(|a| a.release.clone());
+                    rollback
+                        .targets
+                        .insert(position, (version, release, RollbackProgress::Unassigned));
+                    rollback.unassigned.insert(position);
+                }
                 continue;
             };
             let (version, release) = if *assigned.version == *self.terms.version {
@@ -569,5 +586,67 @@ impl Tracker {
     /// Keys of the loaded books.
     pub fn loaded(&self) -> impl Iterator<Item = &RolloutKey> {
         self.books.keys()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_crds::FirmwareRolloutSpec;
+
+    #[test]
+    fn a_device_assigned_before_the_watch_showed_it_is_rolled_back_too() {
+        let spec: FirmwareRolloutSpec = serde_json::from_value(serde_json::json!({
+            "release": "fw-2", "selector": {"matchLabels": {"a": "b"}},
+        }))
+        .unwrap();
+        let mut fleet = Fleet::default();
+        for name in ["seen", "unseen", "untouched"] {
+            fleet.apply_watcher_event(&watcher::Event::Apply(
+                serde_json::from_value(serde_json::json!({
+                    "apiVersion": "flotilla.dev/v1alpha1", "kind": "Device",
+                    "metadata": {"name": name, "namespace": "fleet", "generation": 1},
+                    "spec": {"model": "m"},
+                    "status": {"currentVersion": "1.0.0"},
+                }))
+                .unwrap(),
+            ));
+        }
+        let targets: Vec<Target> = ["seen", "unseen", "untouched"]
+            .iter()
+            .map(|name| Target {
+                name: (*name).into(),
+                model: "m".into(),
+                from_version: "1.0.0".into(),
+            })
+            .collect();
+        let now: Timestamp = "2030-01-01T10:00:00Z".parse().unwrap();
+        let terms = Terms::new("spring", "2.0.0", &spec);
+        let mut book = RolloutBook::new("uid", "hash", terms, &targets, &[3], &mut fleet);
+        book.assigned(0, 1, 7, now);
+        book.assigned(1, 1, 8, now);
+        // Only the first assignment has come back on the watch.
+        fleet.apply_watcher_event(&watcher::Event::Apply(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "flotilla.dev/v1alpha1", "kind": "Device",
+                "metadata": {"name": "seen", "namespace": "fleet", "generation": 2},
+                "spec": {"model": "m", "firmware": {
+                    "version": "2.0.0", "release": "fw-2", "rollout": "spring", "actionId": 7,
+                    "previous": {"version": "1.0.0", "release": "fw-1"},
+                }},
+                "status": {"currentVersion": "1.0.0"},
+            }))
+            .unwrap(),
+        ));
+        book.observe(0, fleet.get("fleet", "seen"), now);
+        book.start_rollback("fleet", &fleet, now);
+        let rollback = book.rollback.as_ref().unwrap();
+        assert_eq!(rollback.touched(), 2);
+        let going_back: Vec<_> = rollback
+            .to_assign(10)
+            .into_iter()
+            .map(|(position, version, _)| (position, version.to_string()))
+            .collect();
+        assert_eq!(going_back, [(0, "1.0.0".into()), (1, "1.0.0".into())]);
     }
 }
