@@ -25,6 +25,7 @@ pub mod error;
 pub mod events;
 pub mod faults;
 mod kubeconfig;
+pub mod kubectl;
 pub mod list_type;
 pub mod names;
 mod openapi;

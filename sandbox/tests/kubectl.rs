@@ -6,86 +6,9 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use flotilla_sandbox::Sandbox;
-
-struct Kubectl {
-    kubeconfig: tempfile::NamedTempFile,
-}
-
-impl Kubectl {
-    fn available() -> bool {
-        let found = Command::new("kubectl")
-            .arg("version")
-            .arg("--client")
-            .output()
-            .is_ok();
-        if !found {
-            assert!(
-                std::env::var("FLOTILLA_REQUIRE_KUBECTL").is_err(),
-                "kubectl is required (FLOTILLA_REQUIRE_KUBECTL is set) but not on PATH"
-            );
-            eprintln!("kubectl not found on PATH: skipping the kubectl conformance test");
-        }
-        found
-    }
-
-    fn new(sb: &Sandbox) -> Self {
-        let kubeconfig = tempfile::NamedTempFile::new().unwrap();
-        sb.write_kubeconfig(kubeconfig.path()).unwrap();
-        Self { kubeconfig }
-    }
-
-    /// Runs kubectl off the async runtime (the sandbox serves on it) and returns stdout,
-    /// panicking with stderr on failure.
-    async fn run(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let (ok, out, err) = self.try_run(args, stdin).await;
-        assert!(ok, "kubectl {args:?} failed:\n{err}\n{out}");
-        out
-    }
-
-    async fn try_run(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-        let path = self.kubeconfig.path().to_path_buf();
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let stdin = stdin.map(str::to_string);
-        tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            // A fresh discovery cache per call: kubectl caches discovery per host:port for
-            // hours, which would hide CRDs installed during a test.
-            let cache = tempfile::tempdir().unwrap();
-            let mut child = Command::new("kubectl")
-                .arg("--kubeconfig")
-                .arg(&path)
-                .arg("--cache-dir")
-                .arg(cache.path())
-                .args(&args)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            if let Some(input) = stdin {
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(input.as_bytes())
-                    .unwrap();
-            }
-            drop(child.stdin.take());
-            let out = child.wait_with_output().unwrap();
-            (
-                out.status.success(),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        })
-        .await
-        .unwrap()
-    }
-}
+use flotilla_sandbox::kubectl::Kubectl;
 
 const WIDGET_YAML: &str = r#"
 apiVersion: test.flotilla.dev/v1
@@ -105,7 +28,7 @@ async fn kubectl_apply_get_describe_delete() {
         return;
     }
     let sb = sandbox().await;
-    let kubectl = Kubectl::new(&sb);
+    let kubectl = Kubectl::admin(&sb).unwrap();
 
     let out = kubectl.run(&["get", "namespaces"], None).await;
     assert!(out.contains("default") && out.contains("Active"), "{out}");
@@ -174,13 +97,13 @@ async fn kubectl_apply_get_describe_delete() {
         "{out}"
     );
 
-    let (ok, _, err) = kubectl
+    let out = kubectl
         .try_run(
             &["apply", "-f", "-"],
             Some(&WIDGET_YAML.replace("size: 7", "size: 0")),
         )
         .await;
-    assert!(!ok && err.contains("spec.size"), "{err}");
+    assert!(!out.success && out.stderr.contains("spec.size"), "{out:?}");
 
     let out = kubectl.run(&["delete", "widget", "sprocket"], None).await;
     assert!(out.contains("deleted"), "{out}");
@@ -198,9 +121,10 @@ async fn kubectl_get_flotilla_lists_every_flotilla_kind() {
         .start()
         .await
         .unwrap();
-    let kubectl = Kubectl::new(&sb);
-    let (ok, out, err) = kubectl.try_run(&["get", "flotilla", "-A"], None).await;
-    assert!(ok, "{err}");
+    let kubectl = Kubectl::admin(&sb).unwrap();
+    let listed = kubectl.try_run(&["get", "flotilla", "-A"], None).await;
+    let (out, err) = (listed.stdout, listed.stderr);
+    assert!(listed.success, "{err}");
     assert!(out.is_empty() || out.contains("NAME"), "{out}");
     assert!(
         err.contains("No resources found") || !out.is_empty(),
@@ -234,7 +158,7 @@ async fn kubectl_accepts_every_generated_crd() {
         return;
     }
     let sb = Sandbox::start().await.unwrap();
-    let kubectl = Kubectl::new(&sb);
+    let kubectl = Kubectl::admin(&sb).unwrap();
     let yaml = flotilla_crds::crds_yaml();
     let out = kubectl
         .run(&["apply", "--dry-run=client", "-f", "-"], Some(&yaml))

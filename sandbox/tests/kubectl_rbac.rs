@@ -6,64 +6,21 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 use flotilla_sandbox::Sandbox;
+use flotilla_sandbox::kubectl::Kubectl;
 
 fn kubectl_available() -> bool {
-    let found = Command::new("kubectl")
-        .arg("version")
-        .arg("--client")
-        .output()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var("FLOTILLA_REQUIRE_KUBECTL").is_err(),
-            "kubectl is required (FLOTILLA_REQUIRE_KUBECTL is set) but not on PATH"
-        );
-        eprintln!("kubectl not found on PATH: skipping the kubectl RBAC test");
-    }
-    found
+    Kubectl::available()
 }
 
-/// Runs kubectl off the async runtime with a fresh discovery cache; (success, stdout, stderr).
+/// Runs kubectl with `kubeconfig`; (success, stdout, stderr).
 async fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    let path = kubeconfig.to_path_buf();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let stdin = stdin.map(str::to_string);
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let cache = tempfile::tempdir().unwrap();
-        let mut child = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&path)
-            .arg("--cache-dir")
-            .arg(cache.path())
-            .args(&args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-        }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
+    let out = Kubectl::with_kubeconfig(kubeconfig)
+        .try_run(args, stdin)
+        .await;
+    (out.success, out.stdout, out.stderr)
 }
 
 async fn ok(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> String {
