@@ -109,8 +109,6 @@ pub mod reasons {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// The controller has not reconciled this generation yet.
     pub const PENDING: &str = "Pending";
-    /// A transient error; the controller retries with backoff.
-    pub const RECONCILE_ERROR: &str = "ReconcileError";
     /// The object is being deleted and waits for something (the message says what).
     pub const DELETION_BLOCKED: &str = "DeletionBlocked";
     /// Plan: referenced by Subscriptions.
@@ -145,10 +143,6 @@ pub mod reasons {
     pub const HELD_BY_ANOTHER_ROLLOUT: &str = "HeldByAnotherRollout";
     /// Work finished successfully.
     pub const COMPLETED: &str = "Completed";
-    /// Work was stopped by the user.
-    pub const ABORTED: &str = "Aborted";
-    /// Channel: the configuration or its Secret is wrong (the message says how).
-    pub const INVALID_CONFIGURATION: &str = "InvalidConfiguration";
 }
 
 /// The condition of type `type_`, if present.

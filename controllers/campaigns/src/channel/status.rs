@@ -22,8 +22,6 @@ pub mod channel_reasons {
     pub const SECRET_NOT_LABELLED: &str = "SecretNotLabelled";
     /// A Secret's value is unusable.
     pub const SECRET_INVALID: &str = "SecretInvalid";
-    /// The Channel needs no Secret.
-    pub const NO_SECRET_NEEDED: &str = "NoSecretNeeded";
     /// Live campaigns send through the Channel.
     pub const REFERENCED_BY_CAMPAIGNS: &str = "ReferencedByCampaigns";
     /// The breaker is closed.
