@@ -1,5 +1,7 @@
 //! Leader election against the sandbox: only the Lease holder runs controllers; a standby is
-//! ready without them and takes over when the leader shuts down.
+//! ready without them and takes over when the leader shuts down. The replicas run as the
+//! operator's ServiceAccount in a sandbox that enforces `config/rbac/`, the Lease in the
+//! operator's namespace, as installed; any refused request fails the test.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +11,7 @@ use flotilla::runtime::{Config, Operator, Shutdown, SystemClock};
 use flotilla::testing::wait_for;
 use flotilla_crds::{Plan, PlanPhase};
 use flotilla_sandbox::{Sandbox, Verb};
+use flotilla_testkit::rbac;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -32,7 +35,11 @@ fn replica(client: &Client, identity: &str) -> Replica {
         // Short enough that a standby notices a released Lease within the test's patience.
         duration_seconds: 2,
         grace_seconds: 1,
-        ..LeaseSettings::new("flotilla-leader", "default", Some(identity.to_owned()))
+        ..LeaseSettings::new(
+            "flotilla-leader",
+            rbac::OPERATOR_NAMESPACE,
+            Some(identity.to_owned()),
+        )
     };
     let running = operator.clone();
     let task = tokio::spawn(async move {
@@ -74,15 +81,11 @@ async fn wait_ready(client: &Client, name: &str) {
 
 #[tokio::test]
 async fn only_the_leader_reconciles_and_a_standby_takes_over() {
-    let sandbox = Sandbox::builder()
-        .crds(flotilla_crds::all_crds())
-        .start()
-        .await
-        .expect("sandbox");
+    let (sandbox, operator_client) = start().await;
     let client = sandbox.client();
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), rbac::OPERATOR_NAMESPACE);
 
-    let first = replica(&client, "replica-a");
+    let first = replica(&operator_client, "replica-a");
     let leader = wait_for("a leader", WAIT, || async { holder(&leases).await })
         .await
         .expect("leader elected");
@@ -91,7 +94,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     wait_ready(&client, "team").await;
 
     // A standby is ready (leadership known) but runs no controller.
-    let second = replica(&client, "replica-b");
+    let second = replica(&operator_client, "replica-b");
     let standby = second.operator.readiness.clone();
     wait_for("the standby to be ready", WAIT, || {
         let report = standby.report();
@@ -137,19 +140,16 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         [Verb::Get, Verb::Create, Verb::Patch].into(),
         "Lease verbs sent"
     );
+    assert_no_denials(&sandbox);
     sandbox.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_leader_that_loses_its_lease_stops_and_says_so() {
-    let sandbox = Sandbox::builder()
-        .crds(flotilla_crds::all_crds())
-        .start()
-        .await
-        .expect("sandbox");
+    let (sandbox, operator_client) = start().await;
     let client = sandbox.client();
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
-    let only = replica(&client, "replica-a");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), rbac::OPERATOR_NAMESPACE);
+    let only = replica(&operator_client, "replica-a");
     wait_for("a leader", WAIT, || async { holder(&leases).await })
         .await
         .expect("leader elected");
@@ -182,7 +182,27 @@ async fn a_leader_that_loses_its_lease_stops_and_says_so() {
         Some("intruder"),
         "the Lease is left alone"
     );
+    assert_no_denials(&sandbox);
     sandbox.shutdown().await;
+}
+
+/// A sandbox enforcing `config/rbac/` (installed from the files) and a client of the
+/// operator's ServiceAccount.
+async fn start() -> (Sandbox, Client) {
+    let sandbox = Sandbox::builder()
+        .crds(flotilla_crds::all_crds())
+        .enforce_rbac()
+        .start()
+        .await
+        .expect("sandbox");
+    rbac::install(&sandbox).await;
+    let client = Client::try_from(rbac::operator_kube_config(&sandbox)).expect("a client");
+    (sandbox, client)
+}
+
+fn assert_no_denials(sandbox: &Sandbox) {
+    let denied = rbac::denied_for(sandbox, &rbac::operator_user());
+    assert!(denied.is_empty(), "refused: {denied:#?}");
 }
 
 /// How long any single wait in a test may take.
