@@ -219,6 +219,46 @@ impl Recorder {
     }
 }
 
+/// An Event a reconcile decided to publish: what every controller's pure status code returns,
+/// so that which Events a change deserves is tested without an API server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Planned {
+    /// Normal or Warning.
+    pub type_: EventType,
+    /// UpperCamelCase reason.
+    pub reason: &'static str,
+    /// The human-readable note.
+    pub note: String,
+}
+
+impl Planned {
+    /// A Normal Event.
+    pub fn normal(reason: &'static str, note: impl Into<String>) -> Self {
+        Self {
+            type_: EventType::Normal,
+            reason,
+            note: note.into(),
+        }
+    }
+
+    /// A Warning Event.
+    pub fn warning(reason: &'static str, note: impl Into<String>) -> Self {
+        Self {
+            type_: EventType::Warning,
+            reason,
+            note: note.into(),
+        }
+    }
+
+    /// Publishes it about `object` (see [`publish`]).
+    pub async fn publish<K>(self, recorder: &Recorder, object: &K, action: &str)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        publish(recorder, object, self.type_, self.reason, action, self.note).await;
+    }
+}
+
 /// Most bytes in an Event note (the API server's limit is 1 kB).
 const MAX_NOTE_BYTES: usize = 1024;
 

@@ -42,6 +42,7 @@ pub mod shards;
 pub mod shutdown;
 pub mod status;
 pub mod testing;
+pub mod users;
 pub mod wakeups;
 pub mod watch;
 

@@ -1,10 +1,10 @@
 //! The FirmwareRelease lifecycle: `Pending → Ready ⇄ Invalid`, and from any of them
 //! `→ Terminating` once the release is deleted. Terminating is final.
 
-use flotilla_crds::firmware_release::MAX_LISTED_ROLLOUTS;
 use flotilla_crds::{FirmwareReleasePhase, SpecError};
 
 use flotilla_runtime::phase::{IllegalTransition, Phase};
+use flotilla_runtime::users::Users;
 
 /// What the controller observed about a release and the world around it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,40 +14,9 @@ pub struct Observation {
     /// The release has a `deletionTimestamp`.
     pub deleting: bool,
     /// The live FirmwareRollouts that use the release.
-    pub rollouts: LiveRollouts,
+    pub rollouts: Users,
     /// Devices in the namespace running the release's version.
     pub devices: usize,
-}
-
-/// The live rollouts that use a release: how many, and the first names in order (as many as
-/// status lists, [`MAX_LISTED_ROLLOUTS`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LiveRollouts {
-    /// How many there are.
-    pub count: usize,
-    /// The first names, sorted.
-    pub first: Vec<String>,
-}
-
-impl LiveRollouts {
-    /// Whether no live rollout uses the release.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-}
-
-impl FromIterator<String> for LiveRollouts {
-    /// From every name, sorted.
-    fn from_iter<I: IntoIterator<Item = String>>(names: I) -> Self {
-        let mut rollouts = LiveRollouts::default();
-        for name in names {
-            if rollouts.first.len() < MAX_LISTED_ROLLOUTS as usize {
-                rollouts.first.push(name);
-            }
-            rollouts.count += 1;
-        }
-        rollouts
-    }
 }
 
 /// What to do next.
@@ -82,6 +51,7 @@ pub fn step(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::release::reconcile::MAX_LISTED_ROLLOUTS;
     use FirmwareReleasePhase::{Invalid, Pending, Ready, Terminating};
     use flotilla_runtime::phase::assert_transition_table;
 
@@ -117,7 +87,10 @@ mod tests {
                 )])
             },
             deleting,
-            rollouts: rollouts.iter().map(|s| (*s).to_owned()).collect(),
+            rollouts: Users::bounded(
+                rollouts.iter().map(|s| (*s).to_owned()),
+                MAX_LISTED_ROLLOUTS,
+            ),
             devices: 0,
         }
     }
@@ -177,13 +150,5 @@ mod tests {
                 assert!(!step(current, &observed(valid, false, &[])).unwrap().release);
             }
         }
-    }
-
-    #[test]
-    fn rollout_names_are_bounded_but_all_counted() {
-        let rollouts: LiveRollouts = (0..40).map(|i| format!("r{i:02}")).collect();
-        assert_eq!(rollouts.count, 40);
-        assert_eq!(rollouts.first.len(), MAX_LISTED_ROLLOUTS as usize);
-        assert_eq!(rollouts.first[0], "r00");
     }
 }

@@ -10,10 +10,9 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::{Api, Client, ResourceExt};
 
-use super::phase::{self, LiveRollouts, Observation};
+use super::phase::{self, Observation};
 use super::status;
 use crate::index::{DevicesByVersion, LiveRolloutsByRelease};
-use flotilla_crds::firmware_release::MAX_LISTED_ROLLOUTS;
 use flotilla_runtime::context::Context;
 use flotilla_runtime::error::{
     ControllerError, ErrorClass, classify_finalizer_error, classify_kube_error,
@@ -22,9 +21,10 @@ use flotilla_runtime::error::{
 use flotilla_runtime::finalizer::{Cleanup, FinalizerError, reconcile_with_finalizer};
 use flotilla_runtime::index::SharedIndex;
 use flotilla_runtime::phase::IllegalTransition;
+use flotilla_runtime::reconciler;
 use flotilla_runtime::status::{StatusWrite, WriteThrottle, write_status};
+use flotilla_runtime::users::Users;
 use flotilla_runtime::watch::Synced;
-use flotilla_runtime::{events, reconciler};
 
 /// How long a reconcile waits for the Device and rollout caches' first list: counting from an
 /// empty cache would report zero.
@@ -36,6 +36,10 @@ pub const COUNT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Page size of the authoritative rollout list made before releasing a deleted release.
 const LIST_PAGE_SIZE: u32 = 500;
+
+/// How many rollout names the status lists.
+pub const MAX_LISTED_ROLLOUTS: usize =
+    flotilla_crds::firmware_release::MAX_LISTED_ROLLOUTS as usize;
 
 /// What the release controller keeps between reconciles.
 pub struct ReleaseState {
@@ -79,13 +83,13 @@ impl ReleaseState {
     }
 
     /// The live rollouts that use `release`, from the index.
-    pub fn cached_rollouts(&self, namespace: &str, release: &str) -> LiveRollouts {
+    pub fn cached_rollouts(&self, namespace: &str, release: &str) -> Users {
         let index = self.rollouts.lock();
-        LiveRollouts {
+        Users {
             count: index.count(namespace, release),
             first: index
                 .rollouts(namespace, release)
-                .take(MAX_LISTED_ROLLOUTS as usize)
+                .take(MAX_LISTED_ROLLOUTS)
                 .map(str::to_owned)
                 .collect(),
         }
@@ -98,7 +102,7 @@ impl ReleaseState {
         &self,
         namespace: &str,
         release: &str,
-    ) -> Result<LiveRollouts, kube::Error> {
+    ) -> Result<Users, kube::Error> {
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), namespace, &self.rollouts_raw);
         let mut names = Vec::new();
@@ -117,7 +121,7 @@ impl ReleaseState {
             }
         }
         names.sort();
-        Ok(names.into_iter().collect())
+        Ok(Users::bounded(names, MAX_LISTED_ROLLOUTS))
     }
 }
 
@@ -307,16 +311,9 @@ async fn cleanup(
     }
     let step = decide(&release, &observed)?;
     if step.release {
-        let event = status::release_event();
-        events::publish(
-            &ctx.recorder,
-            release.as_ref(),
-            event.type_,
-            event.reason,
-            "Delete",
-            event.note,
-        )
-        .await;
+        status::release_event()
+            .publish(&ctx.recorder, release.as_ref(), "Delete")
+            .await;
         return Ok(Cleanup::Done);
     }
     let held = report(&release, &observed, step.phase, ctx).await?;
@@ -384,15 +381,7 @@ async fn report(
             "status updated"
         );
         for event in status::transition_events(current, &desired) {
-            events::publish(
-                &ctx.recorder,
-                release,
-                event.type_,
-                event.reason,
-                "Reconcile",
-                event.note,
-            )
-            .await;
+            event.publish(&ctx.recorder, release, "Reconcile").await;
         }
     }
     Ok(None)

@@ -1,35 +1,44 @@
 //! The FirmwareRelease's status and Events, computed from the observation. Pure.
 
 use flotilla_crds::common::describe_spec_errors;
-use flotilla_crds::condition::{ConditionStatus, find_condition, reasons, types};
+use flotilla_crds::condition::{ConditionStatus, reasons, types};
 use flotilla_crds::{Condition, FirmwareReleasePhase, FirmwareReleaseStatus};
 use jiff::Timestamp;
-use kube::runtime::events::EventType;
 
 use super::phase::Observation;
-use flotilla_runtime::conditions::{
-    ConditionUpdate, Standing, changed, set_conditions, set_standing,
-};
-use flotilla_runtime::events::bounded_count;
+use flotilla_runtime::conditions::{ConditionUpdate, Standing, set_conditions, set_standing};
+use flotilla_runtime::events::Planned;
+use flotilla_runtime::users::{self, Wording};
 
 /// How many rollout names a condition message or Event names before "and N more" (status
 /// lists more, up to `MAX_LISTED_ROLLOUTS`).
 pub const MAX_NAMED_ROLLOUTS: usize = 5;
 
-/// Reason of the InUse condition while live rollouts use a release that is not being deleted.
-pub const REFERENCED_BY_ROLLOUTS: &str = "ReferencedByRollouts";
+/// Condition reasons of the release controller beyond the shared ones.
+pub mod release_reasons {
+    /// `InUse`: live rollouts use the release, which is not being deleted.
+    pub const REFERENCED_BY_ROLLOUTS: &str = "ReferencedByRollouts";
+}
 
 /// Event reasons of the release controller.
 pub mod event_reasons {
+    pub use flotilla_runtime::users::{DELETION_ALLOWED, DELETION_BLOCKED};
     /// The release became (or is again) valid.
     pub const VALIDATED: &str = "Validated";
     /// The release's spec is invalid.
     pub const INVALID_SPEC: &str = "InvalidSpec";
-    /// The release's deletion waits for the rollouts that use it.
-    pub const DELETION_BLOCKED: &str = "DeletionBlocked";
-    /// No live rollout uses the deleted release any more; its deletion proceeds.
-    pub const DELETION_ALLOWED: &str = "DeletionAllowed";
 }
+
+/// How the `InUse` condition words a release's rollouts.
+pub const USERS: Wording = Wording {
+    one: "running FirmwareRollout",
+    many: "running FirmwareRollouts",
+    object: "release",
+    used_by: "used by",
+    unused: "no running FirmwareRollout uses this release",
+    referenced: release_reasons::REFERENCED_BY_ROLLOUTS,
+    named: MAX_NAMED_ROLLOUTS,
+};
 
 /// The status the release should have. Conditions keep their `lastTransitionTime` unless their
 /// status changes, so recomputing an unchanged release yields exactly its current status.
@@ -82,49 +91,7 @@ fn ready_condition(observed: &Observation) -> ConditionUpdate {
 }
 
 fn in_use_condition(observed: &Observation) -> ConditionUpdate {
-    let rollouts = &observed.rollouts;
-    if rollouts.is_empty() {
-        return ConditionUpdate::new(
-            types::IN_USE,
-            ConditionStatus::False,
-            reasons::NOT_REFERENCED,
-            "no running FirmwareRollout uses this release",
-        );
-    }
-    let shown = &rollouts.first[..rollouts.first.len().min(MAX_NAMED_ROLLOUTS)];
-    let named = bounded_count(shown, rollouts.count);
-    let count = rollouts.count;
-    let noun = if count == 1 {
-        "FirmwareRollout"
-    } else {
-        "FirmwareRollouts"
-    };
-    if observed.deleting {
-        ConditionUpdate::new(
-            types::IN_USE,
-            ConditionStatus::True,
-            reasons::DELETION_BLOCKED,
-            format!("deletion waits for {count} running {noun} that use this release: {named}"),
-        )
-    } else {
-        ConditionUpdate::new(
-            types::IN_USE,
-            ConditionStatus::True,
-            REFERENCED_BY_ROLLOUTS,
-            format!("used by {count} running {noun}: {named}"),
-        )
-    }
-}
-
-/// An Event the controller should publish about the release.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReleaseEvent {
-    /// Normal or Warning.
-    pub type_: EventType,
-    /// UpperCamelCase reason (see [`event_reasons`]).
-    pub reason: &'static str,
-    /// The human-readable note.
-    pub note: String,
+    users::in_use_condition(&observed.rollouts, observed.deleting, &USERS)
 }
 
 /// Events for what changed between the previous and the next status: validity flipping or its
@@ -133,56 +100,36 @@ pub struct ReleaseEvent {
 pub fn transition_events(
     previous: Option<&FirmwareReleaseStatus>,
     next: &FirmwareReleaseStatus,
-) -> Vec<ReleaseEvent> {
-    let mut events = Vec::new();
-    let before = |type_: &str| previous.and_then(|s| find_condition(&s.conditions, type_));
-    let after = |type_: &str| find_condition(&next.conditions, type_);
-
-    if let Some(ready) = after(types::READY)
-        && changed(before(types::READY), ready)
-    {
-        events.push(if ready.status == ConditionStatus::True.as_str() {
-            ReleaseEvent {
-                type_: EventType::Normal,
-                reason: event_reasons::VALIDATED,
-                note: "the release is valid and can be rolled out".to_owned(),
-            }
-        } else {
-            ReleaseEvent {
-                type_: EventType::Warning,
-                reason: event_reasons::INVALID_SPEC,
-                note: ready.message.clone(),
-            }
-        });
-    }
-    if let Some(in_use) = after(types::IN_USE)
-        && in_use.reason == reasons::DELETION_BLOCKED
-        && changed(before(types::IN_USE), in_use)
-    {
-        events.push(ReleaseEvent {
-            type_: EventType::Warning,
-            reason: event_reasons::DELETION_BLOCKED,
-            note: in_use.message.clone(),
-        });
-    }
-    events
+) -> Vec<Planned> {
+    let before = previous.map_or(&[][..], |s| &s.conditions[..]);
+    let validity = users::validity_event(
+        before,
+        &next.conditions,
+        (
+            event_reasons::VALIDATED,
+            "the release is valid and can be rolled out",
+        ),
+        event_reasons::INVALID_SPEC,
+    );
+    validity
+        .into_iter()
+        .chain(users::deletion_blocked_event(before, &next.conditions))
+        .collect()
 }
 
 /// The Event published when the last live rollout let go of a deleted release.
-pub fn release_event() -> ReleaseEvent {
-    ReleaseEvent {
-        type_: EventType::Normal,
-        reason: event_reasons::DELETION_ALLOWED,
-        note: "no running FirmwareRollout uses this release any more; deletion proceeds".to_owned(),
-    }
+pub fn release_event() -> Planned {
+    users::deletion_allowed_event(&USERS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use flotilla_crds::SpecError;
+    use flotilla_crds::condition::find_condition;
     use flotilla_crds::condition::is_condition_true;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use kube::runtime::events::EventType;
 
     fn at(s: &str) -> Timestamp {
         s.parse().expect("timestamp")
@@ -201,7 +148,10 @@ mod tests {
                 Err(errors.iter().map(|(f, m)| SpecError::new(*f, *m)).collect())
             },
             deleting,
-            rollouts: rollouts.iter().map(|s| (*s).to_owned()).collect(),
+            rollouts: flotilla_runtime::users::Users::bounded(
+                rollouts.iter().map(|s| (*s).to_owned()),
+                crate::release::reconcile::MAX_LISTED_ROLLOUTS,
+            ),
             devices,
         }
     }

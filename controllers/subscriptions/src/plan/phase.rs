@@ -4,8 +4,8 @@
 
 use flotilla_crds::{PlanPhase, SpecError};
 
-use super::status::MAX_NAMED_SUBSCRIPTIONS;
 use flotilla_runtime::phase::{IllegalTransition, Phase};
+use flotilla_runtime::users::Users;
 
 /// What the controller observed about a Plan and the world around it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,38 +15,7 @@ pub struct Observation {
     /// The Plan has a `deletionTimestamp`.
     pub deleting: bool,
     /// The Subscriptions that reference the Plan.
-    pub subscribers: Subscribers,
-}
-
-/// The Subscriptions that reference a Plan: how many, and the first names in order (as many as
-/// a message names, [`MAX_NAMED_SUBSCRIPTIONS`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Subscribers {
-    /// How many there are.
-    pub count: usize,
-    /// The first names, sorted.
-    pub first: Vec<String>,
-}
-
-impl Subscribers {
-    /// Whether no Subscription references the Plan.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-}
-
-impl FromIterator<String> for Subscribers {
-    /// From every name, sorted.
-    fn from_iter<I: IntoIterator<Item = String>>(names: I) -> Self {
-        let mut subscribers = Subscribers::default();
-        for name in names {
-            if subscribers.first.len() < MAX_NAMED_SUBSCRIPTIONS {
-                subscribers.first.push(name);
-            }
-            subscribers.count += 1;
-        }
-        subscribers
-    }
+    pub subscribers: Users,
 }
 
 /// What to do next.
@@ -81,6 +50,7 @@ pub fn step(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::status::MAX_NAMED_SUBSCRIPTIONS;
     use PlanPhase::{Invalid, Pending, Ready, Terminating};
     use flotilla_runtime::phase::assert_transition_table;
 
@@ -117,7 +87,10 @@ mod tests {
                 )])
             },
             deleting,
-            subscribers: subscribers.iter().map(|s| (*s).to_owned()).collect(),
+            subscribers: Users::bounded(
+                subscribers.iter().map(|s| (*s).to_owned()),
+                MAX_NAMED_SUBSCRIPTIONS,
+            ),
         }
     }
 

@@ -10,7 +10,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::{Api, Client, ResourceExt};
 
-use super::phase::{self, Observation, Subscribers};
+use super::phase::{self, Observation};
 use super::status;
 use super::status::MAX_NAMED_SUBSCRIPTIONS;
 use crate::index::SubscribersByPlan;
@@ -22,9 +22,10 @@ use flotilla_runtime::error::{
 use flotilla_runtime::finalizer::{Cleanup, FinalizerError, reconcile_with_finalizer};
 use flotilla_runtime::index::SharedIndex;
 use flotilla_runtime::phase::IllegalTransition;
+use flotilla_runtime::reconciler;
 use flotilla_runtime::status::{StatusWrite, write_status};
+use flotilla_runtime::users::Users;
 use flotilla_runtime::watch::Synced;
-use flotilla_runtime::{events, reconciler};
 
 /// How long a reconcile waits for the Subscription cache's first list before giving up (and
 /// retrying with backoff): counting from an empty cache would report zero Subscriptions.
@@ -71,9 +72,9 @@ impl PlanState {
     }
 
     /// The Subscriptions that reference `plan`, from the index (no scan of the cache).
-    pub fn cached_subscribers(&self, plan: &str) -> Subscribers {
+    pub fn cached_subscribers(&self, plan: &str) -> Users {
         let index = self.subscribers.lock();
-        Subscribers {
+        Users {
             count: index.count(plan),
             first: index
                 .subscribers(plan)
@@ -84,7 +85,7 @@ impl PlanState {
     }
 
     /// Names of the Subscriptions that reference `plan` according to the API server, sorted.
-    pub async fn listed_subscribers(&self, plan: &str) -> Result<Subscribers, kube::Error> {
+    pub async fn listed_subscribers(&self, plan: &str) -> Result<Users, kube::Error> {
         let mut names = Vec::new();
         let mut params = ListParams::default().limit(LIST_PAGE_SIZE);
         loop {
@@ -101,7 +102,7 @@ impl PlanState {
             }
         }
         names.sort();
-        Ok(names.into_iter().collect())
+        Ok(Users::bounded(names, MAX_NAMED_SUBSCRIPTIONS))
     }
 }
 
@@ -278,16 +279,9 @@ async fn cleanup(plan: Arc<Plan>, ctx: &Context<PlanState>) -> Result<Cleanup, P
     };
     let step = decide(&plan, &observed)?;
     if step.release {
-        let event = status::release_event();
-        events::publish(
-            &ctx.recorder,
-            plan.as_ref(),
-            event.type_,
-            event.reason,
-            "Delete",
-            event.note,
-        )
-        .await;
+        status::release_event()
+            .publish(&ctx.recorder, plan.as_ref(), "Delete")
+            .await;
         return Ok(Cleanup::Done);
     }
     report(&plan, &observed, step.phase, ctx).await?;
@@ -332,15 +326,7 @@ async fn report(
     if written == StatusWrite::Applied {
         tracing::info!(phase = ?phase, subscriptions = desired.subscriptions, "status updated");
         for event in status::transition_events(current, &desired) {
-            events::publish(
-                &ctx.recorder,
-                plan,
-                event.type_,
-                event.reason,
-                "Reconcile",
-                event.note,
-            )
-            .await;
+            event.publish(&ctx.recorder, plan, "Reconcile").await;
         }
     }
     Ok(())

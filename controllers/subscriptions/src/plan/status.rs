@@ -1,31 +1,37 @@
 //! The Plan's status and Events, computed from the observation. Pure.
 
 use flotilla_crds::common::describe_spec_errors;
-use flotilla_crds::condition::{ConditionStatus, find_condition, reasons, types};
+use flotilla_crds::condition::{ConditionStatus, reasons, types};
 use flotilla_crds::{Condition, PlanPhase, PlanStatus};
 use jiff::Timestamp;
-use kube::runtime::events::EventType;
 
 use super::phase::Observation;
-use flotilla_runtime::conditions::{
-    ConditionUpdate, Standing, changed, set_conditions, set_standing,
-};
-use flotilla_runtime::events::bounded_count;
+use flotilla_runtime::conditions::{ConditionUpdate, Standing, set_conditions, set_standing};
+use flotilla_runtime::events::Planned;
+use flotilla_runtime::users::{self, Wording};
 
 /// How many Subscription names a condition message or Event names before "and N more".
 pub const MAX_NAMED_SUBSCRIPTIONS: usize = 10;
 
 /// Event reasons of the Plan controller.
 pub mod event_reasons {
+    pub use flotilla_runtime::users::{DELETION_ALLOWED, DELETION_BLOCKED};
     /// The Plan became (or is again) valid.
     pub const VALIDATED: &str = "Validated";
     /// The Plan's spec is invalid.
     pub const INVALID_SPEC: &str = "InvalidSpec";
-    /// The Plan's deletion waits for the Subscriptions that use it.
-    pub const DELETION_BLOCKED: &str = "DeletionBlocked";
-    /// No Subscription uses the deleted Plan any more; its deletion proceeds.
-    pub const DELETION_ALLOWED: &str = "DeletionAllowed";
 }
+
+/// How the `InUse` condition words a Plan's Subscriptions.
+pub const USERS: Wording = Wording {
+    one: "Subscription",
+    many: "Subscriptions",
+    object: "plan",
+    used_by: "referenced by",
+    unused: "no Subscription references this plan",
+    referenced: reasons::REFERENCED_BY_SUBSCRIPTIONS,
+    named: MAX_NAMED_SUBSCRIPTIONS,
+};
 
 /// The status the Plan should have. Conditions keep their `lastTransitionTime` unless their
 /// status changes, so recomputing an unchanged Plan yields exactly its current status.
@@ -77,104 +83,42 @@ fn ready_condition(observed: &Observation) -> ConditionUpdate {
 }
 
 fn in_use_condition(observed: &Observation) -> ConditionUpdate {
-    let subscribers = &observed.subscribers;
-    if subscribers.is_empty() {
-        return ConditionUpdate::new(
-            types::IN_USE,
-            ConditionStatus::False,
-            reasons::NOT_REFERENCED,
-            "no Subscription references this plan",
-        );
-    }
-    let named = bounded_count(&subscribers.first, subscribers.count);
-    let count = subscribers.count;
-    let noun = if count == 1 {
-        "Subscription"
-    } else {
-        "Subscriptions"
-    };
-    if observed.deleting {
-        ConditionUpdate::new(
-            types::IN_USE,
-            ConditionStatus::True,
-            reasons::DELETION_BLOCKED,
-            format!("deletion waits for {count} {noun} that use this plan: {named}"),
-        )
-    } else {
-        ConditionUpdate::new(
-            types::IN_USE,
-            ConditionStatus::True,
-            reasons::REFERENCED_BY_SUBSCRIPTIONS,
-            format!("referenced by {count} {noun}: {named}"),
-        )
-    }
-}
-
-/// An Event the controller should publish about the Plan.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlanEvent {
-    /// Normal or Warning.
-    pub type_: EventType,
-    /// UpperCamelCase reason (see [`event_reasons`]).
-    pub reason: &'static str,
-    /// The human-readable note.
-    pub note: String,
+    users::in_use_condition(&observed.subscribers, observed.deleting, &USERS)
 }
 
 /// Events for what changed between the previous and the next status: validity flipping or its
 /// errors changing, and a deletion becoming blocked or its list of blockers changing. An
 /// unchanged status yields no Event, so steady-state reconciles stay silent.
-pub fn transition_events(previous: Option<&PlanStatus>, next: &PlanStatus) -> Vec<PlanEvent> {
-    let mut events = Vec::new();
-    let before = |type_: &str| previous.and_then(|s| find_condition(&s.conditions, type_));
-    let after = |type_: &str| find_condition(&next.conditions, type_);
-
-    if let Some(ready) = after(types::READY)
-        && changed(before(types::READY), ready)
-    {
-        events.push(if ready.status == ConditionStatus::True.as_str() {
-            PlanEvent {
-                type_: EventType::Normal,
-                reason: event_reasons::VALIDATED,
-                note: "the plan is valid and can be used by Subscriptions".to_owned(),
-            }
-        } else {
-            PlanEvent {
-                type_: EventType::Warning,
-                reason: event_reasons::INVALID_SPEC,
-                note: ready.message.clone(),
-            }
-        });
-    }
-
-    if let Some(in_use) = after(types::IN_USE)
-        && in_use.reason == reasons::DELETION_BLOCKED
-        && changed(before(types::IN_USE), in_use)
-    {
-        events.push(PlanEvent {
-            type_: EventType::Warning,
-            reason: event_reasons::DELETION_BLOCKED,
-            note: in_use.message.clone(),
-        });
-    }
-    events
+pub fn transition_events(previous: Option<&PlanStatus>, next: &PlanStatus) -> Vec<Planned> {
+    let before = previous.map_or(&[][..], |s| &s.conditions[..]);
+    let validity = users::validity_event(
+        before,
+        &next.conditions,
+        (
+            event_reasons::VALIDATED,
+            "the plan is valid and can be used by Subscriptions",
+        ),
+        event_reasons::INVALID_SPEC,
+    );
+    validity
+        .into_iter()
+        .chain(users::deletion_blocked_event(before, &next.conditions))
+        .collect()
 }
 
 /// The Event published when the last Subscription let go of a deleted Plan.
-pub fn release_event() -> PlanEvent {
-    PlanEvent {
-        type_: EventType::Normal,
-        reason: event_reasons::DELETION_ALLOWED,
-        note: "no Subscription references this plan any more; deletion proceeds".to_owned(),
-    }
+pub fn release_event() -> Planned {
+    users::deletion_allowed_event(&USERS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use flotilla_crds::SpecError;
+    use flotilla_crds::condition::find_condition;
     use flotilla_crds::condition::is_condition_true;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use kube::runtime::events::EventType;
 
     fn at(s: &str) -> Timestamp {
         s.parse().expect("timestamp")
@@ -188,7 +132,10 @@ mod tests {
                 Err(errors.iter().map(|(f, m)| SpecError::new(*f, *m)).collect())
             },
             deleting,
-            subscribers: subscribers.iter().map(|s| (*s).to_owned()).collect(),
+            subscribers: flotilla_runtime::users::Users::bounded(
+                subscribers.iter().map(|s| (*s).to_owned()),
+                MAX_NAMED_SUBSCRIPTIONS,
+            ),
         }
     }
 
