@@ -5,6 +5,7 @@ use flotilla_crds::{ChannelPhase, SpecError};
 
 use super::secrets::SecretProblem;
 use flotilla_runtime::phase::{IllegalTransition, Phase};
+use flotilla_runtime::users::Users;
 
 /// Most campaign names a Channel's condition lists.
 pub const MAX_LISTED_CAMPAIGNS: usize = 5;
@@ -19,31 +20,9 @@ pub struct Observation {
     /// It has a `deletionTimestamp`.
     pub deleting: bool,
     /// Live campaigns that use it.
-    pub campaigns: LiveCampaigns,
+    pub campaigns: Users,
     /// Its circuit breaker as the senders see it, once a campaign has sent through it.
     pub breaker: Option<flotilla_crds::channel::BreakerStatus>,
-}
-
-/// The live campaigns that use a Channel: how many, and the first names, sorted.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LiveCampaigns {
-    /// How many there are.
-    pub count: usize,
-    /// The first [`MAX_LISTED_CAMPAIGNS`] names.
-    pub first: Vec<String>,
-}
-
-impl FromIterator<String> for LiveCampaigns {
-    fn from_iter<I: IntoIterator<Item = String>>(names: I) -> Self {
-        let mut campaigns = LiveCampaigns::default();
-        for name in names {
-            if campaigns.first.len() < MAX_LISTED_CAMPAIGNS {
-                campaigns.first.push(name);
-            }
-            campaigns.count += 1;
-        }
-        campaigns
-    }
 }
 
 impl Observation {
@@ -95,7 +74,10 @@ mod tests {
             },
             deleting,
             breaker: None,
-            campaigns: campaigns.iter().map(|c| (*c).to_owned()).collect(),
+            campaigns: Users::bounded(
+                campaigns.iter().map(|c| (*c).to_owned()),
+                MAX_LISTED_CAMPAIGNS,
+            ),
         }
     }
 
@@ -123,12 +105,5 @@ mod tests {
         );
         // Terminating is final even if the Secret comes back.
         assert!(step(ChannelPhase::Terminating, &seen(true, false, &[])).is_err());
-    }
-
-    #[test]
-    fn the_list_of_campaigns_is_bounded() {
-        let names: LiveCampaigns = (0..9).map(|i| format!("c{i}")).collect();
-        assert_eq!(names.count, 9);
-        assert_eq!(names.first.len(), MAX_LISTED_CAMPAIGNS);
     }
 }

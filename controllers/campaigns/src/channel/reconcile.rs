@@ -15,7 +15,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 
 use super::deliveries::Deliveries;
-use super::phase::{self, LiveCampaigns, Observation};
+use super::phase::{self, MAX_LISTED_CAMPAIGNS, Observation};
 use super::registry::Registry;
 use super::secrets::{self, Lookup, SecretData};
 use super::status;
@@ -28,9 +28,10 @@ use flotilla_runtime::error::{
 use flotilla_runtime::finalizer::{Cleanup, FinalizerError, reconcile_with_finalizer};
 use flotilla_runtime::index::SharedIndex;
 use flotilla_runtime::phase::IllegalTransition;
+use flotilla_runtime::reconciler;
 use flotilla_runtime::status::{StatusWrite, write_status};
+use flotilla_runtime::users::Users;
 use flotilla_runtime::watch::Synced;
-use flotilla_runtime::{events, reconciler};
 
 /// How long a reconcile waits for the Secret and Campaign caches' first list.
 const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -79,12 +80,12 @@ impl ChannelState {
         Api::namespaced(self.client.clone(), namespace)
     }
 
-    fn live_campaigns(&self, namespace: &str, channel: &str) -> LiveCampaigns {
-        self.campaigns
-            .lock()
-            .campaigns(namespace, channel)
-            .map(str::to_owned)
-            .collect()
+    fn live_campaigns(&self, namespace: &str, channel: &str) -> Users {
+        let index = self.campaigns.lock();
+        Users::bounded(
+            index.campaigns(namespace, channel).map(str::to_owned),
+            MAX_LISTED_CAMPAIGNS,
+        )
     }
 
     /// What each Secret `channel` references is: its data from the cache, or — not cached —
@@ -320,16 +321,9 @@ async fn cleanup(
     let (observed, _) = observe(&channel, ctx, true).await?;
     let step = decide(&channel, &observed)?;
     if step.release {
-        let event = status::release_event();
-        events::publish(
-            &ctx.recorder,
-            channel.as_ref(),
-            event.type_,
-            event.reason,
-            "Delete",
-            event.note,
-        )
-        .await;
+        status::release_event()
+            .publish(&ctx.recorder, channel.as_ref(), "Delete")
+            .await;
         return Ok(Cleanup::Done);
     }
     report(&channel, &observed, step.phase, ctx).await?;
@@ -374,15 +368,7 @@ async fn report(
     if written == StatusWrite::Applied {
         tracing::info!(?phase, "status updated");
         for event in status::transition_events(current, &desired) {
-            events::publish(
-                &ctx.recorder,
-                channel,
-                event.type_,
-                event.reason,
-                "Reconcile",
-                event.note,
-            )
-            .await;
+            event.publish(&ctx.recorder, channel, "Reconcile").await;
         }
     }
     Ok(())

@@ -5,14 +5,14 @@ use flotilla_crds::common::describe_spec_errors;
 use flotilla_crds::condition::{ConditionStatus, find_condition, reasons, types};
 use flotilla_crds::{ChannelPhase, ChannelStatus};
 use jiff::Timestamp;
-use kube::runtime::events::EventType;
 
-use super::phase::Observation;
+use super::phase::{MAX_LISTED_CAMPAIGNS, Observation};
 use super::secrets::SecretProblem;
 use flotilla_runtime::conditions::{
     ConditionUpdate, Standing, changed, set_conditions, set_standing,
 };
-use flotilla_runtime::events::bounded_count;
+use flotilla_runtime::events::Planned;
+use flotilla_runtime::users::{self, Wording};
 
 /// Reasons of the Channel's conditions beyond the shared ones.
 pub mod channel_reasons {
@@ -34,14 +34,11 @@ pub mod channel_reasons {
 
 /// Event reasons of the Channel controller.
 pub mod event_reasons {
+    pub use flotilla_runtime::users::{DELETION_ALLOWED, DELETION_BLOCKED};
     /// The Channel became usable.
     pub const CHANNEL_READY: &str = "ChannelReady";
     /// The Channel stopped being usable (or never was).
     pub const CHANNEL_NOT_READY: &str = "ChannelNotReady";
-    /// The deletion waits for live campaigns.
-    pub const DELETION_BLOCKED: &str = "DeletionBlocked";
-    /// No live campaign uses the deleted Channel any more.
-    pub const DELETION_ALLOWED: &str = "DeletionAllowed";
     /// The circuit breaker opened: the Channel keeps failing.
     pub const BREAKER_OPENED: &str = "CircuitBreakerOpened";
     /// The circuit breaker closed again after a successful probe.
@@ -159,40 +156,19 @@ fn secret_condition(observed: &Observation) -> ConditionUpdate {
     }
 }
 
+/// How the `InUse` condition words a Channel's campaigns.
+pub const USERS: Wording = Wording {
+    one: "live Campaign",
+    many: "live Campaigns",
+    object: "channel",
+    used_by: "used by",
+    unused: "no live Campaign uses this channel",
+    referenced: channel_reasons::REFERENCED_BY_CAMPAIGNS,
+    named: MAX_LISTED_CAMPAIGNS,
+};
+
 fn in_use_condition(observed: &Observation) -> ConditionUpdate {
-    let campaigns = &observed.campaigns;
-    if campaigns.count == 0 {
-        return ConditionUpdate::new(
-            types::IN_USE,
-            ConditionStatus::False,
-            reasons::NOT_REFERENCED,
-            "no live Campaign uses this channel",
-        );
-    }
-    let named = bounded_count(&campaigns.first, campaigns.count);
-    let noun = if campaigns.count == 1 {
-        "Campaign"
-    } else {
-        "Campaigns"
-    };
-    if observed.deleting {
-        ConditionUpdate::new(
-            types::IN_USE,
-            ConditionStatus::True,
-            reasons::DELETION_BLOCKED,
-            format!(
-                "deletion waits for {} live {noun} that use this channel: {named}",
-                campaigns.count
-            ),
-        )
-    } else {
-        ConditionUpdate::new(
-            types::IN_USE,
-            ConditionStatus::True,
-            channel_reasons::REFERENCED_BY_CAMPAIGNS,
-            format!("used by {} live {noun}: {named}", campaigns.count),
-        )
-    }
+    users::in_use_condition(&observed.campaigns, observed.deleting, &USERS)
 }
 
 fn secret_reason(problem: &SecretProblem) -> &'static str {
@@ -213,23 +189,9 @@ fn describe(problems: &[SecretProblem]) -> String {
         .join("; ")
 }
 
-/// An Event the controller should publish about the Channel.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChannelEvent {
-    /// Normal or Warning.
-    pub type_: EventType,
-    /// UpperCamelCase reason (see [`event_reasons`]).
-    pub reason: &'static str,
-    /// The note.
-    pub note: String,
-}
-
-/// Events for what changed: readiness flipping or why it is not ready changing, a deletion
-/// becoming blocked.
-pub fn transition_events(
-    previous: Option<&ChannelStatus>,
-    next: &ChannelStatus,
-) -> Vec<ChannelEvent> {
+/// Events for what changed: readiness flipping or why it is not ready changing, the breaker
+/// opening or closing again, a deletion becoming blocked.
+pub fn transition_events(previous: Option<&ChannelStatus>, next: &ChannelStatus) -> Vec<Planned> {
     let mut events = Vec::new();
     let before = |type_: &str| previous.and_then(|s| find_condition(&s.conditions, type_));
     let after = |type_: &str| find_condition(&next.conditions, type_);
@@ -237,58 +199,39 @@ pub fn transition_events(
         && changed(before(types::READY), ready)
     {
         events.push(if ready.status == ConditionStatus::True.as_str() {
-            ChannelEvent {
-                type_: EventType::Normal,
-                reason: event_reasons::CHANNEL_READY,
-                note: ready.message.clone(),
-            }
+            Planned::normal(event_reasons::CHANNEL_READY, ready.message.clone())
         } else {
-            ChannelEvent {
-                type_: EventType::Warning,
-                reason: event_reasons::CHANNEL_NOT_READY,
-                note: ready.message.clone(),
-            }
+            Planned::warning(event_reasons::CHANNEL_NOT_READY, ready.message.clone())
         });
     }
     if let Some(circuit) = after(types::CIRCUIT_CLOSED)
         && changed(before(types::CIRCUIT_CLOSED), circuit)
     {
         match circuit.reason.as_str() {
-            channel_reasons::BREAKER_OPEN => events.push(ChannelEvent {
-                type_: EventType::Warning,
-                reason: event_reasons::BREAKER_OPENED,
-                note: circuit.message.clone(),
-            }),
+            channel_reasons::BREAKER_OPEN => events.push(Planned::warning(
+                event_reasons::BREAKER_OPENED,
+                circuit.message.clone(),
+            )),
             channel_reasons::BREAKER_CLOSED if before(types::CIRCUIT_CLOSED).is_some() => {
-                events.push(ChannelEvent {
-                    type_: EventType::Normal,
-                    reason: event_reasons::BREAKER_CLOSED,
-                    note: "a probe succeeded; messages go through again".to_owned(),
-                });
+                events.push(Planned::normal(
+                    event_reasons::BREAKER_CLOSED,
+                    "a probe succeeded; messages go through again",
+                ));
             }
             _ => {}
         }
     }
-    if let Some(in_use) = after(types::IN_USE)
-        && in_use.reason == reasons::DELETION_BLOCKED
-        && changed(before(types::IN_USE), in_use)
-    {
-        events.push(ChannelEvent {
-            type_: EventType::Warning,
-            reason: event_reasons::DELETION_BLOCKED,
-            note: in_use.message.clone(),
-        });
-    }
+    let conditions_before = previous.map_or(&[][..], |s| &s.conditions[..]);
+    events.extend(users::deletion_blocked_event(
+        conditions_before,
+        &next.conditions,
+    ));
     events
 }
 
 /// The Event published when the last live campaign let go of a deleted Channel.
-pub fn release_event() -> ChannelEvent {
-    ChannelEvent {
-        type_: EventType::Normal,
-        reason: event_reasons::DELETION_ALLOWED,
-        note: "no live Campaign uses this channel any more; deletion proceeds".to_owned(),
-    }
+pub fn release_event() -> Planned {
+    users::deletion_allowed_event(&USERS)
 }
 
 #[cfg(test)]
@@ -305,7 +248,10 @@ mod tests {
             validation: Ok(()),
             secret_problems: problems,
             deleting,
-            campaigns: campaigns.iter().map(|c| (*c).to_owned()).collect(),
+            campaigns: flotilla_runtime::users::Users::bounded(
+                campaigns.iter().map(|c| (*c).to_owned()),
+                MAX_LISTED_CAMPAIGNS,
+            ),
             breaker: None,
         }
     }
