@@ -38,9 +38,9 @@ use flotilla_runtime::error::{
 };
 use flotilla_runtime::finalizer::{Cleanup, FinalizerError, reconcile_with_finalizer};
 use flotilla_runtime::phase::IllegalTransition;
+use flotilla_runtime::reconciler;
 use flotilla_runtime::status::{StatusWrite, write_status};
 use flotilla_runtime::watch::Synced;
-use flotilla_runtime::{events, reconciler};
 
 /// How long a reconcile waits for the Subscription, Plan and Channel caches' first list.
 const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -596,15 +596,7 @@ async fn report(
     if written == StatusWrite::Applied {
         tracing::info!(phase = ?decision.phase, "status updated");
         for event in status::transition_events(current, &desired) {
-            events::publish(
-                &ctx.recorder,
-                campaign,
-                event.type_,
-                event.reason,
-                "Reconcile",
-                event.note,
-            )
-            .await;
+            event.publish(&ctx.recorder, campaign, "Reconcile").await;
         }
     }
     Ok(())

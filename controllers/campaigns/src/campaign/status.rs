@@ -14,6 +14,7 @@ use crate::ledger::LedgerCounts;
 use flotilla_runtime::conditions::{
     ConditionUpdate, Standing, changed, set_conditions, set_standing,
 };
+use flotilla_runtime::events::Planned;
 use flotilla_runtime::events::bounded_list;
 
 /// Reasons of the Campaign's conditions beyond the shared ones.
@@ -344,22 +345,8 @@ fn failure_reasons(counts: &LedgerCounts) -> Vec<FailureReasonCount> {
     reasons
 }
 
-/// An Event the controller should publish about the campaign.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CampaignEvent {
-    /// Normal or Warning.
-    pub type_: EventType,
-    /// UpperCamelCase reason (see [`event_reasons`]).
-    pub reason: &'static str,
-    /// The note.
-    pub note: String,
-}
-
 /// Events for what changed: the phase, and templates or channels becoming a problem.
-pub fn transition_events(
-    previous: Option<&CampaignStatus>,
-    next: &CampaignStatus,
-) -> Vec<CampaignEvent> {
+pub fn transition_events(previous: Option<&CampaignStatus>, next: &CampaignStatus) -> Vec<Planned> {
     use event_reasons as e;
     let mut events = Vec::new();
     let before_phase = previous.and_then(|s| s.phase);
@@ -399,7 +386,7 @@ pub fn transition_events(
             CampaignPhase::Draft => None,
         };
         if let Some((type_, reason, note)) = event {
-            events.push(CampaignEvent {
+            events.push(Planned {
                 type_,
                 reason,
                 note,
@@ -415,7 +402,7 @@ pub fn transition_events(
             && condition.status == ConditionStatus::False.as_str()
             && changed(before(type_), condition)
         {
-            events.push(CampaignEvent {
+            events.push(Planned {
                 type_: EventType::Warning,
                 reason,
                 note: condition.message.clone(),

@@ -41,9 +41,9 @@ use flotilla_runtime::error::{
 use flotilla_runtime::finalizer::{Cleanup, FinalizerError, reconcile_with_finalizer};
 use flotilla_runtime::index::SharedIndex;
 use flotilla_runtime::phase::IllegalTransition;
+use flotilla_runtime::reconciler;
 use flotilla_runtime::status::{FIELD_MANAGER, StatusWrite, WriteThrottle, write_status};
 use flotilla_runtime::watch::Synced;
-use flotilla_runtime::{events, reconciler};
 
 /// Most status writes per rollout: one per interval, unless the phase changes.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
@@ -1208,15 +1208,7 @@ async fn report(
         ctx.state.throttle.wrote(&key);
         tracing::info!(phase = ?desired.phase, wave = desired.current_wave, "status updated");
         for event in status::transition_events(current, desired, reason) {
-            events::publish(
-                &ctx.recorder,
-                rollout,
-                event.type_,
-                event.reason,
-                "Reconcile",
-                event.note,
-            )
-            .await;
+            event.publish(&ctx.recorder, rollout, "Reconcile").await;
         }
     }
     Ok(None)

@@ -16,6 +16,7 @@ use super::book::RolloutBook;
 use super::phase::{Decision, PauseReason, Reason};
 use super::thresholds::Crossing;
 use flotilla_runtime::conditions::{ConditionUpdate, Standing, set_conditions, set_standing};
+use flotilla_runtime::events::Planned;
 
 /// Event and condition reasons of the rollout controller beyond the shared ones.
 pub mod event_reasons {
@@ -370,24 +371,13 @@ pub fn describe(reason: &Reason) -> String {
     }
 }
 
-/// An Event to publish.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RolloutEvent {
-    /// Normal or Warning.
-    pub type_: EventType,
-    /// UpperCamelCase reason.
-    pub reason: &'static str,
-    /// The note.
-    pub note: String,
-}
-
 /// Events for what changed between the status before and after: start, new waves, phase
 /// changes, crossed thresholds, completion.
 pub fn transition_events(
     before: Option<&FirmwareRolloutStatus>,
     after: &FirmwareRolloutStatus,
     reason: Option<&Reason>,
-) -> Vec<RolloutEvent> {
+) -> Vec<Planned> {
     let mut events = Vec::new();
     let invalid = |s: &FirmwareRolloutStatus| {
         s.conditions
@@ -398,7 +388,7 @@ pub fn transition_events(
     if let Some(message) = invalid(after)
         && before.and_then(invalid).as_ref() != Some(&message)
     {
-        events.push(RolloutEvent {
+        events.push(Planned {
             type_: EventType::Warning,
             reason: event_reasons::INVALID_SPEC,
             note: message,
@@ -416,7 +406,7 @@ pub fn transition_events(
     if let Some(message) = release_not_ready(after)
         && before.and_then(release_not_ready).as_ref() != Some(&message)
     {
-        events.push(RolloutEvent {
+        events.push(Planned {
             type_: EventType::Warning,
             reason: event_reasons::RELEASE_NOT_READY,
             note: message,
@@ -427,7 +417,7 @@ pub fn transition_events(
     let note = reason.map_or_else(|| is.as_str().to_owned(), describe);
     if before.is_none_or(|s| s.started_at.is_none()) && after.started_at.is_some() {
         let targeted = after.plan.as_ref().map_or(0, |p| p.targeted);
-        events.push(RolloutEvent {
+        events.push(Planned {
             type_: EventType::Normal,
             reason: event_reasons::STARTED,
             note: format!("started with {targeted} devices"),
@@ -438,7 +428,7 @@ pub fn transition_events(
         && wave > wave_before
         && !is.is_terminal()
     {
-        events.push(RolloutEvent {
+        events.push(Planned {
             type_: EventType::Normal,
             reason: event_reasons::WAVE_STARTED,
             note: format!("wave {wave} started"),
@@ -457,7 +447,7 @@ pub fn transition_events(
             .find(|c| c.type_ == types::FAILURE_THRESHOLD_EXCEEDED)
             .map(|c| c.message.clone())
             .unwrap_or_default();
-        events.push(RolloutEvent {
+        events.push(Planned {
             type_: EventType::Warning,
             reason: event_reasons::THRESHOLD_CROSSED,
             note: message,
@@ -466,7 +456,7 @@ pub fn transition_events(
     if was != is {
         let warning = matches!(is, P::Failed | P::Aborted | P::RollingBack | P::RolledBack)
             || matches!(reason, Some(Reason::Paused(PauseReason::Threshold(_))));
-        events.push(RolloutEvent {
+        events.push(Planned {
             type_: if warning {
                 EventType::Warning
             } else {

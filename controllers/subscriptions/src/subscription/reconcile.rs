@@ -36,10 +36,10 @@ use flotilla_runtime::error::{
 use flotilla_runtime::finalizer::{Cleanup, FinalizerError, reconcile_with_finalizer};
 use flotilla_runtime::index::SharedIndex;
 use flotilla_runtime::phase::IllegalTransition;
+use flotilla_runtime::reconciler;
 use flotilla_runtime::status::{StatusWrite, write_status};
 use flotilla_runtime::wakeups::Wakeups;
 use flotilla_runtime::watch::Synced;
-use flotilla_runtime::{events, reconciler};
 
 /// How long a reconcile waits for the caches' first lists before giving up (and retrying with
 /// backoff): deciding from an empty namespace cache would see no namespace at all.
@@ -745,15 +745,9 @@ async fn report(
             .into_iter()
             .chain(status::condition_events(current, &desired));
         for event in events {
-            events::publish(
-                &ctx.recorder,
-                subscription,
-                event.type_,
-                event.reason,
-                "Reconcile",
-                event.note,
-            )
-            .await;
+            event
+                .publish(&ctx.recorder, subscription, "Reconcile")
+                .await;
         }
     }
     Ok(())

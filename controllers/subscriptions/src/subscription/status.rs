@@ -28,6 +28,7 @@ use super::usage::UsageReport;
 use flotilla_runtime::conditions::{
     ConditionUpdate, Standing, changed, remove_condition, set_condition, set_standing,
 };
+use flotilla_runtime::events::Planned;
 use flotilla_runtime::events::bounded_list;
 
 /// How many namespaces or overages a condition message or Event names before "and N more".
@@ -498,19 +499,8 @@ pub fn over_quota(
     })
 }
 
-/// An Event the controller should publish about the Subscription.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SubscriptionEvent {
-    /// Normal or Warning.
-    pub type_: EventType,
-    /// UpperCamelCase reason (see [`event_reasons`]).
-    pub reason: &'static str,
-    /// The human-readable note.
-    pub note: String,
-}
-
 /// One Event per phase transition of the decision.
-pub fn transition_events(plan_name: &str, decision: &Decision) -> Vec<SubscriptionEvent> {
+pub fn transition_events(plan_name: &str, decision: &Decision) -> Vec<Planned> {
     decision
         .transitions
         .iter()
@@ -518,15 +508,11 @@ pub fn transition_events(plan_name: &str, decision: &Decision) -> Vec<Subscripti
         .collect()
 }
 
-fn transition_event(
-    plan_name: &str,
-    decision: &Decision,
-    transition: Transition,
-) -> SubscriptionEvent {
+fn transition_event(plan_name: &str, decision: &Decision, transition: Transition) -> Planned {
     use SubscriptionPhase::{
         Active, Cancelled, Cancelling, PastDue, Pending, Provisioning, Suspended, Trialing,
     };
-    let normal = |reason, detail: String| SubscriptionEvent {
+    let normal = |reason, detail: String| Planned {
         type_: EventType::Normal,
         reason,
         note: format!(
@@ -535,7 +521,7 @@ fn transition_event(
             transition.to.as_str()
         ),
     };
-    let warning = |reason, detail: String| SubscriptionEvent {
+    let warning = |reason, detail: String| Planned {
         type_: EventType::Warning,
         ..normal(reason, detail)
     };
@@ -593,7 +579,7 @@ fn transition_event(
 pub fn condition_events(
     previous: Option<&SubscriptionStatus>,
     next: &SubscriptionStatus,
-) -> Vec<SubscriptionEvent> {
+) -> Vec<Planned> {
     let before = |type_: &str| previous.and_then(|s| find_condition(&s.conditions, type_));
     let after = |type_: &str| find_condition(&next.conditions, type_);
     let mut events = Vec::new();
@@ -608,7 +594,7 @@ pub fn condition_events(
         .contains(&ready.reason.as_str())
         && changed(before(types::READY), ready)
     {
-        events.push(SubscriptionEvent {
+        events.push(Planned {
             type_: EventType::Warning,
             reason: event_reasons::BLOCKED,
             note: ready.message.clone(),
@@ -618,7 +604,7 @@ pub fn condition_events(
         && over.status == ConditionStatus::True.as_str()
         && changed(before(types::OVER_QUOTA), over)
     {
-        events.push(SubscriptionEvent {
+        events.push(Planned {
             type_: EventType::Warning,
             reason: event_reasons::OVER_QUOTA,
             note: over.message.clone(),
