@@ -26,6 +26,10 @@ pub struct RequestRecord {
     /// The user the request was served as (after impersonation), when the sandbox enforces
     /// RBAC; None otherwise and for requests that did not authenticate (401).
     pub user: Option<String>,
+    /// Refused by authentication or authorization (401, or RBAC's 403), not by admission
+    /// (a 403 for a namespace being terminated or an exceeded quota is the server's answer
+    /// to a permitted request).
+    pub refused: bool,
 }
 
 impl RequestRecord {
@@ -75,13 +79,13 @@ impl RequestLog {
         counts
     }
 
-    /// Requests refused with 401 or 403.
+    /// Requests refused by authentication or authorization (see [`RequestRecord::refused`]).
     pub fn denied(&self) -> Vec<RequestRecord> {
         self.records
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|r| r.status == 401 || r.status == 403)
+            .filter(|r| r.refused)
             .cloned()
             .collect()
     }

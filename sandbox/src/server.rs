@@ -155,14 +155,10 @@ pub async fn handle(
                 if let Route::Resource(path) = &route
                     && let Some(verb) = verb_of(&method, path, &query)
                 {
-                    app.requests.record(record_of(
-                        verb,
-                        path,
-                        err.code.as_u16(),
-                        &headers,
-                        Vec::new(),
-                        who,
-                    ));
+                    let mut record =
+                        record_of(verb, path, err.code.as_u16(), &headers, Vec::new(), who);
+                    record.refused = true;
+                    app.requests.record(record);
                 }
                 return error_response(err);
             }
@@ -227,14 +223,16 @@ pub async fn handle(
                     _ => serve(&app, verb, &path, &query, &headers, body).await,
                 },
             };
-            app.requests.record(record_of(
+            let mut record = record_of(
                 verb,
                 &path,
                 response.status().as_u16(),
                 &headers,
                 blocked_owners,
                 who,
-            ));
+            );
+            record.refused = response.extensions().get::<Refused>().is_some();
+            app.requests.record(record);
             response
         }
     }
@@ -264,7 +262,17 @@ fn record_of(
         user_agent,
         blocked_owners,
         user,
+        refused: false,
     }
+}
+
+/// Marks a response as an authorization refusal (see [`RequestRecord::refused`]).
+#[derive(Clone, Copy)]
+struct Refused;
+
+fn refused(mut response: Response) -> Response {
+    response.extensions_mut().insert(Refused);
+    response
 }
 
 /// Authentication, impersonation and authorization of one request, in the apiserver's filter
@@ -325,12 +333,12 @@ async fn serve_enforced(
         };
     }
     if let Some(denied) = apply_create_check(app, user, attrs, verb, path, headers) {
-        return denied;
+        return refused(denied);
     }
     if let Some(denied) =
         escalation_check(app, user, attrs, verb, path, query, headers, &body).await
     {
-        return denied;
+        return refused(denied);
     }
     let response = serve(app, verb, path, query, headers, body).await;
     if path.group == RBAC_GROUP

@@ -943,3 +943,65 @@ async fn a_bindings_role_ref_cannot_change() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn an_admission_refusal_is_not_an_authorization_refusal() {
+    let sb = enforced().await;
+    service_account_with_role(&sb, "writer", json!([])).await;
+    let admin = sb.client();
+    apply(
+        &Api::<ClusterRole>::all(admin.clone()),
+        json!({"metadata": {"name": "configmap-writer"},
+               "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}]}),
+    )
+    .await;
+    apply(
+        &Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(admin.clone()),
+        json!({"metadata": {"name": "writer-configmaps"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "configmap-writer"},
+               "subjects": [{"kind": "ServiceAccount", "name": "writer", "namespace": NS}]}),
+    )
+    .await;
+    // A namespace held in Terminating by an object's finalizer.
+    apply(
+        &Api::<Namespace>::all(admin.clone()),
+        json!({"metadata": {"name": "closing"}}),
+    )
+    .await;
+    let held = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), "closing");
+    apply(
+        &held,
+        json!({"metadata": {"name": "held", "finalizers": ["flotilla.dev/cleanup"]}}),
+    )
+    .await;
+    Api::<Namespace>::all(admin.clone())
+        .delete("closing", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    let client = sb.service_account_client(NS, "writer").unwrap();
+    let late = serde_json::from_value(json!({"metadata": {"name": "late"}})).unwrap();
+    let terminating = api_error(
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), "closing")
+            .create(&PostParams::default(), &late)
+            .await,
+    );
+    assert_eq!(terminating.code, 403);
+    assert!(
+        terminating.message.contains("being terminated"),
+        "{}",
+        terminating.message
+    );
+    let secret = serde_json::from_value(json!({"metadata": {"name": "s"}})).unwrap();
+    let forbidden = api_error(
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client, NS)
+            .create(&PostParams::default(), &secret)
+            .await,
+    );
+    assert_eq!(forbidden.code, 403);
+
+    // Both are 403; only RBAC's is a refusal.
+    let denied = sb.requests().denied();
+    assert_eq!(denied.len(), 1, "{denied:#?}");
+    assert_eq!(denied[0].resource, "secrets");
+}
