@@ -1,6 +1,7 @@
 //! Fault injection: tests make the API server fail, slow down or drop watches on purpose, to
 //! prove that controllers converge anyway.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -131,6 +132,8 @@ pub struct InjectedFailure {
 pub struct Faults {
     rules: Mutex<Vec<FaultRule>>,
     latency: Mutex<Duration>,
+    /// Firings so far by HTTP status.
+    fired: Mutex<BTreeMap<u16, usize>>,
     /// Bumped to end every open watch stream.
     watch_generation: watch::Sender<u64>,
 }
@@ -140,6 +143,7 @@ impl Default for Faults {
         Self {
             rules: Mutex::new(Vec::new()),
             latency: Mutex::new(Duration::ZERO),
+            fired: Mutex::new(BTreeMap::new()),
             watch_generation: watch::channel(0).0,
         }
     }
@@ -189,6 +193,12 @@ impl Faults {
             .sum()
     }
 
+    /// How many requests got an injected failure so far, by HTTP status (rules cleared
+    /// before firing count nothing).
+    pub fn fired(&self) -> BTreeMap<u16, usize> {
+        self.fired.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Takes one firing of the first rule that matches the request, if any.
     pub fn take(&self, req: &RequestInfo<'_>) -> Option<InjectedFailure> {
         let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
@@ -202,6 +212,12 @@ impl Faults {
         if rule.times == 0 {
             rules.remove(idx);
         }
+        *self
+            .fired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(failure.status)
+            .or_default() += 1;
         Some(failure)
     }
 }
@@ -252,6 +268,7 @@ mod tests {
                 .is_none()
         );
         assert_eq!(faults.pending(), 0);
+        assert_eq!(faults.fired(), BTreeMap::from([(500, 2)]));
     }
 
     #[test]

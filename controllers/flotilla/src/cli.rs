@@ -163,6 +163,14 @@ pub struct OperatorArgs {
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "flotilla-leader")]
     pub lease_name: String,
+    /// How long the leader-election Lease stays valid without renewal: a standby takes over
+    /// within about this long after a leader stops renewing (whole seconds, Go duration).
+    #[arg(long, default_value = "15s", value_parser = parse_lease_duration)]
+    pub lease_duration: Duration,
+    /// How long before the Lease expires the leader renews it (tolerated clock skew between
+    /// replicas); less than --lease-duration.
+    #[arg(long, default_value = "5s", value_parser = parse_lease_duration)]
+    pub lease_renew_margin: Duration,
     /// Namespace of the leader-election Lease (the operator's own).
     #[arg(long, env = "POD_NAMESPACE", required_if_eq("leader_election", "true"))]
     pub lease_namespace: Option<String>,
@@ -234,16 +242,30 @@ impl OperatorArgs {
         Ok(Some((signer, links)))
     }
 
-    fn lease(&self) -> Option<LeaseSettings> {
-        let namespace = self
+    fn lease(&self) -> anyhow::Result<Option<LeaseSettings>> {
+        let Some(namespace) = self
             .lease_namespace
             .as_ref()
-            .filter(|_| self.leader_election)?;
-        Some(LeaseSettings::new(
-            self.lease_name.clone(),
-            namespace.clone(),
-            self.instance.clone(),
-        ))
+            .filter(|_| self.leader_election)
+        else {
+            return Ok(None);
+        };
+        if self.lease_renew_margin >= self.lease_duration {
+            anyhow::bail!(
+                "--lease-renew-margin ({:?}) must be shorter than --lease-duration ({:?})",
+                self.lease_renew_margin,
+                self.lease_duration
+            );
+        }
+        Ok(Some(LeaseSettings {
+            duration_seconds: self.lease_duration.as_secs(),
+            grace_seconds: self.lease_renew_margin.as_secs(),
+            ..LeaseSettings::new(
+                self.lease_name.clone(),
+                namespace.clone(),
+                self.instance.clone(),
+            )
+        }))
     }
 }
 
@@ -371,6 +393,7 @@ pub async fn run_operator(
     args: &OperatorArgs,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let lease = args.lease()?;
     let operator = Operator::new(
         client,
         args.config(),
@@ -416,7 +439,7 @@ pub async fn run_operator(
              add channel"
         );
     }
-    let outcome = match args.lease() {
+    let outcome = match lease {
         None => {
             crate::run_selected(&operator, &controllers, campaigns).await;
             Ok(())
@@ -440,6 +463,17 @@ pub async fn run_operator(
             .context("unsubscribe endpoint")?;
     }
     outcome
+}
+
+/// A Lease timing: a Go duration of whole seconds, at least one (the Lease counts seconds).
+fn parse_lease_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.subsec_nanos() != 0 || duration.is_zero() {
+        return Err(format!(
+            "{text:?}: a Lease counts whole seconds, at least 1s"
+        ));
+    }
+    Ok(duration)
 }
 
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
@@ -533,9 +567,51 @@ mod tests {
             },
             "the chart's values are the defaults"
         );
-        let lease = args.lease().expect("leader election");
+        let lease = args.lease().expect("valid").expect("leader election");
         assert_eq!(lease.namespace, "flotilla-system");
         assert_eq!(lease.identity.as_deref(), Some("flotilla-abc"));
+        assert_eq!(
+            (lease.duration_seconds, lease.grace_seconds),
+            (15, 5),
+            "the chart's timing is the library's default"
+        );
+        let defaults = LeaseSettings::new("x", "y", None);
+        assert_eq!((defaults.duration_seconds, defaults.grace_seconds), (15, 5));
+    }
+
+    #[test]
+    fn the_lease_timing_is_configurable() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec![
+                "flotilla",
+                "run",
+                "--leader-election",
+                "--lease-namespace=flotilla-system",
+            ];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(|cli| match cli.command {
+                Command::Run(args) => args,
+                _ => panic!("not run"),
+            })
+        };
+        let args = parse(&["--lease-duration=4s", "--lease-renew-margin=1s"]).expect("parse");
+        let lease = args.lease().expect("valid").expect("leader election");
+        assert_eq!((lease.duration_seconds, lease.grace_seconds), (4, 1));
+        assert!(
+            parse(&["--lease-duration=1500ms"]).is_err(),
+            "whole seconds"
+        );
+        assert!(
+            parse(&["--lease-duration=0s"]).is_err(),
+            "at least one second"
+        );
+        let margin_too_long = parse(&["--lease-duration=3s", "--lease-renew-margin=3s"])
+            .expect("parse")
+            .lease();
+        assert!(
+            margin_too_long.is_err(),
+            "the margin is shorter than the Lease"
+        );
     }
 
     #[test]
@@ -582,7 +658,7 @@ mod tests {
         let Command::Run(args) = cli.command else {
             panic!("not run")
         };
-        assert_eq!(args.lease(), None);
+        assert_eq!(args.lease().expect("valid"), None);
         assert_eq!(args.controllers, ControllerName::ALL);
     }
 

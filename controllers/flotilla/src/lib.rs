@@ -17,6 +17,17 @@ pub use flotilla_subscriptions as subscriptions;
 
 use runtime::Operator;
 
+/// The `flotilla` process: the kubectl plugin when invoked as `kubectl-flotilla`, the command
+/// line ([`cli::main`]) otherwise. `main.rs` only calls this, and so does the chaos suite's
+/// copy of the binary (`tests/chaos`), so both run exactly the same code.
+pub fn main() -> std::process::ExitCode {
+    flotilla_runtime::crypto::use_ring();
+    if plugin::invoked_as_plugin(std::env::args_os().next()) {
+        return plugin::main();
+    }
+    cli::main()
+}
+
 /// The controllers this binary can run (`flotilla run --controllers ...`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum ControllerName {

@@ -6,9 +6,5 @@
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
-    flotilla_runtime::crypto::use_ring();
-    if flotilla::plugin::invoked_as_plugin(std::env::args_os().next()) {
-        return flotilla::plugin::main();
-    }
-    flotilla::cli::main()
+    flotilla::main()
 }

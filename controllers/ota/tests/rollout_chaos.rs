@@ -17,6 +17,7 @@ use flotilla_crds::device::UpdateState;
 use flotilla_crds::{Device, FirmwareRollout, FirmwareRolloutPhase};
 use flotilla_sandbox::{FaultRule, Verb};
 use flotilla_simulator::FleetSpec;
+use flotilla_testkit::chaos::{self, Rng};
 use jiff::{SignedDuration, Timestamp};
 use kube::Api;
 use kube::api::ListParams;
@@ -28,69 +29,9 @@ const SOAK: SignedDuration = SignedDuration::from_millis(200);
 /// Crashes that must land while the rollout runs.
 const CRASHES: usize = 5;
 
-/// SplitMix64: small, seedable, good enough to pick moments.
-struct Rng(u64);
-
-impl Rng {
-    fn from_env() -> Self {
-        let seed = std::env::var("FLOTILLA_CHAOS_SEED")
-            .ok()
-            .map(|s| s.parse().expect("FLOTILLA_CHAOS_SEED is a number"))
-            .unwrap_or_else(|| Timestamp::now().as_nanosecond() as u64);
-        println!("chaos seed {seed} (FLOTILLA_CHAOS_SEED={seed} repeats this run)");
-        Self(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A delay drawn evenly from `low..high` milliseconds.
-    fn millis(&mut self, low: u64, high: u64) -> Duration {
-        Duration::from_millis(low + self.next() % (high - low))
-    }
-
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            items.swap(i, j);
-        }
-    }
-}
-
-/// Devices in flight for `rollout` as the Devices show it at `now`: assigned the release and
-/// not yet done — no final report on the assigned action, or a success still soaking. Read
-/// after the list returned, `now` is no earlier than any assignment in it, so a device whose
-/// soak ended before a newer assignment never counts together with it.
+/// Devices in flight for `rollout` at `now` (see [`chaos::in_flight`]).
 fn in_flight(devices: &[Device], rollout: &str, now: Timestamp) -> u32 {
-    devices
-        .iter()
-        .filter(|device| {
-            let Some(firmware) = device.spec.firmware.as_ref() else {
-                return false;
-            };
-            if firmware.rollout.as_deref() != Some(rollout) || firmware.version != "2.0.0" {
-                return false;
-            }
-            let report = device
-                .status
-                .as_ref()
-                .and_then(|s| s.update.as_ref())
-                .filter(|u| u.action_id == Some(firmware.action_id));
-            match report {
-                Some(u) if u.state == UpdateState::Succeeded => u
-                    .finished_at
-                    .as_ref()
-                    .is_none_or(|at| now < at.0.checked_add(SOAK).unwrap()),
-                Some(u) => !u.state.is_terminal(),
-                None => true,
-            }
-        })
-        .count() as u32
+    chaos::in_flight(devices, rollout, "2.0.0", SOAK, now)
 }
 
 /// Lists the Devices every 100 ms and keeps the most found in flight at once.

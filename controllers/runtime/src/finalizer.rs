@@ -14,7 +14,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, Event};
 use kube::{Api, Resource, ResourceExt};
@@ -115,7 +115,9 @@ fn add_finalizer_patch(finalizers: &[String]) -> json_patch::Patch {
 /// Adds Flotilla's finalizer; returns the object as the API server stored it. A reconcile woken
 /// before the watch showed the finalizer added by an earlier one sees a stale list, and the
 /// patch's test fails (`422`): the object is then read, and the patch sent again only if the
-/// finalizer is still missing.
+/// finalizer is still missing. It is read by a list of its name, not a get: `config/rbac/`
+/// grants every watched kind `list` but not `get` (a get was refused there, seen by the chaos
+/// suite as a `403` right after a Plan's first reconcile).
 async fn add_finalizer<K>(api: &Api<K>, object: &K) -> Result<K, kube::Error>
 where
     K: Resource + Clone + DeserializeOwned + Serialize + Debug,
@@ -127,7 +129,11 @@ where
         .await
     {
         Err(kube::Error::Api(status)) if status.code == 422 => {
-            let current = api.get(name).await?;
+            let by_name = ListParams::default().fields(&format!("metadata.name={name}"));
+            let Some(current) = api.list(&by_name).await?.items.into_iter().next() else {
+                // Gone meanwhile: the 422 stands, and the deletion's event comes next.
+                return Err(kube::Error::Api(status));
+            };
             if needs_finalizer(&current) {
                 api.patch(name, &PatchParams::default(), &patch(current.finalizers()))
                     .await

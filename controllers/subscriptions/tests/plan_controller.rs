@@ -611,10 +611,11 @@ async fn a_subscription_deleted_while_the_watch_was_down_is_found_by_the_re_list
     h.wait_for_rewatches(&before, &[("plans", 1), ("namespaces", 1)])
         .await;
 
-    // Meanwhile the Subscription goes for good (deleted, then its finalizer removed by hand:
-    // in the other order the Subscription controller, reconciling from its cache, may add
-    // the finalizer back in between), and the history is compacted: resuming the
-    // Subscription watches now gets 410 Gone.
+    // Meanwhile the Subscription goes for good (deleted, then its finalizer removed by hand),
+    // and the history is compacted: resuming the Subscription watches now gets 410 Gone.
+    // Deleted first: a live Subscription without the finalizer gets it back from the next
+    // reconcile that sees it (a stale one re-reads it), while a deleting one gets no new
+    // finalizers.
     let subs: Api<Subscription> = Api::all(h.client.clone());
     subs.delete("acme", &DeleteParams::default())
         .await
@@ -624,8 +625,8 @@ async fn a_subscription_deleted_while_the_watch_was_down_is_found_by_the_re_list
         .patch("acme", &PatchParams::default(), &Patch::Merge(&unfinalized))
         .await
     {
-        // Gone at once: the controller had not added its finalizer yet.
         Ok(_) => {}
+        // The controller's cleanup finished first.
         Err(kube::Error::Api(status)) if status.code == 404 => {}
         Err(error) => panic!("remove the finalizer: {error}"),
     }

@@ -7,6 +7,7 @@
 //!
 //! A domain's tests wrap [`Harness`] with what they start (`spawn`) and their fixtures.
 
+pub mod chaos;
 pub mod rbac;
 
 use std::sync::Arc;
