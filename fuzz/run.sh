@@ -74,8 +74,8 @@ for target in "${selected[@]}"; do
   # -max_len: the bodies and documents the parsers meet are small; 4 KiB keeps runs fast.
   cargo fuzz run "${BUILD_FLAGS[@]}" "$target" "corpus/${target}" "seeds/${target}" -- \
     -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
-    "$@" 2>&1 | tee "$log" | grep -E '^(#[0-9]+ +(INITED|DONE)|==[0-9]+==|thread .* panicked|SUMMARY|Done [0-9]+ runs)' || true
-  status="${PIPESTATUS[0]}"
+    "$@" >"$log" 2>&1 || status=$?
+  grep -E '^(#[0-9]+ +(INITED|DONE)|==[0-9]+==|thread .* panicked|SUMMARY|Done [0-9]+ runs)' "$log" || true
   execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)"
   rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)"
   corpus="$(find "corpus/${target}" -type f | wc -l)"

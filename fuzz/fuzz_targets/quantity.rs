@@ -23,11 +23,9 @@ fuzz_target!(|input: &str| {
             again, quantity,
             "{input:?} → {canonical:?} changes the value"
         );
-        assert_eq!(
-            again.to_canonical_string(),
-            canonical,
-            "canonical form of {input:?} is not stable"
-        );
+        // Not a fixed point in general: a binary quantity that is not a whole number of Ki
+        // prints without suffix ("62.5Ki" → "64000"), which reads back as decimal ("64k"),
+        // exactly as apimachinery does.
         let _ = quantity.saturating_add(again);
     }
     // The same text as a resource name and as a whole resource list entry.
