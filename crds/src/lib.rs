@@ -68,7 +68,7 @@ pub fn crds_yaml() -> String {
 /// One CRD as a YAML document starting with `---`.
 pub fn crd_yaml(crd: &CustomResourceDefinition) -> String {
     let body =
-        serde_yaml::to_string(crd).expect("a CustomResourceDefinition always serializes to YAML");
+        serde_norway::to_string(crd).expect("a CustomResourceDefinition always serializes to YAML");
     format!("---\n{body}")
 }
 

@@ -103,7 +103,7 @@ fn checked_in_files_parse_back_into_the_same_crds() {
         let text = fs::read_to_string(chart_crds_dir().join(&name))
             .unwrap_or_else(|e| panic!("{name}: {e}; regenerate with {REGENERATE}"));
         let parsed: CustomResourceDefinition =
-            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{name} is not a CRD: {e}"));
+            serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{name} is not a CRD: {e}"));
         assert_eq!(
             parsed, crd,
             "{name} does not describe the same CRD as the types"

@@ -33,7 +33,7 @@ fn sample_documents() -> Vec<(String, Value)> {
     let mut documents = Vec::new();
     for file in files {
         let text = fs::read_to_string(samples_dir().join(&file)).unwrap();
-        for document in serde_yaml::Deserializer::from_str(&text) {
+        for document in serde_norway::Deserializer::from_str(&text) {
             let value = Value::deserialize(document).unwrap_or_else(|e| panic!("{file}: {e}"));
             if !value.is_null() {
                 documents.push((file.clone(), value));
@@ -124,7 +124,7 @@ fn samples_cover_several_plans_and_subscriptions_on_them() {
 fn the_kustomization_lists_every_sample_file() {
     let text = fs::read_to_string(samples_dir().join("Kustomization"))
         .expect("config/samples/Kustomization");
-    let kustomization: Value = serde_yaml::from_str(&text).unwrap();
+    let kustomization: Value = serde_norway::from_str(&text).unwrap();
     assert_eq!(kustomization["kind"], "Kustomization");
     let listed: BTreeSet<String> =
         serde_json::from_value(kustomization["resources"].clone()).unwrap();

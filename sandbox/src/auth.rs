@@ -411,7 +411,7 @@ pub fn serve_virtual(
         json!({})
     } else {
         serde_json::from_slice(body)
-            .or_else(|_| serde_yaml::from_slice(body))
+            .or_else(|_| serde_norway::from_slice(body))
             .map_err(|e| bad_request(&format!("the request body could not be decoded: {e}")))?
     };
     match endpoint {

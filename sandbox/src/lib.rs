@@ -294,7 +294,7 @@ impl Sandbox {
         use serde::Deserialize as _;
         let error = |message: String| SandboxError::Manifest { message };
         let registry = self.state.store.registry();
-        for document in serde_yaml::Deserializer::from_str(yaml) {
+        for document in serde_norway::Deserializer::from_str(yaml) {
             let object =
                 serde_json::Value::deserialize(document).map_err(|e| error(e.to_string()))?;
             if object.is_null() {

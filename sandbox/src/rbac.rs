@@ -73,10 +73,10 @@ pub fn rules_in(files: &[&Path]) -> Result<Vec<Rule>, String> {
     let mut rules = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        for document in serde_yaml::Deserializer::from_str(&text) {
-            let value = serde_yaml::Value::deserialize(document)
+        for document in serde_norway::Deserializer::from_str(&text) {
+            let value = serde_norway::Value::deserialize(document)
                 .map_err(|e| format!("{}: {e}", file.display()))?;
-            let Ok(role) = serde_yaml::from_value::<Role>(value) else {
+            let Ok(role) = serde_norway::from_value::<Role>(value) else {
                 continue;
             };
             if role.kind == "ClusterRole" || role.kind == "Role" {

@@ -1257,7 +1257,7 @@ fn parse_body(body: &Bytes) -> ApiResult<Value> {
         return Err(status_error::bad_request("the request body is empty").into());
     }
     serde_json::from_slice(body)
-        .or_else(|_| serde_yaml::from_slice::<Value>(body))
+        .or_else(|_| serde_norway::from_slice::<Value>(body))
         .map_err(|e| {
             status_error::bad_request(&format!("the request body could not be decoded: {e}")).into()
         })

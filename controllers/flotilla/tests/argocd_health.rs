@@ -162,7 +162,7 @@ fn assert_kstatus(object: &Value, expected: &str) {
 #[test]
 fn the_argocd_cm_patch_holds_exactly_the_scripts() {
     let text = std::fs::read_to_string(argocd_dir().join("argocd-cm-health.yaml")).unwrap();
-    let patch: Value = serde_yaml::from_str(&text).expect("YAML");
+    let patch: Value = serde_norway::from_str(&text).expect("YAML");
     assert_eq!(patch["kind"], "ConfigMap");
     assert_eq!(patch["metadata"]["name"], "argocd-cm");
     let data = patch["data"].as_object().expect("data");

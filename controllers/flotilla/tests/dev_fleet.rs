@@ -20,7 +20,7 @@ fn fleet_samples() -> Vec<serde_json::Value> {
         "/../../config/samples/fleet-spring-update.yaml"
     );
     let text = std::fs::read_to_string(path).expect("the fleet sample");
-    serde_yaml::Deserializer::from_str(&text)
+    serde_norway::Deserializer::from_str(&text)
         .map(|document| serde_json::Value::deserialize(document).expect("YAML"))
         .collect()
 }

@@ -50,7 +50,7 @@ async fn apply_samples(client: &Client) {
     paths.sort();
     for path in paths {
         let text = std::fs::read_to_string(&path).expect("a sample");
-        for document in serde_yaml::Deserializer::from_str(&text) {
+        for document in serde_norway::Deserializer::from_str(&text) {
             let value = serde_json::Value::deserialize(document).expect("YAML");
             if !value.is_null() {
                 documents.push(value);

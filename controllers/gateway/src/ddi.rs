@@ -165,7 +165,9 @@ pub struct Progress {
 impl Progress {
     /// Percent done, 0–100; `None` when `of` is not positive.
     pub fn percent(self) -> Option<i32> {
-        (self.of > 0).then(|| (self.cnt.clamp(0, self.of) * 100 / self.of) as i32)
+        // In i128: a device may send any i64, and `cnt * 100` overflows i64 near its maximum.
+        (self.of > 0)
+            .then(|| (i128::from(self.cnt.clamp(0, self.of)) * 100 / i128::from(self.of)) as i32)
     }
 }
 
@@ -212,6 +214,22 @@ mod tests {
     use super::*;
     use serde_json::json;
     use std::time::Duration;
+
+    #[test]
+    fn progress_near_the_i64_limit_is_a_percentage() {
+        // `{"cnt": i64::MAX, "of": i64::MAX}` overflowed `cnt * 100` (found reviewing the
+        // gateway_body fuzz target's limits).
+        let full = Progress {
+            cnt: i64::MAX,
+            of: i64::MAX,
+        };
+        assert_eq!(full.percent(), Some(100));
+        let half = Progress {
+            cnt: i64::MAX / 2,
+            of: i64::MAX,
+        };
+        assert_eq!(half.percent(), Some(49));
+    }
 
     #[test]
     fn sleeps_are_hh_mm_ss() {

@@ -154,6 +154,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The HTTP status answered.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -463,7 +468,13 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, 
             ApiError::bad_request(rejection.body_text())
         }
     })?;
-    serde_json::from_slice(&body).map_err(|error| ApiError::bad_request(error.to_string()))
+    decode_body(&body)
+}
+
+/// Reads a JSON request body (feedback, `configData`) as the handlers do: a body that is not
+/// the expected document is `400` with serde's reason.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|error| ApiError::bad_request(error.to_string()))
 }
 
 fn base(state: &AppState, headers: &HeaderMap, tenant: &str, controller_id: &str) -> DeviceBase {
@@ -548,7 +559,8 @@ async fn update_status(
 type DevicePath = Path<(String, String)>;
 type ActionPath = Path<(String, String, String)>;
 
-fn action_id(raw: &str) -> Result<i64, ApiError> {
+/// The `{actionId}` path segment: an integer, or `404` (no action has that name).
+pub fn action_id(raw: &str) -> Result<i64, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::not_found("no such action for this device"))
 }

@@ -284,7 +284,12 @@ pub fn parse_sleep(text: &str) -> Option<Duration> {
         return None;
     }
     let (h, m, s): (u64, u64, u64) = (h.parse().ok()?, m.parse().ok()?, s.parse().ok()?);
-    (m < 60 && s < 60).then(|| Duration::from_secs(h * 3600 + m * 60 + s))
+    if m >= 60 || s >= 60 {
+        return None;
+    }
+    // Hours come from the server: a huge count is malformed, not an overflow.
+    let seconds = h.checked_mul(3600)?.checked_add(m * 60 + s)?;
+    Some(Duration::from_secs(seconds))
 }
 
 /// The sleep before the next poll: DDI's sleep less up to 20 % drawn per device and poll, so
@@ -405,6 +410,8 @@ mod tests {
         assert_eq!(parse_sleep("100:00:00"), Some(Duration::from_secs(360_000)));
         assert_eq!(parse_sleep("00:61:00"), None);
         assert_eq!(parse_sleep("30"), None);
+        // More hours than a u64 of seconds holds (found reviewing the parsers for fuzzing).
+        assert_eq!(parse_sleep("18446744073709551615:00:00"), None);
     }
 
     #[test]

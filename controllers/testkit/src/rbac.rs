@@ -43,7 +43,7 @@ pub fn manifest_files() -> Vec<PathBuf> {
     let text = std::fs::read_to_string(dir.join("kustomization.yaml"))
         .expect("config/rbac/kustomization.yaml is readable");
     let kustomization: Value =
-        serde_yaml::from_str(&text).expect("config/rbac/kustomization.yaml parses");
+        serde_norway::from_str(&text).expect("config/rbac/kustomization.yaml parses");
     kustomization["resources"]
         .as_array()
         .expect("the kustomization lists its resources")
@@ -62,7 +62,7 @@ pub fn objects() -> Vec<(String, Value)> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        for document in serde_yaml::Deserializer::from_str(&text) {
+        for document in serde_norway::Deserializer::from_str(&text) {
             let value: Value = serde::Deserialize::deserialize(document)
                 .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             if !value.is_null() {
@@ -270,7 +270,7 @@ pub async fn install_without(sandbox: &Sandbox, removed: &Grant) {
     let objects = objects_without(Some(removed));
     create_namespaces(sandbox, &objects).await;
     for (file, object) in objects {
-        let yaml = serde_yaml::to_string(&object).expect("an object serializes");
+        let yaml = serde_norway::to_string(&object).expect("an object serializes");
         sandbox
             .create_from_yaml(&yaml)
             .unwrap_or_else(|e| panic!("{file} without {removed}: {e}"));
@@ -289,7 +289,7 @@ pub fn install_gateway_role_in(sandbox: &Sandbox, namespace: &str) {
             continue;
         }
         object["metadata"]["namespace"] = json!(namespace);
-        let yaml = serde_yaml::to_string(&object).expect("an object serializes");
+        let yaml = serde_norway::to_string(&object).expect("an object serializes");
         sandbox
             .create_from_yaml(&yaml)
             .unwrap_or_else(|e| panic!("{file} in {namespace}: {e}"));

@@ -282,7 +282,7 @@ pub fn samples_of_kind(kind: &str) -> anyhow::Result<Vec<serde_json::Value>> {
     for file in files {
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("reading {}", file.display()))?;
-        for document in serde_yaml::Deserializer::from_str(&text) {
+        for document in serde_norway::Deserializer::from_str(&text) {
             let value: serde_json::Value = serde::Deserialize::deserialize(document)
                 .with_context(|| format!("parsing {}", file.display()))?;
             if value["kind"] == kind {
