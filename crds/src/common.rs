@@ -235,6 +235,39 @@ pub enum DurationError {
     /// Negative durations make no sense here.
     #[error("{0:?} is negative")]
     Negative(String),
+    /// Longer than Go's time.Duration holds (about 292 years).
+    #[error("{0:?} is longer than a duration can be (about 292 years)")]
+    TooLong(String),
+}
+
+/// Nanoseconds `text` (well formed: number-unit pairs) adds up to, as a float: only to tell
+/// whether it fits an i64 of nanoseconds as Go requires. kube's parser panics converting a
+/// larger one, so it must not see it.
+fn approximate_nanos(text: &str) -> f64 {
+    let mut total = 0.0;
+    let mut rest = text.trim_start_matches(['-', '+']);
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(number_end);
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_end);
+        let scale = match unit {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => 0.0,
+        };
+        total += number.parse::<f64>().unwrap_or(0.0) * scale;
+        rest = next;
+    }
+    total
 }
 
 impl GoDuration {
@@ -273,6 +306,9 @@ impl FromStr for GoDuration {
         // Checked before kube's parser sees the text: it panics on some of what Go refuses.
         if !well_formed {
             return Err(DurationError::Syntax(text.to_owned()));
+        }
+        if approximate_nanos(text) >= i64::MAX as f64 {
+            return Err(DurationError::TooLong(text.to_owned()));
         }
         let parsed: kube::core::Duration = text
             .parse()
@@ -491,6 +527,31 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn a_duration_beyond_what_go_holds_is_refused() {
+        // Found by the `duration` fuzz target: kube's parser panicked converting a number of
+        // seconds beyond u64. Go's time.Duration holds up to 2^63 ns (about 292 years).
+        let huge = format!("{}5m", "1".repeat(66));
+        for text in [huge.as_str(), "2562048h", "9223372037s", "1e30h"] {
+            let parsed = text.parse::<GoDuration>();
+            assert!(
+                matches!(
+                    parsed,
+                    Err(DurationError::TooLong(_) | DurationError::Syntax(_))
+                ),
+                "{text}: {parsed:?}"
+            );
+        }
+        assert!(matches!(
+            "2562048h".parse::<GoDuration>(),
+            Err(DurationError::TooLong(_))
+        ));
+        assert_eq!(
+            "2562047h".parse::<GoDuration>().unwrap().as_std(),
+            std::time::Duration::from_secs(2_562_047 * 3600)
+        );
     }
 
     #[test]
