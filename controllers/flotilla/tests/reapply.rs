@@ -10,16 +10,17 @@ use std::time::Duration;
 
 use flotilla::ControllerName;
 use flotilla::testing::wait_for;
-use flotilla_crds::{Campaign, CampaignPhase, Plan, Subscription};
+use flotilla_crds::{Campaign, CampaignPhase, Plan, Subscription, SubscriptionPhase};
 use flotilla_sandbox::Verb;
 use flotilla_sandbox::kubectl::Kubectl;
 use flotilla_testkit::{Harness, Spawn, rbac};
 use kube::api::ListParams;
 
 /// How long the store must stay unchanged to count as converged, and the window watched after
-/// each re-apply. Longer than the controllers' backoff cap and status throttle, so a reconcile
-/// that a re-apply triggers has run and written (or not) by the end.
-const QUIET: Duration = Duration::from_secs(4);
+/// each re-apply. Longer than the controllers' backoff cap, status throttle and a trigger
+/// campaign's round delay (5 s), so a reconcile that a re-apply triggers has run and written
+/// (or not) by the end.
+const QUIET: Duration = Duration::from_secs(6);
 const CONVERGE_WITHIN: Duration = Duration::from_secs(90);
 
 fn samples() -> String {
@@ -65,6 +66,48 @@ async fn settle(h: &Harness) -> u64 {
     }
 }
 
+/// `Some(())` once every Plan is reconciled at its generation, every Subscription Trialing or
+/// Active at its generation, and the welcome Campaign Running with every Active Subscription
+/// welcomed.
+async fn unconverged(h: &Harness) -> Option<()> {
+    let plans = kube::Api::<Plan>::all(h.client.clone())
+        .list(&ListParams::default())
+        .await
+        .ok()?;
+    let plans_done = plans.items.len() == 3
+        && plans.items.iter().all(|p| {
+            p.status.as_ref().and_then(|s| s.observed_generation) == p.metadata.generation
+        });
+    let subscriptions = kube::Api::<Subscription>::all(h.client.clone())
+        .list(&ListParams::default())
+        .await
+        .ok()?;
+    let subscriptions_done = subscriptions.items.len() == 3
+        && subscriptions.items.iter().all(|s| {
+            let status = s.status.as_ref();
+            status.and_then(|st| st.observed_generation) == s.metadata.generation
+                && matches!(
+                    status.and_then(|st| st.phase),
+                    Some(SubscriptionPhase::Trialing | SubscriptionPhase::Active)
+                )
+        });
+    let campaign = kube::Api::<Campaign>::namespaced(h.client.clone(), "marketing")
+        .get_opt("welcome")
+        .await
+        .ok()??;
+    let active = subscriptions
+        .items
+        .iter()
+        .filter(|s| s.status.as_ref().and_then(|st| st.phase) == Some(SubscriptionPhase::Active))
+        .count();
+    let status = campaign.status?;
+    let counts = status.counts.unwrap_or_default();
+    let campaign_done = status.phase == Some(CampaignPhase::Running)
+        && counts.pending == 0
+        && counts.sent == active as i64;
+    (plans_done && subscriptions_done && campaign_done).then_some(())
+}
+
 /// Writes served since request `mark`, by `user` (any user when None), described.
 fn writes_since(h: &Harness, mark: usize, user: Option<&str>) -> Vec<String> {
     h.sandbox().requests().snapshot()[mark..]
@@ -99,36 +142,19 @@ async fn reapplying_the_samples_makes_the_operator_write_nothing() {
     let kubectl = Kubectl::admin(h.sandbox()).expect("a kubeconfig");
     let samples = samples();
     kubectl.run(&["apply", "-f", &samples], None).await;
+    // Converged means what the samples describe happened (a quiet store alone could be an
+    // operator starved of CPU), and then nothing more changes.
+    wait_for("the samples to converge", CONVERGE_WITHIN, || {
+        unconverged(&h)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let converged = settle(&h).await;
-
-    // Converged means what the samples describe happened, not only that writing stopped.
-    let plans = kube::Api::<Plan>::all(h.client.clone())
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    assert_eq!(plans.items.len(), 3);
-    for plan in &plans.items {
-        let status = plan.status.as_ref().expect("a Plan status");
-        assert_eq!(status.observed_generation, plan.metadata.generation);
-    }
-    let subscriptions = kube::Api::<Subscription>::all(h.client.clone())
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    assert_eq!(subscriptions.items.len(), 3);
-    for subscription in &subscriptions.items {
-        let status = subscription.status.as_ref().expect("a Subscription status");
-        assert!(status.phase.is_some(), "{:?}", subscription.metadata.name);
-        assert_eq!(status.observed_generation, subscription.metadata.generation);
-    }
-    let campaign = kube::Api::<Campaign>::namespaced(h.client.clone(), "marketing")
-        .get("welcome")
-        .await
-        .unwrap();
-    let status = campaign.status.expect("a Campaign status");
-    assert_eq!(status.phase, Some(CampaignPhase::Running), "{status:?}");
-    let sent = status.counts.as_ref().map_or(0, |c| c.sent);
-    assert!(sent >= 1, "welcomed no one: {status:?}");
+    assert_eq!(
+        unconverged(&h).await,
+        Some(()),
+        "still converged after settling"
+    );
 
     // kubectl's own client-side apply: kubectl finds nothing to patch and says so.
     let out = reapply(&h, &kubectl, &["apply", "-f", &samples]).await;
