@@ -240,34 +240,49 @@ pub enum DurationError {
     TooLong(String),
 }
 
-/// Nanoseconds `text` (well formed: number-unit pairs) adds up to, as a float: only to tell
-/// whether it fits an i64 of nanoseconds as Go requires. kube's parser panics converting a
-/// larger one, so it must not see it.
-fn approximate_nanos(text: &str) -> f64 {
+/// Nanoseconds `text` adds up to, as a float, or `None` when it is not in the grammar of
+/// [`DURATION_PATTERN`] (one or more `digits[.digits]unit`; `0` alone is zero). Checked before
+/// kube's parser sees the text: that parser accepts more (a bare number, a sign inside, stray
+/// bytes after a term) and panics converting what does not fit, so only valid text reaches it.
+fn duration_nanos(text: &str) -> Option<f64> {
+    if text == "0" {
+        return Some(0.0);
+    }
+    if text.is_empty() {
+        return None;
+    }
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    let mut rest = text;
     let mut total = 0.0;
-    let mut rest = text.trim_start_matches(['-', '+']);
     while !rest.is_empty() {
         let number_end = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         let (number, tail) = rest.split_at(number_end);
+        let well_formed = match number.split_once('.') {
+            Some((whole, fraction)) => digits(whole) && digits(fraction),
+            None => digits(number),
+        };
+        if !well_formed {
+            return None;
+        }
         let unit_end = tail
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(tail.len());
         let (unit, next) = tail.split_at(unit_end);
         let scale = match unit {
             "ns" => 1.0,
-            "us" | "µs" => 1e3,
+            "us" | "\u{b5}s" => 1e3,
             "ms" => 1e6,
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            _ => 0.0,
+            _ => return None,
         };
-        total += number.parse::<f64>().unwrap_or(0.0) * scale;
+        total += number.parse::<f64>().ok()? * scale;
         rest = next;
     }
-    total
+    Some(total)
 }
 
 impl GoDuration {
@@ -291,31 +306,18 @@ impl FromStr for GoDuration {
     type Err = DurationError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        // kube's metav1.Duration parser accepts some forms Go rejects (a bare number, "1.h");
-        // the schema pattern is the stricter gate, repeated here for objects that bypassed it.
-        let well_formed = !text.is_empty()
-            && text
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_digit() || c == '-' || c == '+')
-            // Go allows a sign only in front; kube's parser also takes one inside ("4h-2h"),
-            // and then overflows subtracting.
-            && !text[1..].contains(['-', '+'])
-            && text.chars().last().is_some_and(|c| c.is_alphabetic())
-            || text == "0";
-        // Checked before kube's parser sees the text: it panics on some of what Go refuses.
-        if !well_formed {
-            return Err(DurationError::Syntax(text.to_owned()));
-        }
-        if approximate_nanos(text) >= i64::MAX as f64 {
+        let Some(nanos) = duration_nanos(text) else {
+            return Err(match text.strip_prefix('-').and_then(duration_nanos) {
+                Some(_) => DurationError::Negative(text.to_owned()),
+                None => DurationError::Syntax(text.to_owned()),
+            });
+        };
+        if nanos >= i64::MAX as f64 {
             return Err(DurationError::TooLong(text.to_owned()));
         }
         let parsed: kube::core::Duration = text
             .parse()
             .map_err(|_| DurationError::Syntax(text.to_owned()))?;
-        if parsed.is_negative() && !std::time::Duration::from(parsed).is_zero() {
-            return Err(DurationError::Negative(text.to_owned()));
-        }
         Ok(Self {
             text: text.to_owned(),
             value: parsed.into(),
@@ -530,6 +532,38 @@ mod tests {
     }
 
     #[test]
+    fn stray_bytes_after_a_term_are_refused() {
+        // Found by the `duration` fuzz target on CI: kube's parser multiplied the first term
+        // (8.9e20 minutes) before it saw the unknown unit after it, and panicked.
+        for text in [
+            "888888888888819498338m\u{12}:m",
+            "5m:m",
+            "1h 2m",
+            "1.2.3s",
+            ".5s",
+            "1.s",
+            "+1s",
+            "1hh",
+        ] {
+            assert!(
+                matches!(text.parse::<GoDuration>(), Err(DurationError::Syntax(_))),
+                "{text:?}"
+            );
+        }
+        for (text, nanos) in [
+            ("1.5h", 5_400_000_000_000),
+            ("0.5s", 500_000_000),
+            ("2\u{b5}s", 2_000),
+        ] {
+            assert_eq!(
+                text.parse::<GoDuration>().unwrap().as_std().as_nanos(),
+                nanos,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn a_duration_beyond_what_go_holds_is_refused() {
         // Found by the `duration` fuzz target: kube's parser panicked converting a number of
         // seconds beyond u64. Go's time.Duration holds up to 2^63 ns (about 292 years).
@@ -594,8 +628,9 @@ mod tests {
             assert!(pattern(good), "{good}");
             assert!(good.parse::<GoDuration>().is_ok(), "{good}");
         }
-        for bad in ["1", "-5m", "1 h", "h", "1.h", "1d"] {
+        for bad in ["1", "-5m", "1 h", "h", "1.h", ".5h", "+1h", "1d", "5m:m"] {
             assert!(!pattern(bad), "{bad}");
+            assert!(bad.parse::<GoDuration>().is_err(), "{bad}");
         }
     }
 

@@ -1,5 +1,6 @@
 //! Operator-wide tuning knobs, shared by every controller.
 
+use flotilla_crds::common::GoDuration;
 use std::time::Duration;
 
 /// How the controllers run. One value for the whole process; `flotilla run` fills it from flags.
@@ -48,47 +49,14 @@ impl Default for Config {
     }
 }
 
-/// Parses a duration the way Go's `time.ParseDuration` (and so Helm values and `metav1.Duration`)
-/// writes them: one or more `<number><unit>` with units `ns`, `us` (or `µs`), `ms`, `s`, `m`,
-/// `h` and optional decimals, e.g. `500ms`, `5m`, `1h30m`, `1.5s`; `0` alone is zero. Negative
-/// durations are refused: no knob here means anything negative.
+/// Parses a duration as the CRDs' `metav1.Duration` fields and the chart's values write them:
+/// one or more `<number><unit>` with units `ns`, `us` (or `µs`), `ms`, `s`, `m`, `h` and
+/// optional decimals, e.g. `500ms`, `5m`, `1h30m`, `1.5s`; `0` alone is zero. One grammar for
+/// flags, Helm values and objects: [`GoDuration`]'s. Negative durations are refused.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("invalid duration {text:?}: expected e.g. 500ms, 30s, 5m or 1h30m");
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut rest = text;
-    let mut total = Duration::ZERO;
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(invalid)?;
-        let (number, after) = rest.split_at(number_len);
-        if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
-            return Err(invalid());
-        }
-        let value: f64 = number.parse().map_err(|_| invalid())?;
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
-        let (unit, next) = after.split_at(unit_len);
-        let seconds_per_unit = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(invalid()),
-        };
-        let part = Duration::try_from_secs_f64(value * seconds_per_unit).map_err(|_| invalid())?;
-        total = total.checked_add(part).ok_or_else(invalid)?;
-        rest = next;
-    }
-    Ok(total)
+    text.parse::<GoDuration>()
+        .map(|duration| duration.as_std())
+        .map_err(|error| format!("invalid duration: {error}"))
 }
 
 #[cfg(test)]
@@ -115,7 +83,7 @@ mod tests {
     #[test]
     fn malformed_durations_are_refused() {
         for text in [
-            "", "5", "m", "-5s", "5 m", "1.s", ".5s", "5mins", "1h-30m", "5sx",
+            "", "5", "m", "-5s", "5 m", "1.s", ".5s", "5mins", "1h-30m", "5sx", "2562048h",
         ] {
             assert!(parse_duration(text).is_err(), "{text:?} accepted");
         }
