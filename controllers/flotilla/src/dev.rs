@@ -3,7 +3,6 @@
 //! namespace [`FLEET_NAMESPACE`] that poll it ([`start_fleet`]), so the OTA samples have
 //! devices to update.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,17 +102,13 @@ fn banner(args: &DevArgs, url: &str, fleet: &RunningFleet) -> String {
 /// The gateway of the demo: loopback on a free port, serving [`FLEET_NAMESPACE`], with short
 /// polling sleeps so that the fleet reacts within seconds.
 pub fn gateway_config() -> GatewayConfig {
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     GatewayConfig {
-        listen: loopback,
-        admin_listen: loopback,
-        namespaces: vec![FLEET_NAMESPACE.to_owned()],
         polling: PollingSleep {
             busy: Duration::from_secs(2),
             idle: Duration::from_secs(10),
         },
         last_seen_resolution: Duration::from_secs(30),
-        ..GatewayConfig::default()
+        ..GatewayConfig::loopback(FLEET_NAMESPACE)
     }
 }
 

@@ -91,6 +91,38 @@ impl Default for GatewayConfig {
     }
 }
 
+impl GatewayConfig {
+    /// A gateway on loopback, on free ports, serving `namespace`: the local demo, the tests
+    /// and the benchmarks run it beside their fleet on one machine.
+    pub fn loopback(namespace: &str) -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            listen: loopback,
+            admin_listen: loopback,
+            namespaces: vec![namespace.to_owned()],
+            ..Self::default()
+        }
+    }
+
+    /// Devices poll and `lastSeen` moves every second (DDI sleeps are whole seconds), under a
+    /// rate limit no such fleet meets: for tests whose devices must react at once.
+    pub fn polling_every_second(self) -> Self {
+        let second = Duration::from_secs(1);
+        Self {
+            polling: PollingSleep {
+                busy: second,
+                idle: second,
+            },
+            last_seen_resolution: second,
+            rate_limit: RateLimit {
+                per_minute: std::num::NonZeroU32::new(6000).expect("non-zero"),
+                burst: std::num::NonZeroU32::new(100).expect("non-zero"),
+            },
+            ..self
+        }
+    }
+}
+
 /// What can stop the gateway.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {

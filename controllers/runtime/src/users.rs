@@ -136,6 +136,21 @@ pub fn validity_event(
     })
 }
 
+/// The Events of a used kind whose readiness depends on its spec alone (Plan,
+/// FirmwareRelease): [`validity_event`] and [`deletion_blocked_event`], in that order. An
+/// unchanged status yields none, so steady-state reconciles stay silent.
+pub fn transition_events(
+    before: &[Condition],
+    after: &[Condition],
+    valid: (&'static str, &str),
+    invalid_reason: &'static str,
+) -> Vec<Planned> {
+    validity_event(before, after, valid, invalid_reason)
+        .into_iter()
+        .chain(deletion_blocked_event(before, after))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,13 +1,12 @@
 //! A simulated fleet against the real gateway over HTTP, on the sandbox API server: the
 //! Devices' status is what the gateway wrote from the simulator's reports.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_crds::device::UpdateState;
 use flotilla_crds::{Device, FirmwareRelease};
-use flotilla_gateway::{GatewayConfig, PollingSleep, RateLimit};
+use flotilla_gateway::GatewayConfig;
 use flotilla_runtime::testing::wait_for;
 use flotilla_runtime::{Shutdown, SystemClock};
 use flotilla_sandbox::Sandbox;
@@ -67,22 +66,7 @@ async fn start() -> Fixture {
         .await
         .expect("release");
     let shutdown = Shutdown::new();
-    let config = GatewayConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
-        namespaces: vec![NS.to_owned()],
-        // DDI sleeps are whole seconds; one keeps the tests quick.
-        polling: PollingSleep {
-            busy: Duration::from_secs(1),
-            idle: Duration::from_secs(1),
-        },
-        last_seen_resolution: Duration::from_secs(1),
-        rate_limit: RateLimit {
-            per_minute: NonZeroU32::new(6000).unwrap(),
-            burst: NonZeroU32::new(100).unwrap(),
-        },
-        ..GatewayConfig::default()
-    };
+    let config = GatewayConfig::loopback(NS).polling_every_second();
     let gateway = flotilla_gateway::start(
         config,
         client.clone(),

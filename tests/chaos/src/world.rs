@@ -2,7 +2,6 @@
 //! the device gateway (as its ServiceAccount) and a simulated fleet, a webhook receiver, and
 //! the workload the operator processes work on.
 
-use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,7 +12,7 @@ use flotilla_crds::{
     Channel, ChannelPhase, Device, FirmwareRelease, FirmwareReleasePhase, Subscription,
     SubscriptionPhase,
 };
-use flotilla_gateway::{GatewayConfig, PollingSleep, RateLimit};
+use flotilla_gateway::GatewayConfig;
 use flotilla_runtime::testing::wait_for;
 use flotilla_runtime::{Shutdown, SystemClock};
 use flotilla_sandbox::Sandbox;
@@ -474,21 +473,7 @@ async fn start_gateway(sandbox: &Sandbox, shutdown: &Shutdown) -> anyhow::Result
         rbac::GATEWAY_SERVICE_ACCOUNT,
     ))?;
     let gateway = flotilla_gateway::start(
-        GatewayConfig {
-            listen: "127.0.0.1:0".parse()?,
-            admin_listen: "127.0.0.1:0".parse()?,
-            namespaces: vec![FLEET.to_owned()],
-            polling: PollingSleep {
-                busy: Duration::from_secs(1),
-                idle: Duration::from_secs(1),
-            },
-            last_seen_resolution: Duration::from_secs(1),
-            rate_limit: RateLimit {
-                per_minute: NonZeroU32::new(6000).expect("non-zero"),
-                burst: NonZeroU32::new(100).expect("non-zero"),
-            },
-            ..GatewayConfig::default()
-        },
+        GatewayConfig::loopback(FLEET).polling_every_second(),
         client,
         Arc::new(SystemClock),
         shutdown.clone(),

@@ -4,7 +4,6 @@
 //! against the backend (the sandbox, or the cluster of `FLOTILLA_E2E_KUBECONFIG`), exactly as
 //! they would beside a real cluster: the devices never touch the Kubernetes API.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use flotilla_crds::{
     Device, FirmwareRelease, FirmwareReleasePhase, FirmwareRollout, FirmwareRolloutPhase,
 };
 use flotilla_e2e::{Environment, FIELD_MANAGER, samples_of_kind, step_timeout};
-use flotilla_gateway::{GatewayConfig, PollingSleep, RateLimit};
+use flotilla_gateway::GatewayConfig;
 use flotilla_simulator::{FleetSpec, ModelShare};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
@@ -83,21 +82,7 @@ async fn a_release_rolls_out_to_a_simulated_fleet_through_the_gateway() -> anyho
     // The gateway for that namespace, and a fleet polling it.
     let shutdown = Shutdown::new();
     let gateway = flotilla_gateway::start(
-        GatewayConfig {
-            listen: "127.0.0.1:0".parse()?,
-            admin_listen: "127.0.0.1:0".parse()?,
-            namespaces: vec![namespace.clone()],
-            polling: PollingSleep {
-                busy: Duration::from_secs(1),
-                idle: Duration::from_secs(1),
-            },
-            last_seen_resolution: Duration::from_secs(1),
-            rate_limit: RateLimit {
-                per_minute: NonZeroU32::new(6000).expect("non-zero"),
-                burst: NonZeroU32::new(100).expect("non-zero"),
-            },
-            ..GatewayConfig::default()
-        },
+        GatewayConfig::loopback(&namespace).polling_every_second(),
         env.gateway_client(&namespace)?,
         Arc::new(SystemClock),
         shutdown.clone(),

@@ -101,20 +101,15 @@ pub fn transition_events(
     previous: Option<&FirmwareReleaseStatus>,
     next: &FirmwareReleaseStatus,
 ) -> Vec<Planned> {
-    let before = previous.map_or(&[][..], |s| &s.conditions[..]);
-    let validity = users::validity_event(
-        before,
+    users::transition_events(
+        previous.map_or(&[][..], |s| &s.conditions[..]),
         &next.conditions,
         (
             event_reasons::VALIDATED,
             "the release is valid and can be rolled out",
         ),
         event_reasons::INVALID_SPEC,
-    );
-    validity
-        .into_iter()
-        .chain(users::deletion_blocked_event(before, &next.conditions))
-        .collect()
+    )
 }
 
 /// The Event published when the last live rollout let go of a deleted release.

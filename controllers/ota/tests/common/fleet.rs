@@ -3,13 +3,12 @@
 //! talking DDI to it over HTTP: nothing writes Device status but the gateway (unless a test
 //! says so).
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use flotilla_crds::{Device, FirmwareRelease, FirmwareRollout, FirmwareRolloutPhase};
-use flotilla_gateway::{GatewayConfig, PollingSleep, RateLimit};
+use flotilla_gateway::GatewayConfig;
 use flotilla_runtime::testing::wait_for;
 use flotilla_runtime::{Shutdown, SystemClock};
 use flotilla_simulator::{FleetSpec, ModelShare, Simulation};
@@ -70,21 +69,7 @@ pub async fn start_with_client(client_retries: bool) -> Fleet {
         .create::<FirmwareRelease>(release("fw-2-0-0", "2.0.0"))
         .await;
     let shutdown = Shutdown::new();
-    let config = GatewayConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
-        namespaces: vec![NAMESPACE.to_owned()],
-        polling: PollingSleep {
-            busy: Duration::from_secs(1),
-            idle: Duration::from_secs(1),
-        },
-        last_seen_resolution: Duration::from_secs(1),
-        rate_limit: RateLimit {
-            per_minute: NonZeroU32::new(6000).unwrap(),
-            burst: NonZeroU32::new(100).unwrap(),
-        },
-        ..GatewayConfig::default()
-    };
+    let config = GatewayConfig::loopback(NAMESPACE).polling_every_second();
     // The gateway as its own ServiceAccount, its Role copied into the namespace it serves.
     flotilla_testkit::rbac::install_gateway_role_in(harness.sandbox(), NAMESPACE);
     let gateway_client =

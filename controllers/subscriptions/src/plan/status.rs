@@ -90,20 +90,15 @@ fn in_use_condition(observed: &Observation) -> ConditionUpdate {
 /// errors changing, and a deletion becoming blocked or its list of blockers changing. An
 /// unchanged status yields no Event, so steady-state reconciles stay silent.
 pub fn transition_events(previous: Option<&PlanStatus>, next: &PlanStatus) -> Vec<Planned> {
-    let before = previous.map_or(&[][..], |s| &s.conditions[..]);
-    let validity = users::validity_event(
-        before,
+    users::transition_events(
+        previous.map_or(&[][..], |s| &s.conditions[..]),
         &next.conditions,
         (
             event_reasons::VALIDATED,
             "the plan is valid and can be used by Subscriptions",
         ),
         event_reasons::INVALID_SPEC,
-    );
-    validity
-        .into_iter()
-        .chain(users::deletion_blocked_event(before, &next.conditions))
-        .collect()
+    )
 }
 
 /// The Event published when the last Subscription let go of a deleted Plan.
