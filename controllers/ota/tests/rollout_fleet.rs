@@ -31,7 +31,9 @@ async fn a_rollout_moves_every_device_through_its_waves() {
     let counts = status.counts.unwrap();
     assert_eq!(
         (counts.targeted, counts.succeeded, counts.failed),
-        (20, 20, 0)
+        (20, 20, 0),
+        "plan: {:?}",
+        status.plan
     );
     // Waves of ⌈10%⌉, ⌈50%⌉ − 2 and the rest.
     let sizes: Vec<i32> = status.waves.iter().map(|w| w.counts.targeted).collect();

@@ -148,7 +148,7 @@ impl Fleet {
     }
 
     /// Provisions the fleet of `spec` and starts its online devices; with `wait`, waits until
-    /// every online device has reported once (lastSeen set), so none is planned as offline.
+    /// every online device has reported once (lastSeen set) to the API.
     pub async fn launch(&mut self, spec: FleetSpec, wait: bool) {
         flotilla_simulator::provision(&self.harness.client, &spec)
             .await
@@ -182,7 +182,7 @@ impl Fleet {
     }
 
     /// Creates rollout `name` of fw-2-0-0 over the simulated devices; `spec` overrides the
-    /// defaults (three waves, maxInFlight 4, soak 1s, no retries).
+    /// defaults (three waves, maxInFlight 4, soak 1s, no retries, offline devices waited for).
     pub async fn rollout(&self, name: &str, spec: serde_json::Value) -> FirmwareRollout {
         let mut base = json!({
             "release": "fw-2-0-0",
@@ -192,6 +192,10 @@ impl Fleet {
             "soakTime": "1s",
             "deviceTimeout": "30s",
             "offlineAfter": "1m",
+            // The plan reads the operator's Device watch, which may trail the API the test
+            // read by a moment: a device whose first report the test saw may be unseen there
+            // still, and Skip would leave it out for good. Wait assigns it once it shows.
+            "offlinePolicy": "Wait",
             "retries": {"limit": 0, "initialBackoff": "1s", "maxBackoff": "1s"},
         });
         base.as_object_mut()
