@@ -228,6 +228,15 @@ async fn devices_on_unknown_versions_are_left_out_and_a_wrong_version_never_succ
     manual_device(&fleet, "silent", None).await;
     manual_device(&fleet, "garbled", Some("v1-final")).await;
     manual_device(&fleet, "liar", Some("1.0.0")).await;
+    // The plan reads the operator's Device watch, which may trail the writes above; fw-1-0-0
+    // counting liar (written last; the watch delivers in order) shows it has them all.
+    let releases = fleet.harness.api::<FirmwareRelease>();
+    wait_for("the operator to count liar on 1.0.0", LONG, || async {
+        let status = releases.get("fw-1-0-0").await.ok()?.status?;
+        (status.devices == 1).then_some(())
+    })
+    .await
+    .unwrap();
     fleet
         .harness
         .create::<FirmwareRollout>(rollout_json(

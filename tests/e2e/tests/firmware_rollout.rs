@@ -137,6 +137,10 @@ async fn a_release_rolls_out_to_a_simulated_fleet_through_the_gateway() -> anyho
                     "maxInFlight": 3,
                     "soakTime": "1s",
                     "deviceTimeout": "2m",
+                    // The plan reads the operator's Device watch, which may trail the list
+                    // above: under Skip a device whose first report is not there yet would
+                    // be left out; Wait assigns it once it shows.
+                    "offlinePolicy": "Wait",
                 },
             })),
         )
