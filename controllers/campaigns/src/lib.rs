@@ -252,11 +252,15 @@ pub fn run(operator: &Operator, selection: Selection, settings: Settings) -> Box
         let breakers_changed = futures::stream::unfold(breaker_rx, |mut rx| async move {
             rx.recv().await.map(|channel| (channel, rx))
         });
-        let mut deliveries = Deliveries::new(Registry::default()).on_breaker_change(Arc::new(
-            move |namespace, name| {
+        // A Channel becoming usable or unusable wakes the live campaigns that use it (below).
+        let (usable_tx, usable_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+        let registry = Registry::default().on_change(Arc::new(move |namespace, name| {
+            let _ = usable_tx.send((namespace.to_owned(), name.to_owned()));
+        }));
+        let mut deliveries =
+            Deliveries::new(registry).on_breaker_change(Arc::new(move |namespace, name| {
                 let _ = breaker_tx.send(ObjectRef::new(name).within(namespace));
-            },
-        ));
+            }));
         if let Some(messages) = messages_counter(operator) {
             deliveries = deliveries.counting(messages);
         }
@@ -322,6 +326,18 @@ pub fn run(operator: &Operator, selection: Selection, settings: Settings) -> Box
                 })
                 .collect::<Vec<_>>()
         });
+        let users = live.clone();
+        let usability_changed = futures::stream::unfold(usable_rx, |mut rx| async move {
+            rx.recv().await.map(|channel| (channel, rx))
+        })
+        .flat_map(move |(namespace, channel)| {
+            let users = users.lock();
+            let woken: Vec<CampaignRef> = users
+                .campaigns(&namespace, &channel)
+                .map(|name| ObjectRef::new(name).within(&namespace))
+                .collect();
+            futures::stream::iter(woken)
+        });
         register_recipient_census(operator, campaigns.store());
         let (wake, woken) = tokio::sync::mpsc::unbounded_channel::<CampaignRef>();
         let senders_woke = futures::stream::unfold(woken, |mut woken| async move {
@@ -347,7 +363,11 @@ pub fn run(operator: &Operator, selection: Selection, settings: Settings) -> Box
             operator,
             &mut campaigns,
             state,
-            vec![channel_changed.boxed(), senders_woke.boxed()],
+            vec![
+                channel_changed.boxed(),
+                usability_changed.boxed(),
+                senders_woke.boxed(),
+            ],
         );
         futures::join!(
             Box::pin(channels.run(stop())),
