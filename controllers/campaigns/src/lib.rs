@@ -25,6 +25,7 @@ use kube::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use campaign::CampaignRef;
 use campaign::reconcile::UnsubscribeLinks;
@@ -249,9 +250,7 @@ pub fn run(operator: &Operator, selection: Selection, settings: Settings) -> Box
         });
         // A breaker changing state wakes its Channel, which writes it into its status.
         let (breaker_tx, breaker_rx) = tokio::sync::mpsc::unbounded_channel::<ChannelRef>();
-        let breakers_changed = futures::stream::unfold(breaker_rx, |mut rx| async move {
-            rx.recv().await.map(|channel| (channel, rx))
-        });
+        let breakers_changed = UnboundedReceiverStream::new(breaker_rx);
         // A Channel becoming usable or unusable wakes the live campaigns that use it (below).
         let (usable_tx, usable_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
         let registry = Registry::default().on_change(Arc::new(move |namespace, name| {
@@ -318,31 +317,17 @@ pub fn run(operator: &Operator, selection: Selection, settings: Settings) -> Box
             let users = users.lock();
             touched(event)
                 .iter()
-                .flat_map(|(namespace, channel)| {
-                    users
-                        .campaigns(namespace, channel)
-                        .map(|name| ObjectRef::new(name).within(namespace))
-                        .collect::<Vec<_>>()
-                })
+                .flat_map(|(namespace, channel)| campaigns_using(&users, namespace, channel))
                 .collect::<Vec<_>>()
         });
         let users = live.clone();
-        let usability_changed = futures::stream::unfold(usable_rx, |mut rx| async move {
-            rx.recv().await.map(|channel| (channel, rx))
-        })
-        .flat_map(move |(namespace, channel)| {
-            let users = users.lock();
-            let woken: Vec<CampaignRef> = users
-                .campaigns(&namespace, &channel)
-                .map(|name| ObjectRef::new(name).within(&namespace))
-                .collect();
-            futures::stream::iter(woken)
-        });
+        let usability_changed =
+            UnboundedReceiverStream::new(usable_rx).flat_map(move |(namespace, channel)| {
+                futures::stream::iter(campaigns_using(&users.lock(), &namespace, &channel))
+            });
         register_recipient_census(operator, campaigns.store());
         let (wake, woken) = tokio::sync::mpsc::unbounded_channel::<CampaignRef>();
-        let senders_woke = futures::stream::unfold(woken, |mut woken| async move {
-            woken.recv().await.map(|campaign| (campaign, woken))
-        });
+        let senders_woke = UnboundedReceiverStream::new(woken);
         let state = campaign::reconcile::CampaignState::new(
             client,
             campaign::audience::SubscriptionCache {
@@ -379,6 +364,18 @@ pub fn run(operator: &Operator, selection: Selection, settings: Settings) -> Box
             campaign_controller,
         );
     })
+}
+
+/// The live campaigns that send through Channel `namespace/channel`.
+fn campaigns_using(
+    users: &LiveCampaignsByChannel,
+    namespace: &str,
+    channel: &str,
+) -> Vec<CampaignRef> {
+    users
+        .campaigns(namespace, channel)
+        .map(|name| ObjectRef::new(name).within(namespace))
+        .collect()
 }
 
 /// The `(namespace, name)` of the object an event is about.
