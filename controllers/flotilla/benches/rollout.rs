@@ -120,7 +120,7 @@ fn ideal(devices: usize, update: Duration) -> Duration {
 async fn run(devices: usize, update: Duration, idle: Duration) -> anyhow::Result<Figures> {
     let sandbox = Sandbox::builder()
         .crds(flotilla_crds::all_crds())
-        .watch_window((devices * 10).max(200_000))
+        .watch_window((devices * 2).max(200_000))
         .start()
         .await?;
     let client = sandbox.client();
