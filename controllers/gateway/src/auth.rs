@@ -63,21 +63,25 @@ pub fn token_hash_hex(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Whether `token` hashes to `stored` (hex, surrounding whitespace such as a trailing newline
-/// ignored, either case). The digests are compared in constant time; a stored value that is
-/// not a SHA-256 hex digest matches nothing.
+/// The SHA-256 digest a token Secret stores as hex (surrounding whitespace such as a trailing
+/// newline ignored, either case); none when the value is not such a digest.
+pub fn stored_hash(stored: &[u8]) -> Option<[u8; 32]> {
+    let stored = std::str::from_utf8(stored).ok()?;
+    hex::decode(stored.trim()).ok()?.try_into().ok()
+}
+
+/// Whether `token` hashes to `expected`, compared in constant time.
+pub fn token_hashes_to(token: &str, expected: &[u8; 32]) -> bool {
+    Sha256::digest(token.as_bytes())
+        .as_slice()
+        .ct_eq(expected)
+        .into()
+}
+
+/// Whether `token` hashes to `stored` ([`stored_hash`]); a stored value that is not a SHA-256
+/// hex digest matches nothing.
 pub fn token_matches(token: &str, stored: &[u8]) -> bool {
-    let Ok(stored) = std::str::from_utf8(stored) else {
-        return false;
-    };
-    let Ok(expected) = hex::decode(stored.trim()) else {
-        return false;
-    };
-    if expected.len() != 32 {
-        return false;
-    }
-    let presented = Sha256::digest(token.as_bytes());
-    presented.as_slice().ct_eq(&expected).into()
+    stored_hash(stored).is_some_and(|expected| token_hashes_to(token, &expected))
 }
 
 #[cfg(test)]

@@ -3,10 +3,10 @@
 //! API request. Devices the gateway itself just wrote are read from the write's response until
 //! the watch catches up, so a report repeated a moment later is recognised as a repeat.
 //!
-//! Devices are the one kind with a hundred thousand objects, so their cache is the gateway's
-//! own ([`DeviceCache`]): per Device only what polls, reports and authentication read (the
-//! enrollment record, the resourceVersion, the spec and status as compact JSON), and a
-//! re-list updates it in place instead of building a second copy of the fleet.
+//! Devices and their tokens number a hundred thousand, so their caches are the gateway's own
+//! ([`ListedCache`]): per Device only what polls, reports and authentication read (the
+//! enrollment record, the resourceVersion, the spec and status as compact JSON), per token
+//! its 32-byte hash; a re-list updates them in place instead of building a second copy.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -14,6 +14,9 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use flotilla_crds::{Device, DeviceSpec, DeviceStatus, FirmwareRelease};
 use flotilla_runtime::readiness::Readiness;
 use flotilla_runtime::watch::{SharedWatch, secret_data_only, watcher_config};
+
+use crate::auth;
+use crate::listed::ListedCache;
 use flotilla_runtime::{Config, Shutdown};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -35,7 +38,7 @@ pub const ENROLLED_BY_ANNOTATION: &str = "flotilla.dev/enrolled-by";
 struct Scope {
     devices: Arc<RwLock<DeviceCache>>,
     releases: Store<FirmwareRelease>,
-    secrets: Store<Secret>,
+    device_tokens: Arc<RwLock<ListedCache<TokenHashes>>>,
     gateway_tokens: Store<Secret>,
 }
 
@@ -111,75 +114,39 @@ impl CachedDevice {
     }
 }
 
-/// A cached Device and the list that last delivered it.
-#[derive(Debug)]
-struct Listed {
-    list: u32,
-    device: Arc<CachedDevice>,
-}
+/// The Devices of a scope.
+type DeviceCache = ListedCache<Arc<CachedDevice>>;
 
-/// The Devices of a scope, by namespace and name, kept from the watch's events.
-///
-/// A re-list (after the watch fell too far behind) overwrites each Device in place and, once
-/// the list is through, drops those it did not deliver: kube-runtime's store would build the
-/// whole fleet a second time and swap, doubling the cache for as long as the list takes.
-#[derive(Debug, Default)]
-struct DeviceCache {
-    by_namespace: HashMap<String, HashMap<Box<str>, Listed>>,
-    /// The number of the list in progress or last done.
-    list: u32,
-}
+/// What the gateway keeps of a device-token Secret: the SHA-256 under each key, decoded from
+/// its hex. A Secret of 4,000 tokens decoded whole (a `BTreeMap` of key and hex `Vec`) took
+/// about 170 bytes a token; this takes about 70.
+type TokenHashes = HashMap<Box<str>, [u8; 32]>;
 
-impl DeviceCache {
-    fn apply_watcher_event(&mut self, event: &watcher::Event<Device>) {
-        match event {
-            watcher::Event::Init => self.list = self.list.wrapping_add(1),
-            watcher::Event::InitApply(device) | watcher::Event::Apply(device) => {
-                let namespace = device.metadata.namespace.as_deref().unwrap_or_default();
-                let name = device.metadata.name.as_deref().unwrap_or_default();
-                let listed = Listed {
-                    list: self.list,
-                    device: Arc::new(CachedDevice::of(device)),
-                };
-                match self.by_namespace.get_mut(namespace) {
-                    Some(devices) => {
-                        devices.insert(name.into(), listed);
-                    }
-                    None => {
-                        self.by_namespace.insert(
-                            namespace.to_owned(),
-                            HashMap::from([(Box::from(name), listed)]),
-                        );
-                    }
-                }
-            }
-            watcher::Event::Delete(device) => {
-                let namespace = device.metadata.namespace.as_deref().unwrap_or_default();
-                if let Some(devices) = self.by_namespace.get_mut(namespace) {
-                    devices.remove(device.metadata.name.as_deref().unwrap_or_default());
-                }
-            }
-            watcher::Event::InitDone => {
-                let list = self.list;
-                for devices in self.by_namespace.values_mut() {
-                    devices.retain(|_, listed| listed.list == list);
-                }
-                self.by_namespace.retain(|_, devices| !devices.is_empty());
-            }
-        }
+fn token_hashes(secret: &Secret) -> TokenHashes {
+    let mut invalid = 0_usize;
+    let hashes = secret
+        .data
+        .iter()
+        .flatten()
+        .filter_map(|(key, value)| {
+            let hash = auth::stored_hash(&value.0);
+            invalid += usize::from(hash.is_none());
+            Some((key.as_str().into(), hash?))
+        })
+        .collect();
+    if invalid > 0 {
+        // Such a key authenticates no device (as an absent one); say so once per change.
+        tracing::warn!(
+            secret = %format!(
+                "{}/{}",
+                secret.metadata.namespace.as_deref().unwrap_or_default(),
+                secret.metadata.name.as_deref().unwrap_or_default()
+            ),
+            invalid,
+            "device-token Secret keys that are not a SHA-256 hex digest authenticate no device"
+        );
     }
-
-    fn get(&self, namespace: &str, name: &str) -> Option<Arc<CachedDevice>> {
-        self.by_namespace
-            .get(namespace)?
-            .get(name)
-            .map(|listed| listed.device.clone())
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.by_namespace.values().map(HashMap::len).sum()
-    }
+    hashes
 }
 
 /// The gateway's view of the fleet. Cheap to share (`Arc`).
@@ -209,7 +176,6 @@ where
     }
 }
 
-/// What the gateway keeps of a token Secret: its name and data.
 fn resource_version<K: Resource>(object: &K) -> Option<u64> {
     object.meta().resource_version.as_deref()?.parse().ok()
 }
@@ -236,7 +202,7 @@ impl Fleet {
             devices.on_event(move |event| {
                 kept.write()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .apply_watcher_event(event);
+                    .apply(event, |device| Arc::new(CachedDevice::of(device)));
             });
             let writes = own_writes.clone();
             devices.on_event(move |event| {
@@ -261,12 +227,19 @@ impl Fleet {
                 api(client, namespace),
                 watcher_config(config),
             );
-            let secrets = SharedWatch::new(
+            let mut secrets = SharedWatch::new(
                 "secrets",
                 api(client, namespace),
                 watcher_config(config).labels(TOKEN_SECRET_LABEL),
             )
-            .caching(secret_data_only);
+            .uncached();
+            let device_tokens = Arc::new(RwLock::new(ListedCache::default()));
+            let kept = device_tokens.clone();
+            secrets.on_event(move |event| {
+                kept.write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .apply(event, token_hashes);
+            });
             let gateway_tokens = SharedWatch::new(
                 "secrets",
                 api(client, namespace),
@@ -276,7 +249,7 @@ impl Fleet {
             let scope = Scope {
                 devices: cache,
                 releases: releases.store(),
-                secrets: secrets.store(),
+                device_tokens,
                 gateway_tokens: gateway_tokens.store(),
             };
             readiness.track(format!("devices{suffix}"), devices.synced());
@@ -324,7 +297,8 @@ impl Fleet {
             .devices
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(namespace, name);
+            .get(namespace, name)
+            .cloned();
         let written = self
             .own_writes
             .lock()
@@ -359,13 +333,16 @@ impl Fleet {
             .get(&ObjectRef::new(name).within(namespace))
     }
 
-    /// The bytes under `key` of the labelled Secret `namespace/name`.
-    pub fn secret_value(&self, namespace: &str, name: &str, key: &str) -> Option<Vec<u8>> {
-        let secret = self
-            .scope(namespace)?
-            .secrets
-            .get(&ObjectRef::new(name).within(namespace))?;
-        secret.data.as_ref()?.get(key).map(|value| value.0.clone())
+    /// The token hash under `key` of the device-token Secret `namespace/name`; none when the
+    /// value there is not a SHA-256 hex digest.
+    pub fn token_hash(&self, namespace: &str, name: &str, key: &str) -> Option<[u8; 32]> {
+        self.scope(namespace)?
+            .device_tokens
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(namespace, name)?
+            .get(key)
+            .copied()
     }
 
     /// The gateway-token Secrets of tenant `namespace` (few per namespace: one per fleet or
@@ -430,16 +407,6 @@ mod tests {
         .unwrap()
     }
 
-    fn names(cache: &DeviceCache) -> Vec<String> {
-        let mut names: Vec<String> = cache
-            .by_namespace
-            .values()
-            .flat_map(|d| d.keys().map(|k| k.to_string()))
-            .collect();
-        names.sort();
-        names
-    }
-
     #[test]
     fn a_device_is_read_back_with_what_the_gateway_uses_and_nothing_else() {
         let full = device("sensor-1", "12", Some("SN-1"));
@@ -473,52 +440,42 @@ mod tests {
     }
 
     #[test]
-    fn events_move_and_delete_devices() {
-        let mut cache = DeviceCache::default();
-        cache.apply_watcher_event(&watcher::Event::Init);
-        cache.apply_watcher_event(&watcher::Event::InitApply(device("a", "1", None)));
-        cache.apply_watcher_event(&watcher::Event::InitApply(device("b", "2", None)));
-        cache.apply_watcher_event(&watcher::Event::InitDone);
-        assert_eq!(names(&cache), ["a", "b"]);
-        cache.apply_watcher_event(&watcher::Event::Apply(device("a", "3", Some("SN-3"))));
-        let a = cache.get("fleet", "a").unwrap();
-        assert_eq!(a.version(), Some(3));
-        assert!(
-            a.device("fleet", "a")
-                .status
-                .unwrap()
-                .attributes
-                .contains_key("serial")
-        );
-        cache.apply_watcher_event(&watcher::Event::Delete(device("b", "4", None)));
-        assert_eq!(names(&cache), ["a"]);
-        assert!(cache.get("fleet", "b").is_none());
-        assert!(cache.get("other", "a").is_none());
+    fn a_token_secret_is_kept_as_the_hashes_it_holds() {
+        let hash = auth::token_hash_hex("s3cret");
+        let value = |v: &str| k8s_openapi::ByteString(v.as_bytes().to_vec());
+        let secret = Secret {
+            data: Some(
+                [
+                    // With the trailing newline `sha256sum` leaves.
+                    ("sensor-1".to_owned(), value(&format!("{hash}\n"))),
+                    ("sensor-2".to_owned(), value(&hash.to_uppercase())),
+                    ("sensor-3".to_owned(), value("s3cret")),
+                ]
+                .into(),
+            ),
+            ..Secret::default()
+        };
+        let kept = token_hashes(&secret);
+        let expected: [u8; 32] = hex::decode(&hash).unwrap().try_into().unwrap();
+        assert_eq!(kept.get("sensor-1"), Some(&expected));
+        assert_eq!(kept.get("sensor-2"), Some(&expected));
+        // Not a digest: kept as absent, so it authenticates nothing.
+        assert_eq!(kept.get("sensor-3"), None);
+        assert_eq!(kept.len(), 2);
+        assert!(token_hashes(&Secret::default()).is_empty());
     }
 
     #[test]
-    fn a_relist_updates_in_place_and_drops_what_it_did_not_deliver() {
+    fn the_device_cache_serves_what_the_watch_delivered() {
         let mut cache = DeviceCache::default();
-        cache.apply_watcher_event(&watcher::Event::Init);
-        for (name, version) in [("a", "1"), ("b", "2"), ("c", "3")] {
-            cache.apply_watcher_event(&watcher::Event::InitApply(device(name, version, None)));
-        }
-        cache.apply_watcher_event(&watcher::Event::InitDone);
-        // The watch fell behind: b was deleted and d created meanwhile.
-        cache.apply_watcher_event(&watcher::Event::Init);
-        cache.apply_watcher_event(&watcher::Event::InitApply(device("a", "5", None)));
-        // Mid-list, what is not re-listed yet is still served.
-        assert_eq!(names(&cache), ["a", "b", "c"]);
-        assert_eq!(cache.get("fleet", "a").unwrap().version(), Some(5));
-        cache.apply_watcher_event(&watcher::Event::InitApply(device("c", "3", None)));
-        cache.apply_watcher_event(&watcher::Event::InitApply(device("d", "6", None)));
-        cache.apply_watcher_event(&watcher::Event::InitDone);
-        assert_eq!(names(&cache), ["a", "c", "d"]);
-        assert_eq!(cache.len(), 3);
-        // A list that delivers nothing empties the cache.
-        cache.apply_watcher_event(&watcher::Event::Init);
-        cache.apply_watcher_event(&watcher::Event::InitDone);
-        assert_eq!(cache.len(), 0);
-        assert!(cache.by_namespace.is_empty());
+        let keep = |device: &Device| Arc::new(CachedDevice::of(device));
+        cache.apply(&watcher::Event::Init, keep);
+        cache.apply(&watcher::Event::InitApply(device("a", "1", None)), keep);
+        cache.apply(&watcher::Event::InitDone, keep);
+        cache.apply(&watcher::Event::Apply(device("a", "3", Some("SN-3"))), keep);
+        let a = cache.get("fleet", "a").unwrap();
+        assert_eq!(a.version(), Some(3));
+        let status = a.device("fleet", "a").status.unwrap();
+        assert!(status.attributes.contains_key("serial"));
     }
 }

@@ -14,12 +14,13 @@
 //! | what a device is offered (pure) | [`offer`] |
 //! | what a report does to the status (pure) | [`report`] |
 //! | tokens | [`auth`] |
-//! | the watch caches | [`fleet`] |
+//! | the watch caches | [`fleet`], `listed` |
 //! | routes, limits, writes | [`server`] |
 
 pub mod auth;
 pub mod ddi;
 pub mod fleet;
+mod listed;
 pub mod metrics;
 pub mod offer;
 pub mod report;
@@ -220,7 +221,7 @@ pub async fn start(
         address: config.admin_listen,
         source,
     })?;
-    let limiter = server::AppState::limiter(config.rate_limit);
+    let limiter = Arc::new(server::DeviceLimiter::new(config.rate_limit));
     let pruned = limiter.clone();
     let stop = shutdown.clone();
     // The limiter keeps a cell per device; devices that went quiet are forgotten.
@@ -228,8 +229,7 @@ pub async fn start(
         let mut every = tokio::time::interval(Duration::from_secs(60));
         while !stop.is_triggered() {
             every.tick().await;
-            pruned.retain_recent();
-            pruned.shrink_to_fit();
+            pruned.forget_quiet();
         }
     });
     let state = server::AppState {

@@ -1,5 +1,6 @@
 //! The imperative shell: the DDI routes, authentication, limits, and the Device status writes.
 
+use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,14 +66,38 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// Whether the listener speaks TLS (the scheme of links built from `Host`).
     pub tls: bool,
-    pub limiter: Arc<DefaultKeyedRateLimiter<(String, String)>>,
+    pub limiter: Arc<DeviceLimiter>,
 }
 
-impl AppState {
-    pub fn limiter(limit: RateLimit) -> Arc<DefaultKeyedRateLimiter<(String, String)>> {
-        Arc::new(RateLimiter::keyed(
-            Quota::per_minute(limit.per_minute).allow_burst(limit.burst),
-        ))
+/// The per-device rate limit: a `governor` cell per device, keyed by a 64-bit hash of
+/// `(tenant, controllerId)` instead of the two strings (about 60 bytes less a device).
+/// SipHash with this process's random key, so no device can pick a name that collides with
+/// another's; a chance collision (about 1 in 10⁹ at 100,000 devices) only makes two devices
+/// share an allowance.
+pub struct DeviceLimiter {
+    cells: DefaultKeyedRateLimiter<u64>,
+    keys: RandomState,
+}
+
+impl DeviceLimiter {
+    pub fn new(limit: RateLimit) -> Self {
+        Self {
+            cells: RateLimiter::keyed(Quota::per_minute(limit.per_minute).allow_burst(limit.burst)),
+            keys: RandomState::new(),
+        }
+    }
+
+    /// Counts a request of the device; `Err` with the time until it may send another.
+    pub fn check(&self, tenant: &str, controller_id: &str) -> Result<(), Duration> {
+        self.cells
+            .check_key(&self.keys.hash_one((tenant, controller_id)))
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// Forgets the devices that went quiet (their cells are full again).
+    pub fn forget_quiet(&self) {
+        self.cells.retain_recent();
+        self.cells.shrink_to_fit();
     }
 }
 
@@ -306,11 +331,11 @@ async fn authenticate(
                 .token_secret_ref
                 .as_ref()
                 .ok_or_else(ApiError::unauthorized)?;
-            let stored = state
+            let expected = state
                 .fleet
-                .secret_value(tenant, &reference.name, &reference.key)
+                .token_hash(tenant, &reference.name, &reference.key)
                 .ok_or_else(ApiError::unauthorized)?;
-            if !auth::token_matches(token, &stored) {
+            if !auth::token_hashes_to(token, &expected) {
                 return Err(ApiError::unauthorized());
             }
             device
@@ -345,14 +370,12 @@ async fn authenticate(
         }
     };
     // Limited after authentication, so nobody can use up another device's allowance.
-    let key = (tenant.to_owned(), controller_id.to_owned());
-    if let Err(not_until) = state.limiter.check_key(&key) {
+    if let Err(wait) = state.limiter.check(tenant, controller_id) {
         let mut error = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "flotilla.gateway.error.tooManyRequests",
             "this device exceeds its request rate",
         );
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
         error.retry_after = Some(wait.max(Duration::from_secs(1)));
         return Err(error);
     }

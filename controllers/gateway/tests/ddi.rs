@@ -275,6 +275,38 @@ async fn tokens_are_per_device() {
 }
 
 #[tokio::test]
+async fn a_rotated_or_revoked_token_takes_effect_from_the_watch() {
+    let f = start().await;
+    assert_eq!(f.get("sensor-1", "").await.0, 200);
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(f.client.clone(), NS);
+    let rotated = flotilla_gateway::auth::token_hash_hex("sensor-1-rotated");
+    secrets
+        .patch(
+            "device-tokens",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"sensor-1": rotated}, "data": {"sensor-2": null}})),
+        )
+        .await
+        .expect("rotate sensor-1, revoke sensor-2");
+    wait_for("the old token refused", WAIT, || async {
+        (f.get("sensor-1", "").await.0 == 401).then_some(())
+    })
+    .await
+    .expect("the old token refused");
+    assert_eq!(f.get_as("sensor-1", "", "sensor-1-rotated").await.0, 200);
+    assert_eq!(f.get("sensor-2", "").await.0, 401, "its key was removed");
+    secrets
+        .delete("device-tokens", &Default::default())
+        .await
+        .expect("delete the Secret");
+    wait_for("every token refused", WAIT, || async {
+        (f.get_as("sensor-1", "", "sensor-1-rotated").await.0 == 401).then_some(())
+    })
+    .await
+    .expect("every token refused");
+}
+
+#[tokio::test]
 async fn bodies_are_limited_and_must_be_json() {
     let f = start().await;
     let huge = format!(r#"{{"data": {{"k": "{}"}}}}"#, "x".repeat(70 * 1024));
