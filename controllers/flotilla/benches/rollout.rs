@@ -265,6 +265,23 @@ async fn run(devices: usize, update: Duration, idle: Duration) -> anyhow::Result
     };
     let elapsed = started.elapsed();
     let counts = sandbox.requests().counts();
+    // Writes the server refused (a conflict, a failed test op): each is retried, so each
+    // is in the writes per device above.
+    let mut refused: BTreeMap<(String, String, u16), usize> = BTreeMap::new();
+    for record in sandbox.requests().snapshot() {
+        let write = matches!(
+            record.verb.as_str(),
+            "create" | "update" | "patch" | "delete"
+        );
+        if write && record.status >= 300 {
+            let key = (
+                record.verb.as_str().to_owned(),
+                record.full_resource(),
+                record.status,
+            );
+            *refused.entry(key).or_default() += 1;
+        }
+    }
 
     // Steady state after the rollout: the gateway's writes while every device idles.
     sandbox.requests().reset();
@@ -316,6 +333,13 @@ async fn run(devices: usize, update: Duration, idle: Duration) -> anyhow::Result
                 operator_writes += requests;
             }
         }
+    }
+    println!("  writes refused during the rollout, by verb, resource and status:");
+    for ((verb, resource, status), requests) in &refused {
+        println!("    {verb:<8} {resource:<28} {status}  {requests}");
+    }
+    if refused.is_empty() {
+        println!("    none");
     }
     let gateway_writes = by.get("gateway").copied().unwrap_or(0);
     let status_writes = counts

@@ -5,7 +5,7 @@
 //!
 //! Devices and their tokens number a hundred thousand, so their caches are the gateway's own
 //! ([`ListedCache`]): per Device only what polls, reports and authentication read (the
-//! enrollment record, the resourceVersion, the spec and status as compact JSON), per token
+//! enrollment record, the resourceVersion, the spec and status as compressed JSON), per token
 //! its 32-byte hash; a re-list updates them in place instead of building a second copy.
 
 use std::collections::HashMap;
@@ -17,6 +17,7 @@ use flotilla_runtime::watch::{SharedWatch, secret_data_only, watcher_config};
 
 use crate::auth;
 use crate::listed::ListedCache;
+use crate::packed;
 use flotilla_runtime::{Config, Shutdown};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -45,31 +46,20 @@ struct Scope {
 /// Devices written by this process and not yet seen back from the watch, by `namespace/name`.
 type OwnWrites = Arc<Mutex<HashMap<(String, String), Arc<CachedDevice>>>>;
 
-/// What the gateway keeps of a Device, with the spec and status as compact JSON decoded when
-/// the Device is read: a poll decodes a few hundred bytes, where keeping the spec decoded (an
-/// allocation per string) took the 100,000-device rollout benchmark's gateway to 211 MiB
-/// instead of 201.
+/// What the gateway keeps of a Device, with the spec and status [`packed`] (compressed JSON)
+/// and decoded when the Device is read: keeping the spec decoded (an allocation per string)
+/// took the 100,000-device rollout benchmark's gateway to 211 MiB, plain JSON to 201 MiB.
 #[derive(Debug, PartialEq)]
 struct CachedDevice {
     /// What a status write is conditional on, and how a write is told from an older event.
     resource_version: Option<Box<str>>,
     /// The gateway-token Secret that enrolled it ([`ENROLLED_BY_ANNOTATION`]).
     enrolled_by: Option<Box<str>>,
-    /// `spec` as JSON.
+    /// `spec`, packed.
     spec: Box<[u8]>,
-    /// `status` as JSON, without `conditions` and `observedGeneration`: the controllers' fields,
+    /// `status`, packed, without `conditions` and `observedGeneration`: the controllers' fields,
     /// which the gateway neither reads nor writes.
     status: Option<Box<[u8]>>,
-}
-
-fn compact_json(value: &impl serde::Serialize) -> Box<[u8]> {
-    serde_json::to_vec(value)
-        .expect("Device specs and statuses serialize")
-        .into_boxed_slice()
-}
-
-fn decoded<T: serde::de::DeserializeOwned>(json: &[u8]) -> T {
-    serde_json::from_slice(json).expect("the cache holds JSON serialized from the same type")
 }
 
 impl CachedDevice {
@@ -80,7 +70,7 @@ impl CachedDevice {
                 observed_generation: None,
                 ..status.clone()
             };
-            compact_json(&kept)
+            packed::pack(&kept)
         });
         Self {
             resource_version: device.metadata.resource_version.as_deref().map(Into::into),
@@ -90,7 +80,7 @@ impl CachedDevice {
                 .as_ref()
                 .and_then(|a| a.get(ENROLLED_BY_ANNOTATION))
                 .map(|by| by.as_str().into()),
-            spec: compact_json(&device.spec),
+            spec: packed::pack(&device.spec),
             status,
         }
     }
@@ -98,14 +88,14 @@ impl CachedDevice {
     /// The Device `namespace/name` as the gateway reads it: name, namespace, resourceVersion,
     /// the enrollment annotation, spec and status.
     fn device(&self, namespace: &str, name: &str) -> Device {
-        let mut device = Device::new(name, decoded::<DeviceSpec>(&self.spec));
+        let mut device = Device::new(name, packed::unpack::<DeviceSpec>(&self.spec));
         device.metadata.namespace = Some(namespace.to_owned());
         device.metadata.resource_version = self.resource_version.as_deref().map(str::to_owned);
         device.metadata.annotations = self
             .enrolled_by
             .as_deref()
             .map(|by| [(ENROLLED_BY_ANNOTATION.to_owned(), by.to_owned())].into());
-        device.status = self.status.as_deref().map(decoded::<DeviceStatus>);
+        device.status = self.status.as_deref().map(packed::unpack::<DeviceStatus>);
         device
     }
 

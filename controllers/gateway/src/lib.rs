@@ -14,7 +14,7 @@
 //! | what a device is offered (pure) | [`offer`] |
 //! | what a report does to the status (pure) | [`report`] |
 //! | tokens | [`auth`] |
-//! | the watch caches | [`fleet`], `listed` |
+//! | the watch caches | [`fleet`], `listed`, `packed` |
 //! | routes, limits, writes | [`server`] |
 
 pub mod auth;
@@ -23,6 +23,7 @@ pub mod fleet;
 mod listed;
 pub mod metrics;
 pub mod offer;
+mod packed;
 pub mod report;
 pub mod server;
 
