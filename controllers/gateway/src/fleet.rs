@@ -187,13 +187,8 @@ impl Fleet {
             let mut devices =
                 SharedWatch::new("devices", api(client, namespace), watcher_config(config))
                     .uncached();
-            let cache = Arc::new(RwLock::new(DeviceCache::default()));
-            let kept = cache.clone();
-            devices.on_event(move |event| {
-                kept.write()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .apply(event, |device| Arc::new(CachedDevice::of(device)));
-            });
+            let cache =
+                DeviceCache::fed_by(&mut devices, |device| Arc::new(CachedDevice::of(device)));
             let writes = own_writes.clone();
             devices.on_event(move |event| {
                 let seen = match event {
@@ -223,13 +218,7 @@ impl Fleet {
                 watcher_config(config).labels(TOKEN_SECRET_LABEL),
             )
             .uncached();
-            let device_tokens = Arc::new(RwLock::new(ListedCache::default()));
-            let kept = device_tokens.clone();
-            secrets.on_event(move |event| {
-                kept.write()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .apply(event, token_hashes);
-            });
+            let device_tokens = ListedCache::fed_by(&mut secrets, token_hashes);
             let gateway_tokens = SharedWatch::new(
                 "secrets",
                 api(client, namespace),

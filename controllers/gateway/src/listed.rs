@@ -7,9 +7,14 @@
 //! whole set a second time and swap, doubling the cache for as long as the list takes.
 
 use std::collections::HashMap;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::{Arc, PoisonError, RwLock};
 
+use flotilla_runtime::watch::SharedWatch;
 use kube::Resource;
 use kube::runtime::watcher;
+use serde::de::DeserializeOwned;
 
 #[derive(Debug)]
 struct Listed<V> {
@@ -32,6 +37,27 @@ impl<V> Default for ListedCache<V> {
             by_namespace: HashMap::new(),
             list: 0,
         }
+    }
+}
+
+impl<V: Send + Sync + 'static> ListedCache<V> {
+    /// A cache fed by `watch`'s events, each object kept as `keep` makes it.
+    pub fn fed_by<K>(
+        watch: &mut SharedWatch<K>,
+        keep: impl Fn(&K) -> V + Send + 'static,
+    ) -> Arc<RwLock<Self>>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+    {
+        let cache = Arc::new(RwLock::new(Self::default()));
+        let kept = cache.clone();
+        watch.on_event(move |event| {
+            kept.write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .apply(event, &keep);
+        });
+        cache
     }
 }
 
